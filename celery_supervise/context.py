@@ -1,0 +1,117 @@
+"""``ctx``: what a handler sees of its step, and the effects it asks for.
+
+Effects are only *recorded* here. They are committed atomically with the step (see
+``runner``) and applied if and only if the step commits: a crashed step emits nothing.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .codec import encode
+from .errors import InvalidMessage, MessageTooLarge
+
+if TYPE_CHECKING:
+    from .ref import ActorRef
+
+__all__ = ["Context", "Effects", "in_handler"]
+
+#: Set while a handler runs in this thread/task, so ``ask`` can refuse (it would deadlock).
+in_handler: contextvars.ContextVar[bool] = contextvars.ContextVar("in_handler", default=False)
+
+
+@dataclass
+class Effects:
+    """Effects of one step, in the order the handler asked for them."""
+
+    sends: list[tuple[str, str, bytes]] = field(default_factory=list)  # (type, key, body)
+    replies: list[bytes] = field(default_factory=list)
+    isolates: list[dict[str, Any]] = field(default_factory=list)
+    timers: list[tuple[float, bytes]] = field(default_factory=list)  # (delay s, body)
+    stop: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.sends or self.replies or self.isolates or self.timers or self.stop)
+
+
+class Context:
+    """The handler's view of one step. Effects apply only if the step commits."""
+
+    def __init__(
+        self,
+        *,
+        actor: str,
+        key: str,
+        message_id: str,
+        version: int,
+        attempt: int,
+        reply_wanted: bool,
+        max_message_bytes: int,
+    ) -> None:
+        self.actor = actor
+        self.key = key
+        self.message_id = message_id
+        self.version = version
+        self.attempt = attempt
+        self.effects = Effects()
+        self._reply_wanted = reply_wanted
+        self._max_message_bytes = max_message_bytes
+
+    def __repr__(self) -> str:
+        return (
+            f"<Context {self.actor}:{self.key} message={self.message_id} "
+            f"version={self.version} attempt={self.attempt}>"
+        )
+
+    def _encode(self, value: Any, what: str) -> bytes:
+        body = encode(value, what=what)
+        if len(body) > self._max_message_bytes:
+            raise MessageTooLarge(len(body), self._max_message_bytes)
+        return body
+
+    def send(self, ref: ActorRef, message: Any) -> None:
+        """Send ``message`` to another actor (or this one) if this step commits."""
+        self.effects.sends.append((ref.type_name, ref.key, self._encode(message, "message")))
+
+    def reply(self, value: Any) -> None:
+        """Answer the ``ask`` that sent this message (ignored if it was a plain send)."""
+        if self.effects.replies:
+            raise InvalidMessage("ctx.reply was already called in this step")
+        self.effects.replies.append(self._encode(value, "reply"))
+
+    @property
+    def reply_wanted(self) -> bool:
+        return self._reply_wanted
+
+    def isolate(self, signature: Any, *, tag: str, timeout: float | None = None) -> None:
+        """Run a Celery task as an isolated subtask; its outcome comes back as a message."""
+        if not isinstance(tag, str) or not tag:
+            raise InvalidMessage("ctx.isolate: tag must be a non-empty str")
+        if timeout is not None and (isinstance(timeout, bool) or timeout <= 0):
+            raise InvalidMessage(f"ctx.isolate: timeout must be None or > 0, got {timeout!r}")
+        sig = dict(signature)  # a celery Signature is a dict; this also accepts plain dicts
+        for part in ("task", "args", "kwargs"):
+            if part not in sig:
+                raise InvalidMessage(f"ctx.isolate: signature has no {part!r}: {signature!r}")
+        spec = {
+            "tag": tag,
+            "timeout": timeout,
+            "task": sig["task"],
+            "args": list(sig.get("args") or ()),
+            "kwargs": dict(sig.get("kwargs") or {}),
+            "options": {k: v for k, v in (sig.get("options") or {}).items() if k == "queue"},
+        }
+        self._encode(spec, "ctx.isolate signature")  # args must be JSON
+        self.effects.isolates.append(spec)
+
+    def send_after(self, seconds: float, message: Any) -> None:
+        """A durable timer: ``message`` is delivered to this actor after ``seconds``."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            raise InvalidMessage(f"ctx.send_after: seconds must be >= 0, got {seconds!r}")
+        self.effects.timers.append((float(seconds), self._encode(message, "message")))
+
+    def stop(self) -> None:
+        """Exit normally after this step (a transient actor is then not restarted)."""
+        self.effects.stop = True

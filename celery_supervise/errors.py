@@ -1,0 +1,100 @@
+"""Every exception celery_supervise raises, under one root.
+
+Celery pickles exceptions to move them between processes, so each class keeps its
+constructor arguments in ``args`` (the default ``BaseException.__reduce__`` then works).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ActorNotRegistered",
+    "AskNotAllowed",
+    "AskTimeout",
+    "ConfigurationError",
+    "CorruptActorData",
+    "InvalidKey",
+    "InvalidMessage",
+    "MessageDeadLettered",
+    "MessageTooLarge",
+    "NotInstalled",
+    "StaleLease",
+    "SuperviseError",
+    "UnknownDeadLetter",
+]
+
+
+class SuperviseError(Exception):
+    """Root of every celery_supervise exception."""
+
+
+class ConfigurationError(SuperviseError):
+    """A setting, actor option or supervisor spec is invalid; the message names it."""
+
+
+class NotInstalled(ConfigurationError):
+    """An actor was used on a Celery app where ``Supervision(app)`` was not called."""
+
+
+class ActorNotRegistered(SuperviseError):
+    """A name does not belong to any registered actor type."""
+
+
+class InvalidKey(SuperviseError, ValueError):
+    """An actor key is empty, too long or not a string."""
+
+
+class InvalidMessage(SuperviseError, ValueError):
+    """A message (or message id) cannot be encoded as JSON or is otherwise malformed."""
+
+
+class MessageTooLarge(InvalidMessage):
+    """A message is larger than ``supervise_max_message_bytes``."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(size, limit)
+        self.size = size
+        self.limit = limit
+
+    def __str__(self) -> str:
+        return (
+            f"message is {self.size} bytes encoded, over supervise_max_message_bytes="
+            f"{self.limit}"
+        )
+
+
+class CorruptActorData(SuperviseError):
+    """Data found in Redis for an actor is not what celery_supervise wrote."""
+
+
+class StaleLease(SuperviseError):
+    """A step tried to commit with a fencing token that is no longer current."""
+
+
+class AskNotAllowed(SuperviseError):
+    """``ref.ask`` was called inside an actor handler (it would block the actor)."""
+
+
+class AskTimeout(SuperviseError, TimeoutError):
+    """No reply came back within the ``ask`` timeout."""
+
+
+class MessageDeadLettered(SuperviseError):
+    """An asked message was dead-lettered; ``crashes`` holds the crash records."""
+
+    def __init__(self, message_id: str, crashes: list[dict[str, Any]]) -> None:
+        super().__init__(message_id, crashes)
+        self.message_id = message_id
+        self.crashes = crashes
+
+    def __str__(self) -> str:
+        last = self.crashes[-1] if self.crashes else {}
+        return (
+            f"message {self.message_id!r} was dead-lettered after {len(self.crashes)} "
+            f"crash(es); last: {last.get('type')}: {last.get('message')}"
+        )
+
+
+class UnknownDeadLetter(SuperviseError, KeyError):
+    """``requeue_dead_letter`` named a message id that is not among the dead letters."""

@@ -1,0 +1,160 @@
+"""Isolated subtasks: ``ctx.isolate(signature, tag=..., timeout=...)``.
+
+The essay's first advice: put failure-prone work in its own process and send the result
+back. The step that asks for a subtask commits a *pending record* for it (actor slot) and an
+outbox entry; relaying the entry publishes ``celery_supervise.isolated``, which runs the
+user's task in a worker and delivers the outcome as a message to the actor. Delivery goes
+through ``iso_outcome.lua``, which removes the pending record in the same script that
+appends the message: exactly one outcome per call, whichever comes first of result, error,
+lost worker (its heartbeat stops) or timeout. The subtask itself runs at least once: it can
+run again if a worker dies after publishing; pass it an idempotency key (docs/effects.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from .codec import encode
+from .errors import SuperviseError
+from .mailbox import header_json
+
+if TYPE_CHECKING:
+    from .keyspace import ActorKeys
+    from .supervision import Supervision
+
+__all__ = ["ISOLATED_TASK", "Isolation", "register_isolation_task"]
+
+log = logging.getLogger("celery_supervise")
+
+#: Name of the wrapper task that runs an isolated subtask.
+ISOLATED_TASK = "celery_supervise.isolated"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Isolation:
+    def __init__(self, sup: Supervision) -> None:
+        self.sup = sup
+
+    def pending_record(self, spec: dict[str, Any]) -> bytes:
+        now = int(time.time() * 1000)
+        deadline = now + int(spec["timeout"] * 1000) if spec.get("timeout") else None
+        return json.dumps({"tag": spec["tag"], "task": spec["task"], "args": spec["args"],
+                           "kwargs": spec["kwargs"], "options": spec.get("options", {}),
+                           "created": now, "deadline": deadline}).encode()
+
+    def start(self, item: dict[str, Any]) -> None:
+        """Relay an outbox ``isolate`` entry: publish the subtask (once per relay claim)."""
+        iso_id, spec = item["id"], item["spec"]
+        type_name, key = iso_id.split("@", 1)[0].split(":", 1)
+        keys = self.sup.keyspace.actor(type_name, key)
+        claimed = int(self.sup.scripts.iso_mark(keys=[keys.isolates],
+                                                 args=[iso_id, "published", "now", "1"]))
+        if claimed != 1:
+            return  # already published by another relay, or already resolved
+        self.publish(iso_id, type_name, key, spec)
+
+    def publish(self, iso_id: str, type_name: str, key: str, spec: dict[str, Any]) -> None:
+        self.sup.app.send_task(
+            ISOLATED_TASK,
+            args=(type_name, key, iso_id, spec["tag"], spec["task"]),
+            kwargs={"args": spec["args"], "kwargs": spec["kwargs"], "timeout": spec["timeout"]},
+            task_id=f"{iso_id}#{int(time.time() * 1000)}",
+            **spec.get("options", {}),
+        )
+
+    def deliver(self, type_name: str, key: str, iso_id: str, outcome: dict[str, Any]) -> int:
+        """Deliver the outcome message unless one was already delivered. -1: already was."""
+        keys = self.sup.keyspace.actor(type_name, key)
+        try:
+            body = encode(outcome, what="isolated subtask outcome")
+        except SuperviseError as exc:
+            body = encode({"isolated": outcome["isolated"], "ok": False, "error": {
+                "type": "UnserializableResult", "message": str(exc)}})
+        result = int(self.sup.scripts.iso_outcome(
+            keys=[keys.meta, keys.mailbox, keys.isolates],
+            args=[iso_id, header_json(f"{iso_id}.outcome"), body],
+        ))
+        if result == 1:
+            self.sup.publish(type_name, key)
+        return result
+
+    def check(self, type_name: str, key: str, keys: ActorKeys, now_ms: int) -> None:
+        """Tick: time out, declare lost, or re-publish pending subtasks of one actor."""
+        lease_ms = self.sup.settings.lease_seconds * 1000
+        for iso_raw, rec_raw in self.sup.client.hgetall(keys.isolates).items():
+            iso_id, rec = _text(iso_raw), json.loads(rec_raw)
+            error = None
+            if rec.get("deadline") and now_ms >= rec["deadline"]:
+                error = ("Timeout", f"isolated subtask {rec['task']} exceeded its timeout")
+            elif rec.get("heartbeat") and now_ms - int(rec["heartbeat"]) > lease_ms:
+                error = ("WorkerLost", f"worker running {rec['task']} stopped responding")
+            if error:
+                outcome = {"isolated": rec["tag"], "ok": False,
+                           "error": {"type": error[0], "message": error[1]}}
+                if self.deliver(type_name, key, iso_id, outcome) >= 0:
+                    self.sup.log_event("isolate_failed", actor=type_name, key=key,
+                                       tag=rec["tag"], error=error[0])
+                continue
+            published = int(rec.get("published") or 0)
+            if not rec.get("heartbeat") and published and now_ms - published > (
+                    self.sup.repair_after * 1000):
+                # Published but never started: its worker died holding it. Run it again.
+                self.sup.scripts.iso_mark(keys=[keys.isolates], args=[iso_id, "published", "now", "0"])
+                self.publish(iso_id, type_name, key, {**rec, "timeout": None})
+
+    def next_check_ms(self, keys: ActorKeys) -> float:
+        return time.time() * 1000 + self.sup.settings.lease_seconds * 1000
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, sup: Supervision, keys: ActorKeys, iso_id: str) -> None:
+        super().__init__(name="celery_supervise-isolate", daemon=True)
+        self.sup, self.keys, self.iso_id = sup, keys, iso_id
+        self.stopped = threading.Event()
+
+    def beat(self) -> int:
+        return int(self.sup.scripts.iso_mark(keys=[self.keys.isolates],
+                                            args=[self.iso_id, "heartbeat", "now", "0"]))
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.sup.settings.lease_seconds / 3):
+            try:
+                if self.beat() < 0:
+                    return
+            except Exception:
+                continue
+
+
+def register_isolation_task(sup: Supervision) -> None:
+    @sup.app.task(name=ISOLATED_TASK, bind=True, ignore_result=True, shared=False)
+    def isolated(task: Any, type_name: str, key: str, iso_id: str, tag: str, task_name: str,
+                 args: list[Any], kwargs: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+        keys = sup.keyspace.actor(type_name, key)
+        heartbeat = _Heartbeat(sup, keys, iso_id)
+        if heartbeat.beat() < 0:
+            return {"tag": tag, "skipped": "outcome already delivered"}
+        heartbeat.start()
+        try:
+            try:
+                target = sup.app.tasks[task_name]
+                result = target.apply(args=args, kwargs=kwargs, throw=False)
+                if result.successful():
+                    outcome = {"isolated": tag, "ok": True, "result": result.result}
+                else:
+                    exc = result.result
+                    outcome = {"isolated": tag, "ok": False,
+                               "error": {"type": type(exc).__name__, "message": str(exc)}}
+            except Exception as exc:  # the task could not even be found or started
+                outcome = {"isolated": tag, "ok": False,
+                           "error": {"type": type(exc).__name__, "message": str(exc)}}
+        finally:
+            heartbeat.stopped.set()
+        delivered = sup.isolation.deliver(type_name, key, iso_id, outcome)
+        return {"tag": tag, "ok": outcome["ok"], "delivered": delivered >= 0}

@@ -1,0 +1,114 @@
+"""Every Redis key celery_supervise uses, built in one place.
+
+All keys of one actor share the hash tag ``{type:key}`` so every per-actor script touches
+one Redis Cluster slot. Global indexes (the due-time hints) are sharded into
+``DUE_BUCKETS`` tagged keys, each its own slot, so none grows with the whole system in one
+place. The layout is drawn in ``docs/keyspace.md``.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+__all__ = ["DUE_BUCKETS", "ActorKeys", "Keyspace", "actor_member", "parse_actor_member"]
+
+#: Number of shards of the due-time index; fixed, because members are hashed onto it.
+DUE_BUCKETS = 16
+
+
+def _escape(part: str) -> str:
+    # Braces would end the hash tag early and "%" is the escape itself; ":" separates
+    # type from key inside the tag.
+    return part.replace("%", "%25").replace("{", "%7B").replace("}", "%7D").replace(":", "%3A")
+
+
+def actor_member(type_name: str, key: str) -> str:
+    """The index member naming one actor; reversible by ``parse_actor_member``."""
+    return f"{_escape(type_name)}:{_escape(key)}"
+
+
+def _unescape(part: str) -> str:
+    return part.replace("%3A", ":").replace("%7D", "}").replace("%7B", "{").replace("%25", "%")
+
+
+def parse_actor_member(member: str) -> tuple[str, str]:
+    type_part, _, key_part = member.partition(":")
+    return _unescape(type_part), _unescape(key_part)
+
+
+@dataclass(frozen=True)
+class ActorKeys:
+    """The keys of one actor; all in one cluster slot."""
+
+    meta: str  #: hash: state, version, status, lease and fencing token, counters
+    mailbox: str  #: list of pending entries, oldest first
+    history: str  #: list of committed versions, newest first, capped at ``history``
+    crashes: str  #: list of crash records, newest first, capped
+    attempts: str  #: list of crash records of the message at the head of the mailbox
+    dead: str  #: list of dead-lettered entries with their crash records, oldest first
+    outbox: str  #: list of committed effects not yet relayed
+    timers: str  #: sorted set of durable timers, by due time
+    isolates: str  #: hash of isolated subtasks still owing their outcome message
+    dedup_prefix: str  #: + message_id: caller-given ids remembered for the dedup window
+
+    def dedup(self, message_id: str) -> str:
+        return self.dedup_prefix + message_id
+
+
+@dataclass(frozen=True)
+class Keyspace:
+    prefix: str = "supervise"
+
+    def actor(self, type_name: str, key: str) -> ActorKeys:
+        base = f"{self.prefix}:a:{{{actor_member(type_name, key)}}}"
+        return ActorKeys(
+            meta=f"{base}:meta",
+            mailbox=f"{base}:mbox",
+            history=f"{base}:hist",
+            crashes=f"{base}:crashes",
+            attempts=f"{base}:attempts",
+            dead=f"{base}:dead",
+            outbox=f"{base}:outbox",
+            timers=f"{base}:timers",
+            isolates=f"{base}:isolates",
+            dedup_prefix=f"{base}:mid:",
+        )
+
+    def due_bucket(self, member: str) -> str:
+        return self.due(zlib.crc32(member.encode()) % DUE_BUCKETS)
+
+    def due(self, bucket: int) -> str:
+        return f"{self.prefix}:due:{{{bucket}}}"
+
+    def all_due(self) -> list[str]:
+        return [self.due(b) for b in range(DUE_BUCKETS)]
+
+    def reply(self, message_id: str) -> str:
+        """Where the answer to an ``ask`` is pushed; tagged by the message id."""
+        return f"{self.prefix}:reply:{{{_escape(message_id)}}}"
+
+    @property
+    def tick_lock(self) -> str:
+        return f"{self.prefix}:tick:lock"
+
+    @property
+    def events(self) -> str:
+        """Capped stream of supervision decisions, for ``supervise status`` and Flower."""
+        return f"{self.prefix}:events"
+
+    def supervisor(self, name: str) -> str:
+        """Hash of one supervisor: status and counters."""
+        return f"{self.prefix}:sup:{{{_escape(name)}}}"
+
+    def supervisor_history(self, name: str) -> str:
+        """Sorted set of restart records (member: exit id, score: time)."""
+        return f"{self.prefix}:sup:{{{_escape(name)}}}:restarts"
+
+    def supervisor_members(self, name: str) -> str:
+        """Set of actors under this supervisor that are stopped, crashed or quarantined."""
+        return f"{self.prefix}:sup:{{{_escape(name)}}}:flagged"
+
+    def types(self) -> str:
+        """Set of actor type names that have ever received a message."""
+        return f"{self.prefix}:types"

@@ -1,0 +1,226 @@
+"""The client side: ``ActorRef`` and ``Snapshot``, usable from any process."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .actor import validate_key
+from .codec import decode, encode
+from .errors import (
+    AskNotAllowed,
+    CorruptActorData,
+    InvalidMessage,
+    MessageTooLarge,
+    UnknownDeadLetter,
+)
+from .mailbox import header_json
+
+if TYPE_CHECKING:
+    from .supervision import Supervision
+
+__all__ = ["ActorRef", "DeadLetter", "HistoryEntry", "Snapshot", "public_status"]
+
+#: Longest caller-given message id accepted.
+MAX_MESSAGE_ID_LENGTH = 200
+
+
+def public_status(raw: str | None) -> str:
+    """The stored status as SPEC 2 names it ('crashed' is waiting for its supervisor)."""
+    if raw in (None, "idle"):
+        return "idle"
+    if raw == "crashed":
+        return "backoff"
+    return raw
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    type: str
+    key: str
+    state: Any
+    version: int
+    status: str
+    pending: int
+    last_crash: dict[str, Any] | None
+    consecutive_crashes: int = 0
+    halt_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    version: int
+    at: float
+    message_id: str | None
+    state: Any
+    reset: bool = False
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    message_id: str
+    seq: int
+    message: Any
+    crashes: list[dict[str, Any]]
+    sent_at: float
+    dead_at: float
+
+
+def _check_message_id(message_id: object) -> str:
+    if not isinstance(message_id, str) or not message_id:
+        raise InvalidMessage(f"message_id must be a non-empty str, got {message_id!r}")
+    if len(message_id) > MAX_MESSAGE_ID_LENGTH:
+        raise InvalidMessage(
+            f"message_id is {len(message_id)} characters, over {MAX_MESSAGE_ID_LENGTH}"
+        )
+    return message_id
+
+
+class ActorRef:
+    """A handle to one actor ``(type, key)``. Cheap to create; holds no connection."""
+
+    def __init__(self, supervision: Supervision, type_name: str, key: str) -> None:
+        self.supervision = supervision
+        self.type_name = type_name
+        self.key = validate_key(key)
+        self.keys = supervision.keyspace.actor(type_name, key)
+
+    def __repr__(self) -> str:
+        return f"ActorRef({self.type_name!r}, {self.key!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorRef) and (other.type_name, other.key) == (
+            self.type_name,
+            self.key,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.type_name, self.key))
+
+    # -- sending -------------------------------------------------------------------------
+    def _encode(self, message: Any) -> bytes:
+        body = encode(message, what="message")
+        limit = self.supervision.settings.max_message_bytes
+        if len(body) > limit:
+            raise MessageTooLarge(len(body), limit)
+        return body
+
+    def send(self, message: Any, *, message_id: str | None = None) -> str:
+        """Append ``message`` to the mailbox; durable when this returns. Returns its id."""
+        ids = self.send_many([message], message_ids=[message_id])
+        return ids[0]
+
+    def send_many(
+        self, messages: Iterable[Any], *, message_ids: Sequence[str | None] | None = None
+    ) -> list[str]:
+        """Send a batch in one round trip, in order. ``message_ids`` may give ids."""
+        messages = list(messages)
+        given = list(message_ids) if message_ids is not None else [None] * len(messages)
+        if len(given) != len(messages):
+            raise InvalidMessage("send_many: message_ids must match messages in length")
+        batch = []
+        for message, mid in zip(messages, given, strict=True):
+            body = self._encode(message)
+            if mid is None:
+                batch.append((uuid.uuid4().hex, body, False))
+            else:
+                batch.append((_check_message_id(mid), body, True))
+        if not batch:
+            return []
+        self.supervision.store.send(self.type_name, self.key, batch)
+        return [mid for mid, _, _ in batch]
+
+    def ask(self, message: Any, *, timeout: float = 10.0, message_id: str | None = None) -> Any:
+        """Send and wait for the handler's ``ctx.reply``; see SPEC 2."""
+        from .context import in_handler
+
+        if in_handler.get():
+            raise AskNotAllowed(
+                "ref.ask() inside an actor handler would block the actor; use ctx.send and "
+                "have the other actor ctx.send back, or ctx.isolate"
+            )
+        return self.supervision.store.ask(self, message, timeout=timeout, message_id=message_id)
+
+    # -- inspecting ----------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        meta, pending = self.supervision.store.read_meta(self.keys)
+        where = f"actor {self.type_name}:{self.key}"
+        state_raw = meta.get("state")
+        if state_raw is not None:
+            state = decode(state_raw, what=f"{where} state")
+        elif meta:
+            state = None
+        else:
+            state = None
+        last = meta.get("last_crash")
+        try:
+            return Snapshot(
+                type=self.type_name,
+                key=self.key,
+                state=state,
+                version=int(meta.get("version", 0)),
+                status=public_status(meta.get("status")),
+                pending=pending,
+                last_crash=json.loads(last) if last else None,
+                consecutive_crashes=int(meta.get("crashes_in_row", 0)),
+                halt_reason=meta.get("halt_reason"),
+            )
+        except ValueError as exc:
+            raise CorruptActorData(f"{where}: meta hash is not celery_supervise's ({exc})") from None
+
+    def history(self) -> list[HistoryEntry]:
+        """Committed versions kept for this actor, newest first."""
+        out = []
+        for raw in self.supervision.client.lrange(self.keys.history, 0, -1):
+            item = decode(raw, what=f"history of {self.type_name}:{self.key}")
+            out.append(
+                HistoryEntry(
+                    version=int(item["version"]),
+                    at=item["at"] / 1000.0,
+                    message_id=item.get("message_id"),
+                    state=item.get("state"),
+                    reset=bool(item.get("reset")),
+                )
+            )
+        return out
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """Messages that crashed ``max_attempts`` times, oldest first, with their crashes."""
+        return [self._dead(raw) for raw in self.supervision.client.lrange(self.keys.dead, 0, -1)]
+
+    def _dead(self, raw: bytes) -> DeadLetter:
+        item = decode(raw, what=f"dead letter of {self.type_name}:{self.key}")
+        return DeadLetter(
+            message_id=item["header"]["id"],
+            seq=int(item["seq"]),
+            message=item["message"],
+            crashes=item["crashes"],
+            sent_at=item["sent_at"] / 1000.0,
+            dead_at=item["dead_at"] / 1000.0,
+        )
+
+    def requeue_dead_letter(self, message_id: str) -> str:
+        """Put a dead letter back at the end of the mailbox (a fresh attempt count)."""
+        store = self.supervision.store
+        for raw in self.supervision.client.lrange(self.keys.dead, 0, -1):
+            letter = self._dead(raw)
+            if letter.message_id == message_id:
+                store.requeue(self, raw, letter)
+                return message_id
+        raise UnknownDeadLetter(f"{self.type_name}:{self.key} has no dead letter {message_id!r}")
+
+    # -- operating -----------------------------------------------------------------------
+    def restart(self, recovery: str | None = None) -> str:
+        """Restart now (from any status), with ``recovery`` or the type's own."""
+        return self.supervision.operator_restart(self, recovery=recovery)
+
+    def resume(self) -> str:
+        """Bring a stopped or quarantined actor back (recovery last_good)."""
+        return self.supervision.operator_restart(self, recovery="last_good", only_halted=True)
+
+    def stop(self) -> str:
+        """Stop the actor; its mailbox is kept and keeps accepting messages."""
+        return self.supervision.store.halt(self, "stopped", reason="operator")

@@ -1,0 +1,52 @@
+-- Commit one step: new state, version + 1, the handled entry removed from the mailbox,
+-- the step's effects recorded -- all or nothing, and only for the current lease holder.
+-- KEYS[1] meta  KEYS[2] mailbox  KEYS[3] history  KEYS[4] attempts  KEYS[5] outbox
+-- KEYS[6] timers  KEYS[7] isolates (pending subtask outcomes)
+-- ARGV[1] fencing token   ARGV[2] seq of the handled entry   ARGV[3] new state json
+-- ARGV[4] history entry json (without version; "{...}" gets '"version":N,' spliced in)
+-- ARGV[5] history length to keep   ARGV[6] lease (ms)   ARGV[7] "1" if ctx.stop() was called
+-- ARGV[8] n outbox effects   ARGV[9] n self messages   ARGV[10] n timers
+-- ARGV[11] n isolated subtasks
+-- then: outbox effect jsons; self message (header, body) pairs; timer (delay_ms, entry)
+-- pairs; isolate (id, pending record json) pairs
+-- Returns {'ok', version} | {'stale'} (token superseded) | {'moved'} (head is not seq)
+local meta, mbox, hist, attempts, outbox, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local isolates = KEYS[7]
+local m = redis.call('HMGET', meta, 'token', 'lease_until')
+if m[1] ~= ARGV[1] or not m[2] then return {'stale'} end
+local head = redis.call('LINDEX', mbox, 0)
+if not head then return {'moved'} end
+local seq = entry_seq(head)
+if type(seq) == 'table' then return seq end
+if seq ~= tonumber(ARGV[2]) then return {'moved'} end
+local now = now_ms()
+redis.call('LPOP', mbox)
+redis.call('DEL', attempts)
+local version = redis.call('HINCRBY', meta, 'version', 1)
+redis.call('HSET', meta, 'state', ARGV[3], 'consumed', seq, 'attempts', 0,
+           'crashes_in_row', 0, 'committed_at', now, 'lease_until', now + tonumber(ARGV[6]))
+local keep = tonumber(ARGV[5])
+if keep > 0 then
+  redis.call('LPUSH', hist, '{"version":' .. version .. ',"at":' .. now .. ',' .. string.sub(ARGV[4], 2))
+  redis.call('LTRIM', hist, 0, keep - 1)
+end
+local n_out, n_self, n_timer = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local n_iso = tonumber(ARGV[11])
+local i = 12
+for _ = 1, n_out do
+  redis.call('RPUSH', outbox, ARGV[i]); i = i + 1
+end
+for _ = 1, n_self do
+  local s = redis.call('HINCRBY', meta, 'seq', 1)
+  redis.call('RPUSH', mbox, s .. ' ' .. now .. ' ' .. ARGV[i] .. '\n' .. ARGV[i + 1]); i = i + 2
+end
+for _ = 1, n_timer do
+  redis.call('ZADD', timers, now + tonumber(ARGV[i]), ARGV[i + 1]); i = i + 2
+end
+for _ = 1, n_iso do
+  redis.call('HSET', isolates, ARGV[i], ARGV[i + 1]); i = i + 2
+end
+if ARGV[7] == '1' then
+  redis.call('HSET', meta, 'stop_requested', 1)
+end
+return {'ok', version}

@@ -1,0 +1,21 @@
+-- Stop or quarantine an actor from outside its steps (operator stop, supervisor stop,
+-- escalation). A step in flight loses its lease: its commit will be refused.
+-- KEYS[1] meta
+-- ARGV[1] new status: stopped | quarantined | backoff   ARGV[2] reason
+-- ARGV[3] restart delay (ms, for backoff)   ARGV[4] only from these statuses ("*" = any),
+-- comma separated
+-- Returns {'ok', previous status} | {'skip', status}
+local meta = KEYS[1]
+local status = redis.call('HGET', meta, 'status')
+if not status then return {'skip', 'missing'} end
+if ARGV[4] ~= '*' and not string.find(',' .. ARGV[4] .. ',', ',' .. status .. ',', 1, true) then
+  return {'skip', status}
+end
+local now = now_ms()
+if redis.call('HEXISTS', meta, 'lease_until') == 1 then
+  redis.call('HINCRBY', meta, 'token', 1)
+  redis.call('HDEL', meta, 'lease_until', 'lease_owner')
+end
+redis.call('HSET', meta, 'status', ARGV[1], 'halt_reason', ARGV[2], 'sched', 0,
+           'restart_at', now + tonumber(ARGV[3]))
+return {'ok', status}

@@ -1,0 +1,21 @@
+-- End a task run: give the lease back. If messages remain the actor stays scheduled and
+-- the caller publishes the next run; a committed ctx.stop() stops the actor here.
+-- KEYS[1] meta  KEYS[2] mailbox
+-- ARGV[1] fencing token
+-- Returns {'more'} | {'idle'} | {'stopped'} | {'stale'}
+local meta, mbox = KEYS[1], KEYS[2]
+local m = redis.call('HMGET', meta, 'token', 'lease_until', 'stop_requested')
+if m[1] ~= ARGV[1] or not m[2] then return {'stale'} end
+local now = now_ms()
+redis.call('HDEL', meta, 'lease_until', 'lease_owner')
+if m[3] == '1' then
+  redis.call('HDEL', meta, 'stop_requested')
+  redis.call('HSET', meta, 'status', 'stopped', 'stopped_normally', 1, 'sched', 0, 'stopped_at', now)
+  return {'stopped'}
+end
+if redis.call('LLEN', mbox) > 0 then
+  redis.call('HSET', meta, 'status', 'active', 'sched', 1, 'sched_at', now)
+  return {'more'}
+end
+redis.call('HSET', meta, 'status', 'idle', 'sched', 0)
+return {'idle'}

@@ -1,0 +1,39 @@
+-- Bring a halted actor back: automatically when its backoff is due, or by an operator.
+-- KEYS[1] meta  KEYS[2] mailbox  KEYS[3] history
+-- ARGV[1] mode: "due" (only a backoff whose time has come) | "force" (any halted status)
+-- ARGV[2] recovery: last_good | reset   ARGV[3] initial state json (for reset)
+-- ARGV[4] history length to keep   ARGV[5] "1" to clear the consecutive-crash count
+-- Returns {'woke'} (caller publishes a run) | {'idle'} | {'skip', status}
+local meta, mbox, hist = KEYS[1], KEYS[2], KEYS[3]
+local m = redis.call('HMGET', meta, 'status', 'restart_at')
+local status = m[1]
+if not status then return {'skip', 'missing'} end
+local now = now_ms()
+if ARGV[1] == 'due' then
+  if status ~= 'backoff' or tonumber(m[2] or '0') > now then return {'skip', status} end
+elseif status == 'idle' or status == 'active' then
+  if ARGV[2] ~= 'reset' then return {'skip', status} end
+end
+if redis.call('HEXISTS', meta, 'lease_until') == 1 then
+  redis.call('HINCRBY', meta, 'token', 1)
+  redis.call('HDEL', meta, 'lease_until', 'lease_owner')
+end
+if ARGV[2] == 'reset' then
+  local version = redis.call('HINCRBY', meta, 'version', 1)
+  redis.call('HSET', meta, 'state', ARGV[3])
+  local keep = tonumber(ARGV[4])
+  if keep > 0 then
+    redis.call('LPUSH', hist, '{"version":' .. version .. ',"at":' .. now
+      .. ',"reset":true,"state":' .. ARGV[3] .. '}')
+    redis.call('LTRIM', hist, 0, keep - 1)
+  end
+end
+if ARGV[5] == '1' then redis.call('HSET', meta, 'crashes_in_row', 0) end
+redis.call('HDEL', meta, 'restart_at', 'halt_reason', 'stopped_normally', 'stop_requested')
+redis.call('HSET', meta, 'restarted_at', now)
+if redis.call('LLEN', mbox) > 0 then
+  redis.call('HSET', meta, 'status', 'active', 'sched', 1, 'sched_at', now)
+  return {'woke'}
+end
+redis.call('HSET', meta, 'status', 'idle', 'sched', 0)
+return {'idle'}

@@ -1,0 +1,38 @@
+-- Append messages to one actor's mailbox; wake the actor if nobody is scheduled for it.
+-- KEYS[1] meta hash          KEYS[2] mailbox list
+-- KEYS[3..] one dedup key per message (used only when that message's id was caller-given)
+-- ARGV[1] actor type   ARGV[2] actor key   ARGV[3] dedup window (s)   ARGV[4] n messages
+-- ARGV[5 + 3*(i-1) ..]: header json, body json, "1" if the id was caller-given
+-- Returns {woke (0|1), seq_1, ..., seq_n}; a seq is negative for a duplicate caller id
+-- (it is the seq the first send got).
+local meta, mbox = KEYS[1], KEYS[2]
+local err = check_owner(meta, ARGV[1], ARGV[2])
+if err then return err end
+local now = now_ms()
+if redis.call('HSETNX', meta, 'type', ARGV[1]) == 1 then
+  redis.call('HSET', meta, 'key', ARGV[2], 'version', 0, 'status', 'idle', 'token', 0,
+             'seq', 0, 'consumed', 0, 'sched', 0, 'created_at', now)
+end
+local window, n = tonumber(ARGV[3]), tonumber(ARGV[4])
+local out = {0}
+for i = 1, n do
+  local header, body, given = ARGV[5 + 3 * (i - 1)], ARGV[6 + 3 * (i - 1)], ARGV[7 + 3 * (i - 1)]
+  local dedup = KEYS[2 + i]
+  local prior = nil
+  if given == '1' then prior = redis.call('GET', dedup) end
+  if prior then
+    out[#out + 1] = -tonumber(prior)
+  else
+    local seq = redis.call('HINCRBY', meta, 'seq', 1)
+    redis.call('RPUSH', mbox, seq .. ' ' .. now .. ' ' .. header .. '\n' .. body)
+    if given == '1' then redis.call('SET', dedup, seq, 'EX', window) end
+    out[#out + 1] = seq
+  end
+end
+local status = redis.call('HGET', meta, 'status')
+if (status == 'idle' or status == 'active') and redis.call('HGET', meta, 'sched') ~= '1'
+   and redis.call('LLEN', mbox) > 0 then
+  redis.call('HSET', meta, 'sched', 1, 'sched_at', now, 'status', 'active')
+  out[1] = 1
+end
+return out

@@ -1,0 +1,183 @@
+"""The imperative shell around one actor's Redis keys: thin typed wrappers over the scripts.
+
+Every state change of an actor is one script on the actor's own slot. The due-time index
+(other slots) only holds hints: written *before* the change they announce (``ZADD LT``,
+pipelined with it) so a process dying in between leaves at worst a spurious hint, which the
+tick checks against the actor's own keys and drops.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from .codec import decode, encode
+from .errors import AskTimeout, CorruptActorData, MessageDeadLettered
+from .keyspace import ActorKeys, actor_member
+from .mailbox import header_json
+
+if TYPE_CHECKING:
+    from .ref import ActorRef, DeadLetter
+    from .supervision import Supervision
+
+__all__ = ["ActorStore", "redis_errors"]
+
+#: Crash records kept per actor (the per-message records travel with dead letters).
+CRASHES_KEPT = 50
+#: How long an ``ask`` reply waits in Redis for its asker.
+REPLY_TTL_SECONDS = 300
+#: Longest single blocking read: under redis-py's 5 s socket timeout.
+BLOCK_SECONDS = 1.0
+
+
+@contextmanager
+def redis_errors(where: str) -> Iterator[None]:
+    """Turn Redis' complaints about data we did not write into ``CorruptActorData``."""
+    try:
+        yield
+    except redis.ResponseError as exc:
+        text = str(exc)
+        if "CORRUPT" in text or "WRONGTYPE" in text or "not an integer" in text:
+            raise CorruptActorData(f"{where}: {text}") from None
+        raise
+
+
+def _str_dict(raw: dict[Any, Any]) -> dict[str, str]:
+    return {
+        (k.decode() if isinstance(k, bytes) else str(k)): (
+            v.decode() if isinstance(v, bytes) else str(v)
+        )
+        for k, v in raw.items()
+    }
+
+
+class ActorStore:
+    def __init__(self, supervision: Supervision) -> None:
+        self.sup = supervision
+
+    @property
+    def client(self) -> redis.Redis:
+        return self.sup.client
+
+    def member(self, type_name: str, key: str) -> str:
+        return actor_member(type_name, key)
+
+    def hint_ms(self, seconds_from_now: float) -> int:
+        return int((time.time() + seconds_from_now) * 1000)
+
+    def add_hint(self, pipe: Any, type_name: str, key: str, seconds_from_now: float) -> None:
+        """Ask the tick to look at this actor no later than ``seconds_from_now``."""
+        member = self.member(type_name, key)
+        pipe.zadd(
+            self.sup.keyspace.due_bucket(member),
+            {member: self.hint_ms(seconds_from_now)},
+            lt=True,
+        )
+
+    # -- sending -------------------------------------------------------------------------
+    def send(
+        self,
+        type_name: str,
+        key: str,
+        batch: Sequence[tuple[str, bytes, bool]],
+        *,
+        reply: bool = False,
+    ) -> list[int]:
+        """Append ``(message_id, body, caller_given)`` entries; wake the actor if idle."""
+        keys = self.sup.keyspace.actor(type_name, key)
+        args: list[Any] = [type_name, key, self.sup.settings.dedup_window, len(batch)]
+        dedup_keys = []
+        for mid, body, given in batch:
+            args += [header_json(mid, reply=reply), body, "1" if given else "0"]
+            dedup_keys.append(keys.dedup(mid))
+        pipe = self.client.pipeline(transaction=False)
+        self.add_hint(pipe, type_name, key, self.sup.repair_after)
+        self.sup.scripts.send(keys=[keys.meta, keys.mailbox, *dedup_keys], args=args, client=pipe)
+        with redis_errors(f"actor {type_name}:{key}"):
+            result = pipe.execute()[-1]
+        if int(result[0]) == 1:
+            self.sup.publish(type_name, key)
+        return [int(x) for x in result[1:]]
+
+    def ask(
+        self, ref: ActorRef, message: Any, *, timeout: float, message_id: str | None
+    ) -> Any:
+        import uuid
+
+        mid = message_id or uuid.uuid4().hex
+        body = ref._encode(message)
+        reply_key = self.sup.keyspace.reply(mid)
+        self.send(ref.type_name, ref.key, [(mid, body, message_id is not None)], reply=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AskTimeout(
+                    f"no reply from {ref.type_name}:{ref.key} to message {mid!r} within "
+                    f"{timeout} s (the message stays queued and will still be handled)"
+                )
+            got = self.client.blpop([reply_key], timeout=max(0.01, min(left, BLOCK_SECONDS)))
+            if got:
+                answer = decode(got[1], what=f"reply to {mid!r}")
+                if "dead" in answer:
+                    raise MessageDeadLettered(mid, answer["dead"])
+                return answer["value"]
+
+    def push_reply(self, pipe: Any, message_id: str, payload: bytes) -> None:
+        key = self.sup.keyspace.reply(message_id)
+        pipe.rpush(key, payload)
+        pipe.expire(key, REPLY_TTL_SECONDS)
+
+    # -- reading -------------------------------------------------------------------------
+    def read_meta(self, keys: ActorKeys) -> tuple[dict[str, str], int]:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(keys.meta)
+        pipe.llen(keys.mailbox)
+        with redis_errors(keys.meta):
+            meta, pending = pipe.execute()
+        return _str_dict(meta), int(pending)
+
+    # -- operator and supervisor transitions -----------------------------------------------
+    def halt(
+        self, ref: ActorRef, status: str, *, reason: str, delay: float = 0.0, only_from: str = "*"
+    ) -> str:
+        pipe = self.client.pipeline(transaction=False)
+        if status == "backoff":
+            self.add_hint(pipe, ref.type_name, ref.key, delay)
+        self.sup.scripts.halt(
+            keys=[ref.keys.meta], args=[status, reason, int(delay * 1000), only_from], client=pipe
+        )
+        with redis_errors(f"actor {ref.type_name}:{ref.key}"):
+            result = pipe.execute()[-1]
+        return str(result[0].decode() if isinstance(result[0], bytes) else result[0])
+
+    def restart(
+        self,
+        ref: ActorRef,
+        *,
+        mode: str,
+        recovery: str,
+        initial: bytes | None,
+        history: int,
+        clear_crashes: bool,
+    ) -> str:
+        with redis_errors(f"actor {ref.type_name}:{ref.key}"):
+            result = self.sup.scripts.restart(
+                keys=[ref.keys.meta, ref.keys.mailbox, ref.keys.history],
+                args=[mode, recovery, initial or b"null", history, "1" if clear_crashes else "0"],
+            )
+        outcome = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
+        if outcome == "woke":
+            self.sup.publish(ref.type_name, ref.key)
+        return outcome
+
+    def requeue(self, ref: ActorRef, raw: bytes, letter: DeadLetter) -> None:
+        """Move one dead letter back to the mailbox: the send lands before the removal so
+        a crash in between leaves a duplicate to inspect, never a lost message."""
+        body = encode(letter.message, what="dead letter")
+        self.send(ref.type_name, ref.key, [(letter.message_id, body, False)])
+        self.client.lrem(ref.keys.dead, 1, raw)

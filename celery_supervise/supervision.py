@@ -1,0 +1,217 @@
+"""``Supervision(app)``: install celery_supervise on one Celery app.
+
+Installing validates the settings, registers the supervisor tick task and merges it into
+``beat_schedule``. It opens no connection: the Redis client is made lazily in each process
+(after a prefork fork, never inherited).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from .actor import all_types, registered, validate_key
+from .errors import ConfigurationError, NotInstalled
+from .keyspace import Keyspace
+from .scripts import Scripts
+from .settings import Settings, read_settings
+from .store import ActorStore
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from .ref import ActorRef
+
+__all__ = ["TICK_TASK", "Supervision"]
+
+log = logging.getLogger("celery_supervise")
+
+#: Name of the supervisor task run by beat.
+TICK_TASK = "celery_supervise.tick"
+#: Events kept in the capped decision stream.
+EVENTS_KEPT = 10_000
+
+_installed: weakref.WeakKeyDictionary[Any, Supervision] = weakref.WeakKeyDictionary()
+_install_lock = threading.Lock()
+
+
+class Supervision:
+    """celery_supervise installed on a Celery app. ``Supervision(app)`` is idempotent."""
+
+    app: Celery
+    settings: Settings
+    keyspace: Keyspace
+
+    def __new__(cls, app: Celery) -> Supervision:
+        with _install_lock:
+            existing = _installed.get(app)
+            if existing is not None:
+                return existing
+            self = super().__new__(cls)
+            self._install(app)
+            _installed[app] = self
+            return self
+
+    def __init__(self, app: Celery) -> None:  # all work happens once, in _install
+        pass
+
+    @classmethod
+    def for_app(cls, app: Celery) -> Supervision:
+        try:
+            return _installed[app]
+        except KeyError:
+            raise NotInstalled(
+                f"celery_supervise is not installed on Celery app {app.main!r}: call "
+                f"Supervision(app) where the app is configured"
+            ) from None
+
+    def _install(self, app: Celery) -> None:
+        from .specs import build_tree
+
+        self.app = app
+        self.settings = read_settings(app)
+        self.keyspace = Keyspace(self.settings.key_prefix)
+        self.tree = build_tree(self.settings.supervisors, where_prefix="supervise_supervisors")
+        self._client: redis.Redis | None = None
+        self._client_pid = 0
+        self._scripts: Scripts | None = None
+        self.store = ActorStore(self)
+        from .isolation import Isolation
+
+        self.isolation = Isolation(self)
+        self._register_tasks()
+        self._schedule_tick()
+
+    def _register_tasks(self) -> None:
+        from .isolation import register_isolation_task
+        from .tick import run_tick
+
+        sup = self
+
+        @self.app.task(name=TICK_TASK, bind=True, ignore_result=True, shared=False)
+        def tick(task: Any) -> dict[str, Any]:
+            return run_tick(sup)
+
+        register_isolation_task(self)
+        self.tick_task = tick
+
+    def _schedule_tick(self) -> None:
+        conf = self.app.conf
+        schedule = dict(conf.get("beat_schedule") or {})
+        interval = self.settings.tick_interval
+        schedule.setdefault(
+            TICK_TASK,
+            {
+                "task": TICK_TASK,
+                "schedule": interval,
+                # A tick that waited longer than a few intervals is worthless: the next
+                # one will do its work.
+                "options": {"expires": max(interval * 3, 1.0)},
+            },
+        )
+        conf.beat_schedule = schedule
+
+    # -- connections (per process) ---------------------------------------------------------
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None or self._client_pid != os.getpid():
+            self._client = redis.Redis.from_url(
+                self.settings.redis_url,
+                socket_connect_timeout=2.0,
+                socket_timeout=5.0,
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+                health_check_interval=30,
+            )
+            self._client_pid = os.getpid()
+            self._scripts = None
+        return self._client
+
+    @property
+    def scripts(self) -> Scripts:
+        client = self.client
+        if self._scripts is None:
+            self._scripts = Scripts(client)
+        return self._scripts
+
+    @property
+    def repair_after(self) -> float:
+        """Seconds after which a scheduled actor nobody picked up is woken again."""
+        return max(2 * self.settings.lease_seconds, 2 * self.settings.tick_interval)
+
+    # -- actors ----------------------------------------------------------------------------
+    def ref(self, type_name: str, key: str) -> ActorRef:
+        from .ref import ActorRef
+
+        registered(type_name)
+        return ActorRef(self, type_name, validate_key(key))
+
+    def publish(self, type_name: str, key: str) -> None:
+        """Schedule one task run of the actor (its Celery task carries only the key)."""
+        self.app.send_task(type_name, args=(key,))
+
+    def relay_outbox(self, type_name: str, key: str) -> int:
+        from .effects import relay_outbox
+
+        return relay_outbox(self, type_name, key)
+
+    def encode_effects(self, run: Any, entry: Any, ctx: Any) -> Any:
+        from .effects import encode_effects
+
+        return encode_effects(run, entry, ctx)
+
+    def operator_restart(
+        self, ref: ActorRef, *, recovery: str | None, only_halted: bool = False
+    ) -> str:
+        atype = registered(ref.type_name)
+        recovery = recovery or atype.recovery
+        if recovery not in ("last_good", "reset"):
+            raise ConfigurationError(f"recovery must be 'last_good' or 'reset', got {recovery!r}")
+        initial = None
+        if recovery == "reset":
+            from .codec import encode
+
+            initial = encode(atype.initial_state(ref.key), what="initial state")
+        if only_halted:
+            snap = ref.snapshot()
+            if snap.status not in ("stopped", "quarantined", "backoff"):
+                return "skip"
+        outcome = self.store.restart(
+            ref, mode="force", recovery=recovery, initial=initial, history=atype.history,
+            clear_crashes=True,
+        )
+        self.log_event("operator_restart", actor=ref.type_name, key=ref.key, recovery=recovery,
+                       outcome=outcome)
+        return outcome
+
+    def notify_exit(self, type_name: str, key: str) -> None:
+        """An actor stopped normally: let the tick report it to its supervisor."""
+        pipe = self.client.pipeline(transaction=False)
+        self.store.add_hint(pipe, type_name, key, 0)
+        pipe.execute()
+
+    def actor_types(self) -> dict[str, Any]:
+        return all_types()
+
+    # -- decisions, reported one way ---------------------------------------------------------
+    def log_event(self, event: str, **fields: Any) -> None:
+        """One structured log line per decision, also kept in a capped Redis stream."""
+        record = {"event": event, **fields}
+        log.info("celery_supervise %s", json.dumps(record, sort_keys=True, default=str),
+                 extra={"celery_supervise": record})
+        try:
+            self.client.xadd(
+                self.keyspace.events,
+                {"event": json.dumps(record, default=str)},
+                maxlen=EVENTS_KEPT,
+                approximate=True,
+            )
+        except redis.RedisError:
+            log.warning("celery_supervise could not record event %s in Redis", event)

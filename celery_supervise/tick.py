@@ -1,0 +1,228 @@
+"""The supervisor tick: ``celery_supervise.tick``, run by beat every ``tick_interval``.
+
+A tick reads only the *due* part of the sharded hint index (``ZRANGEBYSCORE -inf now``),
+so its cost grows with what is due, never with how many actors exist. For each due actor
+it re-reads the actor's own keys -- the only source of truth -- and acts: crash a step whose
+lease expired (``worker_lost``), decide a crash through the supervision tree, restart a
+backoff that is due, fire due timers, relay an orphaned outbox, re-publish a run whose Celery
+task was lost. Every transition is a compare-and-set script on the actor, so two ticks at
+once (two beats, a slow tick) cannot double-act; a lock merely saves the wasted work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from .actor import registered
+from .errors import ActorNotRegistered, CorruptActorData
+from .keyspace import parse_actor_member
+from .mailbox import Entry
+from .store import redis_errors
+
+if TYPE_CHECKING:
+    from .supervision import Supervision
+
+__all__ = ["run_tick"]
+
+log = logging.getLogger("celery_supervise")
+
+#: Most due hints read from one bucket per tick; the rest wait for the next tick.
+DUE_PER_BUCKET = 500
+#: Longest a repaired-but-still-unclaimed actor waits between re-publishes (seconds).
+REPAIR_CAP = 300.0
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def redis_now_ms(sup: Supervision) -> int:
+    seconds, micros = sup.client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def run_tick(sup: Supervision) -> dict[str, Any]:
+    """One supervisor tick. Returns a summary (shown as the task result in Flower)."""
+    client = sup.client
+    holder = uuid.uuid4().hex
+    lock_ms = int(max(sup.settings.tick_interval * 10, 30) * 1000)
+    if not client.set(sup.keyspace.tick_lock, holder, nx=True, px=lock_ms):
+        return {"skipped": "another tick is running"}
+    started = time.monotonic()
+    counts: dict[str, int] = {}
+    try:
+        now = redis_now_ms(sup)
+        pipe = client.pipeline(transaction=False)
+        buckets = sup.keyspace.all_due()
+        for bucket in buckets:
+            pipe.zrangebyscore(bucket, "-inf", now, start=0, num=DUE_PER_BUCKET, withscores=True)
+        for bucket, due in zip(buckets, pipe.execute(), strict=True):
+            for member_raw, score in due:
+                member = _text(member_raw)
+                try:
+                    outcome = visit(sup, bucket, member, float(score))
+                except (CorruptActorData, ActorNotRegistered) as exc:
+                    outcome = "corrupt"
+                    sup.log_event("corrupt_actor", member=member, error=str(exc))
+                    _drop_hint(sup, bucket, member, float(score))
+                counts[outcome] = counts.get(outcome, 0) + 1
+    finally:
+        sup.scripts.tick_lock(keys=[sup.keyspace.tick_lock], args=[holder])
+    counts["ms"] = int((time.monotonic() - started) * 1000)
+    return counts
+
+
+def _drop_hint(sup: Supervision, bucket: str, member: str, score: float) -> None:
+    sup.scripts.hint_clear(keys=[bucket], args=[member, score])
+
+
+def _move_hint(sup: Supervision, bucket: str, member: str, old: float, new: float | None) -> None:
+    """Replace the hint we read (``old``) by ``new`` (None: drop it) unless someone moved
+    it meanwhile; a hint moved earlier by a worker is kept (it is more urgent)."""
+    if new is None:
+        _drop_hint(sup, bucket, member, old)
+        return
+    pipe = sup.client.pipeline(transaction=False)
+    pipe.zscore(bucket, member)
+    current = pipe.execute()[0]
+    if current is None or float(current) == old or float(current) > new:
+        sup.client.zadd(bucket, {member: new})
+
+
+def visit(sup: Supervision, bucket: str, member: str, score: float) -> str:
+    """Look at one due actor; act on what its own keys say; set its next hint."""
+    type_name, key = parse_actor_member(member)
+    atype = registered(type_name)
+    ref = sup.ref(type_name, key)
+    keys = ref.keys
+    where = f"actor {type_name}:{key}"
+    outcome = "checked"
+    with redis_errors(where):
+        meta, pending = sup.store.read_meta(keys)
+        if not meta:
+            _drop_hint(sup, bucket, member, score)
+            return "gone"
+        now = redis_now_ms(sup)
+        lease_until = meta.get("lease_until")
+        if lease_until and int(lease_until) <= now:
+            outcome = _worker_lost(sup, atype, ref, meta)
+            meta, pending = sup.store.read_meta(keys)
+        if sup.client.llen(keys.outbox) and not meta.get("lease_until"):
+            sup.relay_outbox(type_name, key)
+        status = meta.get("status", "idle")
+        if status == "crashed" or (status == "stopped" and meta.get("stopped_normally") == "1"
+                                   and meta.get("exit_reported") != meta.get("stopped_at")):
+            from .tree_shell import decide_exit
+
+            outcome = decide_exit(sup, atype, ref, meta)
+            meta, pending = sup.store.read_meta(keys)
+            status = meta.get("status", "idle")
+        if status == "backoff" and int(meta.get("restart_at", "0")) <= now:
+            result = sup.store.restart(
+                ref, mode="due", recovery=meta.get("recovery") or atype.recovery,
+                initial=_initial_if_reset(atype, key, meta), history=atype.history,
+                clear_crashes=False,
+            )
+            if result in ("woke", "idle"):
+                sup.log_event("restarted", actor=type_name, key=key,
+                              recovery=meta.get("recovery") or atype.recovery)
+                outcome = "restarted"
+            meta, pending = sup.store.read_meta(keys)
+            status = meta.get("status", "idle")
+        if sup.client.exists(keys.isolates):
+            sup.isolation.check(type_name, key, keys, now)
+        woke, fired, next_timer = (int(x) for x in sup.scripts.fire_timers(
+            keys=[keys.meta, keys.mailbox, keys.timers]))
+        if woke:
+            sup.publish(type_name, key)
+        if fired:
+            outcome = "timers"
+            meta, pending = sup.store.read_meta(keys)
+            status = meta.get("status", "idle")
+        if status in ("idle", "active") and pending and not meta.get("lease_until"):
+            base = int(sup.repair_after * 1000)
+            if sup.scripts.rewake(keys=[keys.meta, keys.mailbox],
+                                  args=[base, int(REPAIR_CAP * 1000)]):
+                sup.publish(type_name, key)
+                sup.log_event("rewoken", actor=type_name, key=key, pending=pending)
+                outcome = "rewoken"
+                meta, pending = sup.store.read_meta(keys)
+        _move_hint(sup, bucket, member, score, _next_due(sup, meta, pending, next_timer, keys))
+    return outcome
+
+
+def _initial_if_reset(atype: Any, key: str, meta: dict[str, str]) -> bytes | None:
+    from .codec import encode
+
+    if (meta.get("recovery") or atype.recovery) != "reset":
+        return None
+    return encode(atype.initial_state(key), what="initial state")
+
+
+def _next_due(
+    sup: Supervision, meta: dict[str, str], pending: int, next_timer: int, keys: Any
+) -> float | None:
+    """When this actor next needs the tick, from its own keys; None if never."""
+    candidates: list[float] = []
+    if next_timer >= 0:
+        candidates.append(next_timer)
+    if meta.get("lease_until"):
+        candidates.append(int(meta["lease_until"]) + 1)
+    status = meta.get("status", "idle")
+    if status == "backoff":
+        candidates.append(int(meta.get("restart_at", "0")))
+    elif status == "crashed":
+        candidates.append(time.time() * 1000)
+    if status in ("idle", "active") and pending and not meta.get("lease_until"):
+        rewakes = int(meta.get("rewakes", "0"))
+        wait = min(sup.repair_after * 2**rewakes, REPAIR_CAP)
+        candidates.append(int(meta.get("sched_at", "0")) + wait * 1000)
+    if sup.client.llen(keys.outbox):
+        candidates.append(time.time() * 1000 + sup.settings.lease_seconds * 1000)
+    if sup.client.exists(keys.isolates):
+        candidates.append(sup.isolation.next_check_ms(keys))
+    return min(candidates) if candidates else None
+
+
+def _worker_lost(sup: Supervision, atype: Any, ref: Any, meta: dict[str, str]) -> str:
+    """The step's lease expired: record a ``worker_lost`` crash (fenced by the token)."""
+    keys = ref.keys
+    head = sup.client.lindex(keys.mailbox, 0)
+    entry = None
+    if head is not None:
+        try:
+            entry = Entry.parse(head, where=f"actor {ref.type_name}:{ref.key}")
+        except CorruptActorData:
+            entry = None
+    attempt = int(meta.get("attempts", "0")) + 1 if entry and meta.get("attempt_seq") == str(
+        entry.seq) else 1
+    record = {
+        "actor": ref.type_name,
+        "key": ref.key,
+        "version": int(meta.get("version", "0")),
+        "message_id": entry.message_id if entry else None,
+        "seq": entry.seq if entry else 0,
+        "attempt": attempt,
+        "reason": "worker_lost",
+        "type": "WorkerLost",
+        "message": f"lease of {meta.get('lease_owner')} expired mid-step",
+        "traceback": None,
+        "worker": meta.get("lease_owner"),
+        "time": time.time(),
+    }
+    result = sup.scripts.crash(
+        keys=[keys.meta, keys.mailbox, keys.crashes, keys.attempts, keys.dead, keys.outbox],
+        args=[meta["token"], record["seq"], json.dumps(record), atype.max_attempts, "1", 50],
+    )
+    if _text(result[0]) != "crashed":
+        return "checked"
+    sup.log_event("crash", actor=ref.type_name, key=ref.key, reason="worker_lost",
+                  worker=meta.get("lease_owner"), message_id=record["message_id"],
+                  attempt=int(result[2]), dead_lettered=bool(int(result[3])),
+                  consecutive=int(result[4]))
+    sup.relay_outbox(ref.type_name, ref.key)
+    return "worker_lost"

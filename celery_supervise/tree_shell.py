@@ -1,0 +1,211 @@
+"""Applying the decision core's plans to Redis: the supervision tree's imperative shell.
+
+``decisions.decide`` is pure; this module feeds it what Redis knows (the exit, the restart
+histories) and applies the plan. A plan is stored under its exit id before anything is
+applied, and re-applied (never re-decided) if a tick dies half-way: every action is
+idempotent (history entries are keyed by exit id, actor transitions are compare-and-set),
+and the crashed actor is settled last, since its 'crashed' status is what makes a tick
+look at the exit again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from .decisions import Exit, RestartRecord, decide, describe
+from .specs import is_actor_child, split_actor_child
+
+if TYPE_CHECKING:
+    from .actor import ActorType
+    from .ref import ActorRef
+    from .supervision import Supervision
+
+__all__ = ["decide_exit", "resume_supervisor", "supervisor_chain"]
+
+#: How long a stored plan is kept (it is only needed until the exit is settled).
+PLAN_TTL_SECONDS = 3600
+#: Statuses from which a collateral (strategy) restart takes an actor down and back up.
+RUNNING = "idle,active,backoff"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def child_id(type_name: str, key: str) -> str:
+    return f"{type_name}:{key}"
+
+
+def supervisor_chain(sup: Supervision, type_name: str, key: str, type_supervisor: str) -> list[str]:
+    """The actor's supervisor and its ancestors up to root."""
+    name: str | None = sup.tree.supervisor_of_actor(child_id(type_name, key), type_supervisor)
+    chain = []
+    while name is not None:
+        chain.append(name)
+        name = sup.tree.parent(name)
+    return chain
+
+
+def read_histories(sup: Supervision) -> dict[str, list[RestartRecord]]:
+    pipe = sup.client.pipeline(transaction=False)
+    names = sup.tree.names()
+    for name in names:
+        pipe.zrange(sup.keyspace.supervisor_history(name), 0, -1, withscores=True)
+    out: dict[str, list[RestartRecord]] = {}
+    for name, rows in zip(names, pipe.execute(), strict=True):
+        records = []
+        for member, score in rows:
+            exit_id, _, child = _text(member).partition("\n")
+            records.append(RestartRecord(exit_id, child, float(score)))
+        out[name] = records
+    return out
+
+
+def decide_exit(sup: Supervision, atype: ActorType[Any], ref: ActorRef, meta: dict[str, str]) -> str:
+    """Decide (or re-apply the stored decision for) this actor's latest exit."""
+    child = child_id(ref.type_name, ref.key)
+    supervisor = sup.tree.supervisor_of_actor(child, atype.supervisor)
+    crashed = meta.get("status") == "crashed"
+    if crashed:
+        exit_id = f"{child}#{meta['crash_seq']}"
+        last = json.loads(meta.get("last_crash") or "{}")
+        reason = "worker_lost" if last.get("reason") == "worker_lost" else "crash"
+    else:
+        exit_id = f"{child}#stop{meta.get('stopped_at')}"
+        reason = "normal"
+    plan_key = f"{sup.keyspace.prefix}:plan:{{{exit_id}}}"
+    stored = sup.client.get(plan_key)
+    if stored is None:
+        now = time.time()
+        last_at = meta.get("last_crash_at")
+        exit = Exit(
+            exit_id=exit_id,
+            child=child,
+            supervisor=supervisor,
+            reason=reason,  # type: ignore[arg-type]
+            at=now,
+            restart_type=atype.restart,  # type: ignore[arg-type]
+            consecutive_crashes=max(1, int(meta.get("crashes_in_row", "1"))) if crashed else 0,
+            backoff_level=int(meta.get("backoff_level", "0")),
+            previous_crash_at=int(last_at) / 1000 if last_at else None,
+        )
+        plan = [describe(a) for a in decide(sup.tree, exit, read_histories(sup), now)]
+        sup.client.set(plan_key, json.dumps(plan), nx=True, ex=PLAN_TTL_SECONDS)
+        stored = sup.client.get(plan_key)
+    plan = json.loads(stored)
+    for action in plan:
+        _apply(sup, action, ref, meta)
+        sup.log_event("decision", exit_id=exit_id, reason=reason, **action)
+    if crashed:  # not named by the plan (its supervisor was stopped): it stays stopped
+        _settle(sup, ref, meta, "stopped", 0.0, None, "supervisor stopped")
+    else:
+        sup.client.hset(ref.keys.meta, "exit_reported", meta.get("stopped_at", ""))
+    sup.client.delete(plan_key)
+    return plan[-1]["action"] if plan else "checked"
+
+
+def _settle(sup: Supervision, ref: ActorRef, meta: dict[str, str], status: str, delay: float,
+            level: int | None, reason: str) -> None:
+    if meta.get("status") != "crashed":
+        return
+    pipe = sup.client.pipeline(transaction=False)
+    if status == "backoff":
+        sup.store.add_hint(pipe, ref.type_name, ref.key, delay)
+    sup.scripts.settle(
+        keys=[ref.keys.meta],
+        args=[meta["crash_seq"], status, int(delay * 1000),
+              level if level is not None else meta.get("backoff_level", "0"), reason],
+        client=pipe,
+    )
+    pipe.execute()
+
+
+def _actor_ref(sup: Supervision, child: str) -> ActorRef:
+    type_name, key = split_actor_child(child)
+    return sup.ref(type_name, key)
+
+
+def _apply(sup: Supervision, action: dict[str, Any], ref: ActorRef, meta: dict[str, str]) -> None:
+    kind = action["action"]
+    me = child_id(ref.type_name, ref.key)
+    ks = sup.keyspace
+    if kind == "record_restart":
+        record = action["record"]
+        hist = ks.supervisor_history(action["supervisor"])
+        sup.client.zadd(hist, {f"{record['exit_id']}\n{record['child']}": record["at"]})
+        period = sup.tree.spec(action["supervisor"]).period
+        sup.client.zremrangebyscore(hist, "-inf", record["at"] - max(period * 2, 60))
+    elif kind == "restart":
+        delay = max(0.0, action["restart_at"] - time.time())
+        child = action["child"]
+        if child == me and meta.get("status") == "crashed":
+            _settle(sup, ref, meta, "backoff", delay, action["backoff_level"], "restart")
+        elif child == me:  # a permanent actor that stopped normally comes back
+            sup.store.restart(ref, mode="force", recovery="last_good", initial=None,
+                              history=1, clear_crashes=False)
+        elif is_actor_child(child):
+            sup.store.halt(_actor_ref(sup, child), "backoff", reason=f"restart:{me}",
+                           delay=delay, only_from=RUNNING)
+        else:
+            restart_subtree(sup, child, delay, reason=f"restart:{me}")
+    elif kind == "stop" and action["child"] == me:
+        _settle(sup, ref, meta, "stopped", 0.0, None, ref_reason(sup, ref))
+    elif kind == "quarantine":
+        if action["child"] == me:
+            _settle(sup, ref, meta, "quarantined", 0.0, None, f"limit:{action['cause']}")
+        else:
+            sup.client.hset(ks.supervisor(action["child"]), mapping={
+                "status": "quarantined", "reason": f"limit:{action['cause']}"})
+    elif kind == "stop_supervisor":
+        stop_subtree(sup, action["supervisor"], reason=f"escalated:{me}")
+    elif kind == "clear_history":
+        sup.client.delete(ks.supervisor_history(action["supervisor"]))
+    elif kind == "root_gave_up":
+        sup.client.hset(ks.supervisor("root"), mapping={"status": "stopped",
+                                                        "reason": "root gave up"})
+
+
+def ref_reason(sup: Supervision, ref: ActorRef) -> str:
+    from .actor import registered
+
+    return f"{registered(ref.type_name).restart} actor not restarted"
+
+
+def stop_subtree(sup: Supervision, name: str, *, reason: str) -> None:
+    """Stop every supervisor of the subtree and its static actor children. Dynamic children
+    are stopped the next time they run (their run checks their supervisors' status), so no
+    scan of all actors is ever needed; each one so stopped is recorded for the restart."""
+    for sname in sup.tree.subtree(name):
+        sup.client.hset(sup.keyspace.supervisor(sname), mapping={"status": "stopped",
+                                                                "reason": reason})
+        for child in sup.tree.static_children(sname):
+            if is_actor_child(child):
+                target = _actor_ref(sup, child)
+                if sup.store.halt(target, "stopped", reason=f"supervisor:{sname}",
+                                  only_from=RUNNING + ",crashed") == "ok":
+                    sup.client.sadd(sup.keyspace.supervisor_members(sname), child)
+
+
+def restart_subtree(sup: Supervision, name: str, delay: float, *, reason: str) -> None:
+    """Restart a supervisor: every actor it stopped (static or dynamic) comes back after
+    ``delay``; its histories are cleared by the plan's ClearHistory actions."""
+    for sname in sup.tree.subtree(name):
+        sup.client.hset(sup.keyspace.supervisor(sname), mapping={"status": "running",
+                                                                "reason": reason})
+        members = {_text(m) for m in sup.client.smembers(sup.keyspace.supervisor_members(sname))}
+        members |= {c for c in sup.tree.static_children(sname) if is_actor_child(c)}
+        for child in sorted(members):
+            sup.store.halt(_actor_ref(sup, child), "backoff", reason=reason, delay=delay,
+                           only_from=RUNNING + ",stopped,crashed")
+        sup.client.delete(sup.keyspace.supervisor_members(sname))
+
+
+def resume_supervisor(sup: Supervision, name: str) -> None:
+    """Operator: bring a stopped or quarantined supervisor (and its subtree) back."""
+    sup.tree.spec(name)
+    for sname in sup.tree.subtree(name):
+        sup.client.delete(sup.keyspace.supervisor_history(sname))
+    restart_subtree(sup, name, 0.0, reason="operator resume")
+    sup.log_event("resume_supervisor", supervisor=name)
