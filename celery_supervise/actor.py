@@ -127,8 +127,17 @@ def _make_task_body(name: str) -> Callable[..., Any]:
 
 
 _OPTIONS = frozenset(
-    {"name", "initial", "validate", "supervisor", "restart", "recovery", "max_attempts",
-     "history", "time_limit"}
+    {
+        "name",
+        "initial",
+        "validate",
+        "supervisor",
+        "restart",
+        "recovery",
+        "max_attempts",
+        "history",
+        "time_limit",
+    }
 )
 
 
@@ -147,13 +156,17 @@ def _build(handler: Handler[Any], options: dict[str, Any]) -> ActorType[Any]:
         raise ConfigurationError(f"{where}: name must be a str without ':', '{{' or '}}'")
     restart = options.get("restart", "permanent")
     if restart not in RESTART_TYPES:
-        raise ConfigurationError(f"{where}: restart must be one of {RESTART_TYPES}, got {restart!r}")
+        raise ConfigurationError(
+            f"{where}: restart must be one of {RESTART_TYPES}, got {restart!r}"
+        )
     recovery = options.get("recovery", "last_good")
     if recovery not in RECOVERIES:
         raise ConfigurationError(f"{where}: recovery must be one of {RECOVERIES}, got {recovery!r}")
     supervisor = options.get("supervisor", "root")
     if not isinstance(supervisor, str) or not supervisor or ":" in supervisor:
-        raise ConfigurationError(f"{where}: supervisor must be a supervisor name, got {supervisor!r}")
+        raise ConfigurationError(
+            f"{where}: supervisor must be a supervisor name, got {supervisor!r}"
+        )
     max_attempts = options.get("max_attempts", 3)
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         raise ConfigurationError(f"{where}: max_attempts must be an int >= 1, got {max_attempts!r}")
@@ -177,10 +190,14 @@ def _build(handler: Handler[Any], options: dict[str, Any]) -> ActorType[Any]:
         except Exception as exc:
             raise ConfigurationError(str(exc)) from None
     existing = _REGISTRY.get(name)
-    if existing is not None and existing.handler is not handler and (
-        getattr(existing.handler, "__code__", None) is not getattr(handler, "__code__", None)
+    if (
+        existing is not None
+        and existing.handler is not handler
+        and (getattr(existing.handler, "__code__", None) is not getattr(handler, "__code__", None))
     ):
-        raise ConfigurationError(f"{where}: another actor type is already registered with this name")
+        raise ConfigurationError(
+            f"{where}: another actor type is already registered with this name"
+        )
     atype = ActorType(
         handler,
         name=name,

@@ -59,8 +59,7 @@ class MessageTooLarge(InvalidMessage):
 
     def __str__(self) -> str:
         return (
-            f"message is {self.size} bytes encoded, over supervise_max_message_bytes="
-            f"{self.limit}"
+            f"message is {self.size} bytes encoded, over supervise_max_message_bytes={self.limit}"
         )
 
 

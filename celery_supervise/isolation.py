@@ -45,17 +45,26 @@ class Isolation:
     def pending_record(self, spec: dict[str, Any]) -> bytes:
         now = int(time.time() * 1000)
         deadline = now + int(spec["timeout"] * 1000) if spec.get("timeout") else None
-        return json.dumps({"tag": spec["tag"], "task": spec["task"], "args": spec["args"],
-                           "kwargs": spec["kwargs"], "options": spec.get("options", {}),
-                           "created": now, "deadline": deadline}).encode()
+        return json.dumps(
+            {
+                "tag": spec["tag"],
+                "task": spec["task"],
+                "args": spec["args"],
+                "kwargs": spec["kwargs"],
+                "options": spec.get("options", {}),
+                "created": now,
+                "deadline": deadline,
+            }
+        ).encode()
 
     def start(self, item: dict[str, Any]) -> None:
         """Relay an outbox ``isolate`` entry: publish the subtask (once per relay claim)."""
         iso_id, spec = item["id"], item["spec"]
         type_name, key = iso_id.split("@", 1)[0].split(":", 1)
         keys = self.sup.keyspace.actor(type_name, key)
-        claimed = int(self.sup.scripts.iso_mark(keys=[keys.isolates],
-                                                 args=[iso_id, "published", "now", "1"]))
+        claimed = int(
+            self.sup.scripts.iso_mark(keys=[keys.isolates], args=[iso_id, "published", "now", "1"])
+        )
         if claimed != 1:
             return  # already published by another relay, or already resolved
         self.publish(iso_id, type_name, key, spec)
@@ -75,12 +84,19 @@ class Isolation:
         try:
             body = encode(outcome, what="isolated subtask outcome")
         except SuperviseError as exc:
-            body = encode({"isolated": outcome["isolated"], "ok": False, "error": {
-                "type": "UnserializableResult", "message": str(exc)}})
-        result = int(self.sup.scripts.iso_outcome(
-            keys=[keys.meta, keys.mailbox, keys.isolates],
-            args=[iso_id, header_json(f"{iso_id}.outcome"), body],
-        ))
+            body = encode(
+                {
+                    "isolated": outcome["isolated"],
+                    "ok": False,
+                    "error": {"type": "UnserializableResult", "message": str(exc)},
+                }
+            )
+        result = int(
+            self.sup.scripts.iso_outcome(
+                keys=[keys.meta, keys.mailbox, keys.isolates],
+                args=[iso_id, header_json(f"{iso_id}.outcome"), body],
+            )
+        )
         if result == 1:
             self.sup.publish(type_name, key)
         return result
@@ -96,17 +112,26 @@ class Isolation:
             elif rec.get("heartbeat") and now_ms - int(rec["heartbeat"]) > lease_ms:
                 error = ("WorkerLost", f"worker running {rec['task']} stopped responding")
             if error:
-                outcome = {"isolated": rec["tag"], "ok": False,
-                           "error": {"type": error[0], "message": error[1]}}
+                outcome = {
+                    "isolated": rec["tag"],
+                    "ok": False,
+                    "error": {"type": error[0], "message": error[1]},
+                }
                 if self.deliver(type_name, key, iso_id, outcome) >= 0:
-                    self.sup.log_event("isolate_failed", actor=type_name, key=key,
-                                       tag=rec["tag"], error=error[0])
+                    self.sup.log_event(
+                        "isolate_failed", actor=type_name, key=key, tag=rec["tag"], error=error[0]
+                    )
                 continue
             published = int(rec.get("published") or 0)
-            if not rec.get("heartbeat") and published and now_ms - published > (
-                    self.sup.repair_after * 1000):
+            if (
+                not rec.get("heartbeat")
+                and published
+                and now_ms - published > (self.sup.repair_after * 1000)
+            ):
                 # Published but never started: its worker died holding it. Run it again.
-                self.sup.scripts.iso_mark(keys=[keys.isolates], args=[iso_id, "published", "now", "0"])
+                self.sup.scripts.iso_mark(
+                    keys=[keys.isolates], args=[iso_id, "published", "now", "0"]
+                )
                 self.publish(iso_id, type_name, key, {**rec, "timeout": None})
 
     def next_check_ms(self, keys: ActorKeys) -> float:
@@ -120,8 +145,11 @@ class _Heartbeat(threading.Thread):
         self.stopped = threading.Event()
 
     def beat(self) -> int:
-        return int(self.sup.scripts.iso_mark(keys=[self.keys.isolates],
-                                            args=[self.iso_id, "heartbeat", "now", "0"]))
+        return int(
+            self.sup.scripts.iso_mark(
+                keys=[self.keys.isolates], args=[self.iso_id, "heartbeat", "now", "0"]
+            )
+        )
 
     def run(self) -> None:
         while not self.stopped.wait(self.sup.settings.lease_seconds / 3):
@@ -134,8 +162,17 @@ class _Heartbeat(threading.Thread):
 
 def register_isolation_task(sup: Supervision) -> None:
     @sup.app.task(name=ISOLATED_TASK, bind=True, ignore_result=True, shared=False)
-    def isolated(task: Any, type_name: str, key: str, iso_id: str, tag: str, task_name: str,
-                 args: list[Any], kwargs: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+    def isolated(
+        task: Any,
+        type_name: str,
+        key: str,
+        iso_id: str,
+        tag: str,
+        task_name: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+    ) -> dict[str, Any]:
         keys = sup.keyspace.actor(type_name, key)
         heartbeat = _Heartbeat(sup, keys, iso_id)
         if heartbeat.beat() < 0:
@@ -149,11 +186,17 @@ def register_isolation_task(sup: Supervision) -> None:
                     outcome = {"isolated": tag, "ok": True, "result": result.result}
                 else:
                     exc = result.result
-                    outcome = {"isolated": tag, "ok": False,
-                               "error": {"type": type(exc).__name__, "message": str(exc)}}
+                    outcome = {
+                        "isolated": tag,
+                        "ok": False,
+                        "error": {"type": type(exc).__name__, "message": str(exc)},
+                    }
             except Exception as exc:  # the task could not even be found or started
-                outcome = {"isolated": tag, "ok": False,
-                           "error": {"type": type(exc).__name__, "message": str(exc)}}
+                outcome = {
+                    "isolated": tag,
+                    "ok": False,
+                    "error": {"type": type(exc).__name__, "message": str(exc)},
+                }
         finally:
             heartbeat.stopped.set()
         delivered = sup.isolation.deliver(type_name, key, iso_id, outcome)

@@ -57,6 +57,5 @@ class Entry:
             return cls(int(seq), int(sent), parsed, body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise CorruptActorData(
-                f"{where}: mailbox entry is not in celery_supervise's format ({exc}): "
-                f"{raw[:80]!r}"
+                f"{where}: mailbox entry is not in celery_supervise's format ({exc}): {raw[:80]!r}"
             ) from None

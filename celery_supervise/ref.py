@@ -17,7 +17,6 @@ from .errors import (
     MessageTooLarge,
     UnknownDeadLetter,
 )
-from .mailbox import header_json
 
 if TYPE_CHECKING:
     from .supervision import Supervision
@@ -169,7 +168,9 @@ class ActorRef:
                 halt_reason=meta.get("halt_reason"),
             )
         except ValueError as exc:
-            raise CorruptActorData(f"{where}: meta hash is not celery_supervise's ({exc})") from None
+            raise CorruptActorData(
+                f"{where}: meta hash is not celery_supervise's ({exc})"
+            ) from None
 
     def history(self) -> list[HistoryEntry]:
         """Committed versions kept for this actor, newest first."""

@@ -135,17 +135,28 @@ class _Run:
         self.sup.store.add_hint(pipe, self.atype.name, self.key, 0)
         self.sup.scripts.crash(
             keys=[keys.meta, keys.mailbox, keys.crashes, keys.attempts, keys.dead, keys.outbox],
-            args=[self.token, record["seq"], encode(record, what="crash record"),
-                  self.atype.max_attempts, "0", 50],
+            args=[
+                self.token,
+                record["seq"],
+                encode(record, what="crash record"),
+                self.atype.max_attempts,
+                "0",
+                50,
+            ],
             client=pipe,
         )
         with _errors(self.where):
             result: list[Any] = pipe.execute()[-1]
         if _text(result[0]) == "crashed":
             self.sup.log_event(
-                "crash", actor=self.atype.name, key=self.key, reason=record["reason"],
-                error=f"{record['type']}: {record['message']}", message_id=record["message_id"],
-                attempt=int(result[2]), dead_lettered=bool(int(result[3])),
+                "crash",
+                actor=self.atype.name,
+                key=self.key,
+                reason=record["reason"],
+                error=f"{record['type']}: {record['message']}",
+                message_id=record["message_id"],
+                attempt=int(result[2]),
+                dead_lettered=bool(int(result[3])),
                 consecutive=int(result[4]),
             )
             self.sup.relay_outbox(self.atype.name, self.key)
@@ -198,10 +209,17 @@ class _Run:
         effects = ctx.effects
         outbox, selfs, timers, isolates = self.sup.encode_effects(self, entry, ctx)
         args: list[Any] = [
-            self.token, entry.seq, new_raw,
+            self.token,
+            entry.seq,
+            new_raw,
             '{"message_id":' + _json_str(entry.message_id) + ',"state":' + new_raw.decode() + "}",
-            self.atype.history, int(self.sup.settings.lease_seconds * 1000),
-            "1" if effects.stop else "0", len(outbox), len(selfs), len(timers), len(isolates),
+            self.atype.history,
+            int(self.sup.settings.lease_seconds * 1000),
+            "1" if effects.stop else "0",
+            len(outbox),
+            len(selfs),
+            len(timers),
+            len(isolates),
         ]
         args += outbox
         for pairs in (selfs, timers, isolates):
@@ -209,12 +227,23 @@ class _Run:
                 args += pair
         pipe = self.sup.client.pipeline(transaction=False)
         if timers:
-            self.sup.store.add_hint(pipe, self.atype.name, self.key, min(t[0] for t in ctx.effects.timers))
+            self.sup.store.add_hint(
+                pipe, self.atype.name, self.key, min(t[0] for t in ctx.effects.timers)
+            )
         if outbox:
-            self.sup.store.add_hint(pipe, self.atype.name, self.key, self.sup.settings.lease_seconds)
+            self.sup.store.add_hint(
+                pipe, self.atype.name, self.key, self.sup.settings.lease_seconds
+            )
         self.sup.scripts.commit(
-            keys=[keys.meta, keys.mailbox, keys.history, keys.attempts, keys.outbox, keys.timers,
-                  keys.isolates],
+            keys=[
+                keys.meta,
+                keys.mailbox,
+                keys.history,
+                keys.attempts,
+                keys.outbox,
+                keys.timers,
+                keys.isolates,
+            ],
             args=args,
             client=pipe,
         )
@@ -223,7 +252,10 @@ class _Run:
         if _text(result[0]) != "ok":
             log.warning(
                 "celery_supervise lease_lost actor=%s key=%s worker=%s outcome=%s",
-                self.atype.name, self.key, self.worker, _text(result[0]),
+                self.atype.name,
+                self.key,
+                self.worker,
+                _text(result[0]),
             )
             return False
         self.version = int(result[1])
@@ -243,8 +275,9 @@ class _Run:
         for name in chain:
             pipe.hget(sup.keyspace.supervisor(name), "status")
         sup.store.add_hint(pipe, self.atype.name, self.key, sup.settings.lease_seconds + 0.5)
-        sup.scripts.claim(keys=[keys.meta, keys.mailbox], args=[self.worker, lease_ms, BATCH_SIZE],
-                          client=pipe)
+        sup.scripts.claim(
+            keys=[keys.meta, keys.mailbox], args=[self.worker, lease_ms, BATCH_SIZE], client=pipe
+        )
         with _errors(self.where):
             replies = pipe.execute()
         claim = replies[-1]
@@ -252,15 +285,22 @@ class _Run:
         if outcome != "ok":
             summary["outcome"] = outcome
             return summary
-        halted_by = next((n for n, s in zip(chain, replies, strict=False)
-                          if s is not None and _text(s) in ("stopped", "quarantined")), None)
+        halted_by = next(
+            (
+                n
+                for n, s in zip(chain, replies, strict=False)
+                if s is not None and _text(s) in ("stopped", "quarantined")
+            ),
+            None,
+        )
         if halted_by is not None:
             # A supervisor above this actor was stopped (escalation): stop here too, keep
             # the mailbox, and let the supervisor's restart bring it back.
             ref = sup.ref(self.atype.name, self.key)
             sup.store.halt(ref, "stopped", reason=f"supervisor:{halted_by}")
-            sup.client.sadd(sup.keyspace.supervisor_members(halted_by),
-                            f"{self.atype.name}:{self.key}")
+            sup.client.sadd(
+                sup.keyspace.supervisor_members(halted_by), f"{self.atype.name}:{self.key}"
+            )
             summary["outcome"] = f"stopped by supervisor {halted_by}"
             return summary
         self.token = int(claim[1])
@@ -304,7 +344,9 @@ class _Run:
             renewer.stop()
             summary.update(committed=self.committed, version=self.version)
         with _errors(self.where):
-            released = _text(sup.scripts.release(keys=[keys.meta, keys.mailbox], args=[self.token])[0])
+            released = _text(
+                sup.scripts.release(keys=[keys.meta, keys.mailbox], args=[self.token])[0]
+            )
         if released == "more":
             sup.publish(self.atype.name, self.key)
         elif released == "stopped":

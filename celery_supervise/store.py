@@ -103,9 +103,7 @@ class ActorStore:
             self.sup.publish(type_name, key)
         return [int(x) for x in result[1:]]
 
-    def ask(
-        self, ref: ActorRef, message: Any, *, timeout: float, message_id: str | None
-    ) -> Any:
+    def ask(self, ref: ActorRef, message: Any, *, timeout: float, message_id: str | None) -> Any:
         import uuid
 
         mid = message_id or uuid.uuid4().hex

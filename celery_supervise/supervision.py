@@ -184,11 +184,16 @@ class Supervision:
             if snap.status not in ("stopped", "quarantined", "backoff"):
                 return "skip"
         outcome = self.store.restart(
-            ref, mode="force", recovery=recovery, initial=initial, history=atype.history,
+            ref,
+            mode="force",
+            recovery=recovery,
+            initial=initial,
+            history=atype.history,
             clear_crashes=True,
         )
-        self.log_event("operator_restart", actor=ref.type_name, key=ref.key, recovery=recovery,
-                       outcome=outcome)
+        self.log_event(
+            "operator_restart", actor=ref.type_name, key=ref.key, recovery=recovery, outcome=outcome
+        )
         return outcome
 
     def notify_exit(self, type_name: str, key: str) -> None:
@@ -204,8 +209,11 @@ class Supervision:
     def log_event(self, event: str, **fields: Any) -> None:
         """One structured log line per decision, also kept in a capped Redis stream."""
         record = {"event": event, **fields}
-        log.info("celery_supervise %s", json.dumps(record, sort_keys=True, default=str),
-                 extra={"celery_supervise": record})
+        log.info(
+            "celery_supervise %s",
+            json.dumps(record, sort_keys=True, default=str),
+            extra={"celery_supervise": record},
+        )
         try:
             self.client.xadd(
                 self.keyspace.events,

@@ -114,8 +114,11 @@ def visit(sup: Supervision, bucket: str, member: str, score: float) -> str:
         if sup.client.llen(keys.outbox) and not meta.get("lease_until"):
             sup.relay_outbox(type_name, key)
         status = meta.get("status", "idle")
-        if status == "crashed" or (status == "stopped" and meta.get("stopped_normally") == "1"
-                                   and meta.get("exit_reported") != meta.get("stopped_at")):
+        if status == "crashed" or (
+            status == "stopped"
+            and meta.get("stopped_normally") == "1"
+            and meta.get("exit_reported") != meta.get("stopped_at")
+        ):
             from .tree_shell import decide_exit
 
             outcome = decide_exit(sup, atype, ref, meta)
@@ -123,20 +126,28 @@ def visit(sup: Supervision, bucket: str, member: str, score: float) -> str:
             status = meta.get("status", "idle")
         if status == "backoff" and int(meta.get("restart_at", "0")) <= now:
             result = sup.store.restart(
-                ref, mode="due", recovery=meta.get("recovery") or atype.recovery,
-                initial=_initial_if_reset(atype, key, meta), history=atype.history,
+                ref,
+                mode="due",
+                recovery=meta.get("recovery") or atype.recovery,
+                initial=_initial_if_reset(atype, key, meta),
+                history=atype.history,
                 clear_crashes=False,
             )
             if result in ("woke", "idle"):
-                sup.log_event("restarted", actor=type_name, key=key,
-                              recovery=meta.get("recovery") or atype.recovery)
+                sup.log_event(
+                    "restarted",
+                    actor=type_name,
+                    key=key,
+                    recovery=meta.get("recovery") or atype.recovery,
+                )
                 outcome = "restarted"
             meta, pending = sup.store.read_meta(keys)
             status = meta.get("status", "idle")
         if sup.client.exists(keys.isolates):
             sup.isolation.check(type_name, key, keys, now)
-        woke, fired, next_timer = (int(x) for x in sup.scripts.fire_timers(
-            keys=[keys.meta, keys.mailbox, keys.timers]))
+        woke, fired, next_timer = (
+            int(x) for x in sup.scripts.fire_timers(keys=[keys.meta, keys.mailbox, keys.timers])
+        )
         if woke:
             sup.publish(type_name, key)
         if fired:
@@ -145,8 +156,9 @@ def visit(sup: Supervision, bucket: str, member: str, score: float) -> str:
             status = meta.get("status", "idle")
         if status in ("idle", "active") and pending and not meta.get("lease_until"):
             base = int(sup.repair_after * 1000)
-            if sup.scripts.rewake(keys=[keys.meta, keys.mailbox],
-                                  args=[base, int(REPAIR_CAP * 1000)]):
+            if sup.scripts.rewake(
+                keys=[keys.meta, keys.mailbox], args=[base, int(REPAIR_CAP * 1000)]
+            ):
                 sup.publish(type_name, key)
                 sup.log_event("rewoken", actor=type_name, key=key, pending=pending)
                 outcome = "rewoken"
@@ -198,8 +210,11 @@ def _worker_lost(sup: Supervision, atype: Any, ref: Any, meta: dict[str, str]) -
             entry = Entry.parse(head, where=f"actor {ref.type_name}:{ref.key}")
         except CorruptActorData:
             entry = None
-    attempt = int(meta.get("attempts", "0")) + 1 if entry and meta.get("attempt_seq") == str(
-        entry.seq) else 1
+    attempt = (
+        int(meta.get("attempts", "0")) + 1
+        if entry and meta.get("attempt_seq") == str(entry.seq)
+        else 1
+    )
     record = {
         "actor": ref.type_name,
         "key": ref.key,
@@ -220,9 +235,16 @@ def _worker_lost(sup: Supervision, atype: Any, ref: Any, meta: dict[str, str]) -
     )
     if _text(result[0]) != "crashed":
         return "checked"
-    sup.log_event("crash", actor=ref.type_name, key=ref.key, reason="worker_lost",
-                  worker=meta.get("lease_owner"), message_id=record["message_id"],
-                  attempt=int(result[2]), dead_lettered=bool(int(result[3])),
-                  consecutive=int(result[4]))
+    sup.log_event(
+        "crash",
+        actor=ref.type_name,
+        key=ref.key,
+        reason="worker_lost",
+        worker=meta.get("lease_owner"),
+        message_id=record["message_id"],
+        attempt=int(result[2]),
+        dead_lettered=bool(int(result[3])),
+        consecutive=int(result[4]),
+    )
     sup.relay_outbox(ref.type_name, ref.key)
     return "worker_lost"

@@ -63,7 +63,9 @@ def read_histories(sup: Supervision) -> dict[str, list[RestartRecord]]:
     return out
 
 
-def decide_exit(sup: Supervision, atype: ActorType[Any], ref: ActorRef, meta: dict[str, str]) -> str:
+def decide_exit(
+    sup: Supervision, atype: ActorType[Any], ref: ActorRef, meta: dict[str, str]
+) -> str:
     """Decide (or re-apply the stored decision for) this actor's latest exit."""
     child = child_id(ref.type_name, ref.key)
     supervisor = sup.tree.supervisor_of_actor(child, atype.supervisor)
@@ -106,8 +108,15 @@ def decide_exit(sup: Supervision, atype: ActorType[Any], ref: ActorRef, meta: di
     return plan[-1]["action"] if plan else "checked"
 
 
-def _settle(sup: Supervision, ref: ActorRef, meta: dict[str, str], status: str, delay: float,
-            level: int | None, reason: str) -> None:
+def _settle(
+    sup: Supervision,
+    ref: ActorRef,
+    meta: dict[str, str],
+    status: str,
+    delay: float,
+    level: int | None,
+    reason: str,
+) -> None:
     if meta.get("status") != "crashed":
         return
     pipe = sup.client.pipeline(transaction=False)
@@ -115,8 +124,13 @@ def _settle(sup: Supervision, ref: ActorRef, meta: dict[str, str], status: str, 
         sup.store.add_hint(pipe, ref.type_name, ref.key, delay)
     sup.scripts.settle(
         keys=[ref.keys.meta],
-        args=[meta["crash_seq"], status, int(delay * 1000),
-              level if level is not None else meta.get("backoff_level", "0"), reason],
+        args=[
+            meta["crash_seq"],
+            status,
+            int(delay * 1000),
+            level if level is not None else meta.get("backoff_level", "0"),
+            reason,
+        ],
         client=pipe,
     )
     pipe.execute()
@@ -143,11 +157,22 @@ def _apply(sup: Supervision, action: dict[str, Any], ref: ActorRef, meta: dict[s
         if child == me and meta.get("status") == "crashed":
             _settle(sup, ref, meta, "backoff", delay, action["backoff_level"], "restart")
         elif child == me:  # a permanent actor that stopped normally comes back
-            sup.store.restart(ref, mode="force", recovery="last_good", initial=None,
-                              history=1, clear_crashes=False)
+            sup.store.restart(
+                ref,
+                mode="force",
+                recovery="last_good",
+                initial=None,
+                history=1,
+                clear_crashes=False,
+            )
         elif is_actor_child(child):
-            sup.store.halt(_actor_ref(sup, child), "backoff", reason=f"restart:{me}",
-                           delay=delay, only_from=RUNNING)
+            sup.store.halt(
+                _actor_ref(sup, child),
+                "backoff",
+                reason=f"restart:{me}",
+                delay=delay,
+                only_from=RUNNING,
+            )
         else:
             restart_subtree(sup, child, delay, reason=f"restart:{me}")
     elif kind == "stop" and action["child"] == me:
@@ -156,15 +181,18 @@ def _apply(sup: Supervision, action: dict[str, Any], ref: ActorRef, meta: dict[s
         if action["child"] == me:
             _settle(sup, ref, meta, "quarantined", 0.0, None, f"limit:{action['cause']}")
         else:
-            sup.client.hset(ks.supervisor(action["child"]), mapping={
-                "status": "quarantined", "reason": f"limit:{action['cause']}"})
+            sup.client.hset(
+                ks.supervisor(action["child"]),
+                mapping={"status": "quarantined", "reason": f"limit:{action['cause']}"},
+            )
     elif kind == "stop_supervisor":
         stop_subtree(sup, action["supervisor"], reason=f"escalated:{me}")
     elif kind == "clear_history":
         sup.client.delete(ks.supervisor_history(action["supervisor"]))
     elif kind == "root_gave_up":
-        sup.client.hset(ks.supervisor("root"), mapping={"status": "stopped",
-                                                        "reason": "root gave up"})
+        sup.client.hset(
+            ks.supervisor("root"), mapping={"status": "stopped", "reason": "root gave up"}
+        )
 
 
 def ref_reason(sup: Supervision, ref: ActorRef) -> str:
@@ -178,13 +206,21 @@ def stop_subtree(sup: Supervision, name: str, *, reason: str) -> None:
     are stopped the next time they run (their run checks their supervisors' status), so no
     scan of all actors is ever needed; each one so stopped is recorded for the restart."""
     for sname in sup.tree.subtree(name):
-        sup.client.hset(sup.keyspace.supervisor(sname), mapping={"status": "stopped",
-                                                                "reason": reason})
+        sup.client.hset(
+            sup.keyspace.supervisor(sname), mapping={"status": "stopped", "reason": reason}
+        )
         for child in sup.tree.static_children(sname):
             if is_actor_child(child):
                 target = _actor_ref(sup, child)
-                if sup.store.halt(target, "stopped", reason=f"supervisor:{sname}",
-                                  only_from=RUNNING + ",crashed") == "ok":
+                if (
+                    sup.store.halt(
+                        target,
+                        "stopped",
+                        reason=f"supervisor:{sname}",
+                        only_from=RUNNING + ",crashed",
+                    )
+                    == "ok"
+                ):
                     sup.client.sadd(sup.keyspace.supervisor_members(sname), child)
 
 
@@ -192,13 +228,19 @@ def restart_subtree(sup: Supervision, name: str, delay: float, *, reason: str) -
     """Restart a supervisor: every actor it stopped (static or dynamic) comes back after
     ``delay``; its histories are cleared by the plan's ClearHistory actions."""
     for sname in sup.tree.subtree(name):
-        sup.client.hset(sup.keyspace.supervisor(sname), mapping={"status": "running",
-                                                                "reason": reason})
+        sup.client.hset(
+            sup.keyspace.supervisor(sname), mapping={"status": "running", "reason": reason}
+        )
         members = {_text(m) for m in sup.client.smembers(sup.keyspace.supervisor_members(sname))}
         members |= {c for c in sup.tree.static_children(sname) if is_actor_child(c)}
         for child in sorted(members):
-            sup.store.halt(_actor_ref(sup, child), "backoff", reason=reason, delay=delay,
-                           only_from=RUNNING + ",stopped,crashed")
+            sup.store.halt(
+                _actor_ref(sup, child),
+                "backoff",
+                reason=reason,
+                delay=delay,
+                only_from=RUNNING + ",stopped,crashed",
+            )
         sup.client.delete(sup.keyspace.supervisor_members(sname))
 
 
