@@ -70,12 +70,11 @@ class Isolation:
         self.publish(iso_id, type_name, key, spec)
 
     def publish(self, iso_id: str, type_name: str, key: str, spec: dict[str, Any]) -> None:
-        self.sup.app.send_task(
+        self.sup.dispatch(
             ISOLATED_TASK,
-            args=(type_name, key, iso_id, spec["tag"], spec["task"]),
-            kwargs={"args": spec["args"], "kwargs": spec["kwargs"], "timeout": spec["timeout"]},
-            task_id=f"{iso_id}#{int(time.time() * 1000)}",
-            **spec.get("options", {}),
+            (type_name, key, iso_id, spec["tag"], spec["task"]),
+            {"args": spec["args"], "kwargs": spec["kwargs"], "timeout": spec["timeout"]},
+            {"task_id": f"{iso_id}#{int(time.time() * 1000)}", **spec.get("options", {})},
         )
 
     def deliver(self, type_name: str, key: str, iso_id: str, outcome: dict[str, Any]) -> int:

@@ -148,12 +148,12 @@ class ActorRef:
         meta, pending = self.supervision.store.read_meta(self.keys)
         where = f"actor {self.type_name}:{self.key}"
         state_raw = meta.get("state")
+        state = None
         if state_raw is not None:
-            state = decode(state_raw, what=f"{where} state")
-        elif meta:
-            state = None
-        else:
-            state = None
+            try:
+                state = json.loads(state_raw)
+            except ValueError as exc:
+                raise CorruptActorData(f"{where}: stored state is not valid JSON ({exc})") from None
         last = meta.get("last_crash")
         try:
             return Snapshot(

@@ -173,7 +173,7 @@ class _Run:
             reply_wanted=entry.reply_wanted,
             max_message_bytes=self.sup.settings.max_message_bytes,
         )
-        state = decode(state_raw, what=f"{self.where} state")
+        state = json.loads(state_raw)  # checked once per run in ``run``
         message = entry.message()
         marker = in_handler.set(True)
         try:
@@ -311,12 +311,16 @@ class _Run:
         renewer.start()
         started = time.monotonic()
         try:
-            if state_raw is None:
-                try:
+            try:
+                if state_raw is None:
                     state_raw = self.check_state(self.atype.initial_state(self.key))
-                except Exception as exc:
-                    self.record_crash(self.crash_record(_reason(exc), exc, None, 0))
-                    raise StepCrashed(f"{self.where}: initial state rejected: {exc}") from exc
+                else:
+                    _check_stored_state(state_raw, self.where)
+            except Exception as exc:
+                # Not any message's fault: recorded against no message, so no innocent
+                # message is dead-lettered for it; the supervisor's limits apply.
+                self.record_crash(self.crash_record(_reason(exc), exc, None, 0))
+                raise StepCrashed(f"{self.where}: state unusable: {exc}") from exc
             for raw in claim[6:]:
                 if time.monotonic() - started > BATCH_SECONDS and self.committed:
                     break
@@ -373,6 +377,13 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, CorruptActorData):
         return "corrupt_data"
     return "exception"
+
+
+def _check_stored_state(raw: bytes, where: str) -> None:
+    try:
+        json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptActorData(f"{where}: stored state is not valid JSON ({exc})") from None
 
 
 def _unparsed(raw: bytes) -> Entry:

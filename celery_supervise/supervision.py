@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -80,6 +81,9 @@ class Supervision:
         self.settings = read_settings(app)
         self.keyspace = Keyspace(self.settings.key_prefix)
         self.tree = build_tree(self.settings.supervisors, where_prefix="supervise_supervisors")
+        self.dispatcher: (
+            Callable[[str, tuple[Any, ...], dict[str, Any], dict[str, Any]], None] | None
+        ) = None
         self._client: redis.Redis | None = None
         self._client_pid = 0
         self._scripts: Scripts | None = None
@@ -119,6 +123,16 @@ class Supervision:
         )
         conf.beat_schedule = schedule
 
+    def supervisor(self, name: str, **spec: Any) -> None:
+        """Declare (or replace) a supervisor, as a ``supervise_supervisors`` entry would.
+        Validated now: unknown keys, bad values, cycles, unknown parents raise
+        ``ConfigurationError``. Declare it in every process (module level, like tasks)."""
+        from .specs import parse_supervisor_spec
+
+        self.tree = self.tree.with_spec(
+            parse_supervisor_spec(name, spec, where=f"supervision.supervisor({name!r})")
+        )
+
     # -- connections (per process) ---------------------------------------------------------
     @property
     def client(self) -> redis.Redis:
@@ -155,7 +169,17 @@ class Supervision:
 
     def publish(self, type_name: str, key: str) -> None:
         """Schedule one task run of the actor (its Celery task carries only the key)."""
-        self.app.send_task(type_name, args=(key,))
+        self.dispatch(type_name, (key,), {}, {})
+
+    def dispatch(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
+    ) -> None:
+        """Publish a task through the broker, or hand it to ``dispatcher`` when one is set
+        (``celery_supervise.testing.LocalRunner`` runs them in the test's own process)."""
+        if self.dispatcher is not None:
+            self.dispatcher(name, args, kwargs, options)
+        else:
+            self.app.send_task(name, args=args, kwargs=kwargs, **options)
 
     def relay_outbox(self, type_name: str, key: str) -> int:
         from .effects import relay_outbox

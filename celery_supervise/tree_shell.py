@@ -99,7 +99,8 @@ def decide_exit(
     plan = json.loads(stored)
     for action in plan:
         _apply(sup, action, ref, meta)
-        sup.log_event("decision", exit_id=exit_id, reason=reason, **action)
+        fields = {("notice" if k == "event" else k): v for k, v in action.items()}
+        sup.log_event("decision", exit_id=exit_id, reason=reason, **fields)
     if crashed:  # not named by the plan (its supervisor was stopped): it stays stopped
         _settle(sup, ref, meta, "stopped", 0.0, None, "supervisor stopped")
     else:

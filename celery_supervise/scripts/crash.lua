@@ -25,16 +25,27 @@ if seq > 0 and head and entry_seq(head) == seq then
   if attempt >= tonumber(ARGV[4]) then
     local records = redis.call('LRANGE', attempts, 0, -1)
     local nl = string.find(head, '\n', 1, true)
-    local prefix = string.sub(head, 1, nl - 1)
-    local sp1 = string.find(prefix, ' ', 1, true)
-    local sp2 = string.find(prefix, ' ', sp1 + 1, true)
-    redis.call('RPUSH', dead, '{"seq":' .. seq .. ',"sent_at":' .. string.sub(prefix, sp1 + 1, sp2 - 1)
-      .. ',"dead_at":' .. now .. ',"header":' .. string.sub(prefix, sp2 + 1)
-      .. ',"message":' .. string.sub(head, nl + 1) .. ',"crashes":[' .. table.concat(records, ',') .. ']}')
+    local sp1 = string.find(head, ' ', 1, true)
+    local sp2 = sp1 and string.find(head, ' ', sp1 + 1, true)
+    local sent, header, body = '0', nil, nil
+    if nl and sp1 and sp2 and sp2 < nl then
+      sent = string.sub(head, sp1 + 1, sp2 - 1)
+      header = string.sub(head, sp2 + 1, nl - 1)
+      body = string.sub(head, nl + 1)
+    end
+    if not header or not tonumber(sent) then
+      -- Not our format: keep the raw bytes, as a JSON string, for an operator to inspect.
+      sent = '0'
+      header = '{"id":"<corrupt entry ' .. seq .. '>","corrupt":true}'
+      body = cjson.encode(head)
+    end
+    redis.call('RPUSH', dead, '{"seq":' .. seq .. ',"sent_at":' .. sent
+      .. ',"dead_at":' .. now .. ',"header":' .. header
+      .. ',"message":' .. body .. ',"crashes":[' .. table.concat(records, ',') .. ']}')
     redis.call('LPOP', mbox)
     redis.call('DEL', attempts)
     redis.call('HSET', meta, 'consumed', seq, 'attempts', 0)
-    redis.call('RPUSH', outbox, '{"kind":"dead","seq":' .. seq .. ',"header":' .. string.sub(prefix, sp2 + 1)
+    redis.call('RPUSH', outbox, '{"kind":"dead","seq":' .. seq .. ',"header":' .. header
       .. ',"crashes":[' .. table.concat(records, ',') .. ']}')
     is_dead = 1
   end

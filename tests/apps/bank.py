@@ -57,3 +57,6 @@ def poison(ctx: Any, state: dict[str, Any], message: Any) -> None:
     if message == "poison":
         raise ValueError("poison message")
     state["applied"].append(message)
+
+from . import tree  # noqa: E402,F401  (registers the supervision-tree test actors)
+import tests.apps.shop  # noqa: E402,F401

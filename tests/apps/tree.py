@@ -1,0 +1,88 @@
+"""Actors and supervisors of the bank test app that exercise the supervision tree."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from celery_supervise import actor
+
+from .bank import supervision
+
+FAST = {"initial": 0.05, "factor": 1.0, "max": 0.05, "reset_after": 300}
+
+# A crash-looping actor among healthy siblings: quarantine, budget per child.
+supervision.supervisor("quarantining", intensity=3, period=5, max_consecutive_crashes=5,
+                       backoff=FAST)
+supervision.supervisor("holder", on_limit="quarantine", intensity=1, period=60, backoff=FAST)
+# OTP escalation: a group restarted together, whose limit fails the group to its parent.
+supervision.supervisor("escalating", parent="holder", strategy="one_for_all",
+                       on_limit="escalate", intensity=3, period=60, backoff=FAST,
+                       children=["tree.member:m0", "tree.member:m1", "tree.member:m2"])
+supervision.supervisor("ordered", strategy="rest_for_one", backoff=FAST,
+                       children=["tree.member:r0", "tree.member:r1", "tree.member:r2"])
+
+
+def _apply(state: dict[str, Any], message: Any) -> dict[str, Any]:
+    if isinstance(message, dict) and message.get("sleep"):
+        time.sleep(message["sleep"])
+    if message == "crash" or (isinstance(message, dict) and message.get("crash")):
+        raise RuntimeError("crash requested")
+    state["n"] += 1
+    return state
+
+
+@actor(name="tree.worker", supervisor="quarantining", initial={"n": 0}, max_attempts=100)
+def worker(ctx: Any, state: dict[str, Any], message: Any) -> dict[str, Any]:
+    return _apply(state, message)
+
+
+@actor(name="tree.member", supervisor="escalating", initial={"n": 0}, max_attempts=100)
+def member(ctx: Any, state: dict[str, Any], message: Any) -> dict[str, Any]:
+    return _apply(state, message)
+
+
+@actor(name="tree.temporary", restart="temporary", initial={"n": 0}, max_attempts=100)
+def temporary(ctx: Any, state: dict[str, Any], message: Any) -> dict[str, Any]:
+    return _apply(state, message)
+
+
+@actor(name="tree.transient", restart="transient", initial={"n": 0}, max_attempts=100)
+def transient(ctx: Any, state: dict[str, Any], message: Any) -> dict[str, Any]:
+    if message == "stop":
+        ctx.stop()
+        return state
+    return _apply(state, message)
+
+
+@actor(name="tree.resetting", recovery="reset", initial={"n": 0}, max_attempts=100)
+def resetting(ctx: Any, state: dict[str, Any], message: Any) -> dict[str, Any]:
+    return _apply(state, message)
+
+
+@actor(name="tree.strict", initial={"n": 0}, time_limit=0.5, max_attempts=2,
+       validate=lambda s: s["n"] < 100)
+def strict(ctx: Any, state: dict[str, Any], message: Any) -> Any:
+    kind = message.get("kind")
+    if kind == "sleep":
+        time.sleep(message["seconds"])
+    elif kind == "invalid":
+        state["n"] = 1000
+    elif kind == "unserializable":
+        state["when"] = {1, 2}
+    elif kind == "huge":
+        state["blob"] = "x" * 2_000_000
+    elif kind == "ask":
+        from .bank import account
+
+        account.ref("x").ask({"add": 1}, timeout=0.1)
+    else:
+        state["n"] += 1
+    return state
+
+
+@actor(name="tree.slowloop", supervisor="quarantining", initial={"n": 0}, max_attempts=1)
+def slowloop(ctx: Any, state: dict[str, Any], message: Any) -> dict[str, Any]:
+    """Each crashing message is dead-lettered at once: crashes come only as often as
+    messages do -- the essay's slow crash loop."""
+    return _apply(state, message)
