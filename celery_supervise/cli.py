@@ -282,7 +282,9 @@ def _print_status(ctx: click.Context, report: dict[str, Any]) -> None:
     )
     for node in report["supervisors"]:
         pad = "    " * node["depth"]
-        reason = f" ({node['reason']})" if node["reason"] else ""
+        # A running supervisor's reason is only its last transition ("operator resume").
+        halted = node["reason"] and node["status"] != "running"
+        reason = f" ({node['reason']})" if halted else ""
         _echo(ctx)
         _echo(
             ctx,

@@ -19,6 +19,7 @@ __all__ = [
     "MessageDeadLettered",
     "MessageTooLarge",
     "NotInstalled",
+    "RedisUnavailable",
     "StaleLease",
     "SuperviseError",
     "UnknownDeadLetter",
@@ -65,6 +66,10 @@ class MessageTooLarge(InvalidMessage):
 
 class CorruptActorData(SuperviseError):
     """Data found in Redis for an actor is not what celery_supervise wrote."""
+
+
+class RedisUnavailable(SuperviseError, ConnectionError):
+    """Redis did not answer (down, unreachable, or timed out); nothing was sent."""
 
 
 class StaleLease(SuperviseError):

@@ -15,7 +15,8 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from .codec import decode, encode
 from .context import Context, in_handler
 from .errors import CorruptActorData, SuperviseError
 from .mailbox import Entry
+from .store import patiently, run_pipeline
 
 if TYPE_CHECKING:
     from .actor import ActorType
@@ -110,6 +112,10 @@ class _Run:
         self.version = 0
         self.committed = 0
 
+    def execute(self, build: Callable[[Any], None]) -> list[Any]:
+        """One pipelined round trip, repeated while Redis is away (SPEC 6.7)."""
+        return patiently(lambda: run_pipeline(self.sup.client, build), where=self.where)
+
     def crash_record(
         self, reason: str, exc: BaseException | None, entry: Entry | None, attempt: int
     ) -> dict[str, Any]:
@@ -130,23 +136,24 @@ class _Run:
 
     def record_crash(self, record: dict[str, Any]) -> list[Any]:
         keys = self.keys
-        pipe = self.sup.client.pipeline(transaction=False)
-        # The tick must look at this actor now: the hint goes first.
-        self.sup.store.add_hint(pipe, self.atype.name, self.key, 0)
-        self.sup.scripts.crash(
-            keys=[keys.meta, keys.mailbox, keys.crashes, keys.attempts, keys.dead, keys.outbox],
-            args=[
-                self.token,
-                record["seq"],
-                encode(record, what="crash record"),
-                self.atype.max_attempts,
-                "0",
-                50,
-            ],
-            client=pipe,
-        )
-        with _errors(self.where):
-            result: list[Any] = pipe.execute()[-1]
+
+        def build(pipe: Any) -> None:
+            # The tick must look at this actor now: the hint goes first.
+            self.sup.store.add_hint(pipe, self.atype.name, self.key, 0)
+            self.sup.scripts.crash(
+                keys=[keys.meta, keys.mailbox, keys.crashes, keys.attempts, keys.dead, keys.outbox],
+                args=[
+                    self.token,
+                    record["seq"],
+                    encode(record, what="crash record"),
+                    self.atype.max_attempts,
+                    "0",
+                    50,
+                ],
+                client=pipe,
+            )
+
+        result: list[Any] = self.execute(build)[-1]
         if _text(result[0]) == "crashed":
             self.sup.log_event(
                 "crash",
@@ -225,30 +232,20 @@ class _Run:
         for pairs in (selfs, timers, isolates):
             for pair in pairs:
                 args += pair
-        pipe = self.sup.client.pipeline(transaction=False)
-        if timers:
-            self.sup.store.add_hint(
-                pipe, self.atype.name, self.key, min(t[0] for t in ctx.effects.timers)
-            )
-        if outbox:
-            self.sup.store.add_hint(
-                pipe, self.atype.name, self.key, self.sup.settings.lease_seconds
-            )
-        self.sup.scripts.commit(
-            keys=[
-                keys.meta,
-                keys.mailbox,
-                keys.history,
-                keys.attempts,
-                keys.outbox,
-                keys.timers,
-                keys.isolates,
-            ],
-            args=args,
-            client=pipe,
-        )
-        with _errors(self.where):
-            result = pipe.execute()[-1]
+        commit_keys = [keys.meta, keys.mailbox, keys.history, keys.attempts, keys.outbox,
+                       keys.timers, keys.isolates]
+
+        def build(pipe: Any) -> None:
+            if timers:
+                soonest = min(t[0] for t in ctx.effects.timers)
+                self.sup.store.add_hint(pipe, self.atype.name, self.key, soonest)
+            if outbox:
+                self.sup.store.add_hint(
+                    pipe, self.atype.name, self.key, self.sup.settings.lease_seconds
+                )
+            self.sup.scripts.commit(keys=commit_keys, args=args, client=pipe)
+
+        result = self.execute(build)[-1]
         if _text(result[0]) != "ok":
             log.warning(
                 "celery_supervise lease_lost actor=%s key=%s worker=%s outcome=%s",
@@ -271,15 +268,20 @@ class _Run:
         from .tree_shell import supervisor_chain
 
         chain = supervisor_chain(sup, self.atype.name, self.key, self.atype.supervisor)
-        pipe = sup.client.pipeline(transaction=False)
-        for name in chain:
-            pipe.hget(sup.keyspace.supervisor(name), "status")
-        sup.store.add_hint(pipe, self.atype.name, self.key, sup.settings.lease_seconds + 0.5)
-        sup.scripts.claim(
-            keys=[keys.meta, keys.mailbox], args=[self.worker, lease_ms, BATCH_SIZE], client=pipe
-        )
-        with _errors(self.where):
-            replies = pipe.execute()
+
+        nonce = uuid.uuid4().hex
+
+        def build(pipe: Any) -> None:
+            for name in chain:
+                pipe.hget(sup.keyspace.supervisor(name), "status")
+            sup.store.add_hint(pipe, self.atype.name, self.key, sup.settings.lease_seconds + 0.5)
+            sup.scripts.claim(
+                keys=[keys.meta, keys.mailbox],
+                args=[self.worker, lease_ms, BATCH_SIZE, nonce],
+                client=pipe,
+            )
+
+        replies = self.execute(build)
         claim = replies[-1]
         outcome = _text(claim[0])
         if outcome != "ok":
@@ -347,10 +349,13 @@ class _Run:
         finally:
             renewer.stop()
             summary.update(committed=self.committed, version=self.version)
-        with _errors(self.where):
-            released = _text(
-                sup.scripts.release(keys=[keys.meta, keys.mailbox], args=[self.token])[0]
-            )
+        released = _text(
+            self.execute(
+                lambda pipe: sup.scripts.release(
+                    keys=[keys.meta, keys.mailbox], args=[self.token], client=pipe
+                )
+            )[-1][0]
+        )
         if released == "more":
             sup.publish(self.atype.name, self.key)
         elif released == "stopped":
@@ -396,14 +401,6 @@ def _unparsed(raw: bytes) -> Entry:
 
 def _json_str(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
-
-
-@contextmanager
-def _errors(where: str) -> Iterator[None]:
-    from .store import redis_errors
-
-    with redis_errors(where):
-        yield
 
 
 def run_actor(sup: Supervision, atype: ActorType[Any], key: str, task: Any) -> dict[str, Any]:

@@ -8,15 +8,16 @@ tick checks against the actor's own keys and drops.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
 from .codec import decode, encode
-from .errors import AskTimeout, CorruptActorData, MessageDeadLettered
+from .errors import AskTimeout, CorruptActorData, MessageDeadLettered, RedisUnavailable
 from .keyspace import ActorKeys, actor_member
 from .mailbox import header_json
 
@@ -24,7 +25,10 @@ if TYPE_CHECKING:
     from .ref import ActorRef, DeadLetter
     from .supervision import Supervision
 
-__all__ = ["ActorStore", "redis_errors"]
+__all__ = ["ActorStore", "patiently", "redis_errors", "run_pipeline"]
+
+T = TypeVar("T")
+log = logging.getLogger("celery_supervise")
 
 #: Crash records kept per actor (the per-message records travel with dead letters).
 CRASHES_KEPT = 50
@@ -32,11 +36,14 @@ CRASHES_KEPT = 50
 REPLY_TTL_SECONDS = 300
 #: Longest single blocking read: under redis-py's 5 s socket timeout.
 BLOCK_SECONDS = 1.0
+#: How long a worker or tick waits for Redis to come back before giving up a call.
+REDIS_PATIENCE = 120.0
 
 
 @contextmanager
 def redis_errors(where: str) -> Iterator[None]:
-    """Turn Redis' complaints about data we did not write into ``CorruptActorData``."""
+    """Turn Redis' complaints about data we did not write into ``CorruptActorData``, and a
+    Redis that does not answer into ``RedisUnavailable``."""
     try:
         yield
     except redis.ResponseError as exc:
@@ -44,6 +51,32 @@ def redis_errors(where: str) -> Iterator[None]:
         if "CORRUPT" in text or "WRONGTYPE" in text or "not an integer" in text:
             raise CorruptActorData(f"{where}: {text}") from None
         raise
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise RedisUnavailable(f"{where}: Redis did not answer ({exc})") from exc
+
+
+def patiently(fn: Callable[[], T], *, where: str, patience: float = REDIS_PATIENCE) -> T:
+    """Call ``fn`` until Redis answers (workers and ticks wait out an outage, SPEC 6.7).
+    ``fn`` must be safe to repeat: the scripts it runs recognise their own earlier success."""
+    delay = 0.1
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            with redis_errors(where):
+                return fn()
+        except RedisUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("celery_supervise redis_unavailable where=%r retry_in=%.1fs", where, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def run_pipeline(client: redis.Redis, build: Callable[[Any], None]) -> list[Any]:
+    """Build and execute a non-transactional pipeline: one round trip."""
+    pipe = client.pipeline(transaction=False)
+    build(pipe)
+    return list(pipe.execute())
 
 
 def _str_dict(raw: dict[Any, Any]) -> dict[str, str]:

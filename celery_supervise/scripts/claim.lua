@@ -1,6 +1,7 @@
 -- Take the lease of one actor and read a batch of its mailbox.
 -- KEYS[1] meta   KEYS[2] mailbox
 -- ARGV[1] worker id   ARGV[2] lease (ms)   ARGV[3] batch size
+-- ARGV[4] nonce of this claim: a retry after a lost reply gets its own claim back
 -- Returns one of:
 --   {'empty'}                 nothing queued; the scheduled marker is cleared
 --   {'busy', lease_until}     another worker holds an unexpired lease
@@ -9,7 +10,7 @@
 --   {'ok', token, version, state|false, attempt_seq, attempts, entry_1, ...}
 local meta, mbox = KEYS[1], KEYS[2]
 local m = redis.call('HMGET', meta, 'status', 'lease_until', 'state', 'version',
-                     'attempt_seq', 'attempts', 'type')
+                     'attempt_seq', 'attempts', 'type', 'claim_nonce', 'token')
 local status, lease_until = m[1], m[2]
 if not m[7] then return {'empty'} end
 if status ~= 'idle' and status ~= 'active' then
@@ -17,7 +18,14 @@ if status ~= 'idle' and status ~= 'active' then
   return {'halted', status or 'missing'}
 end
 local now = now_ms()
+local function granted(token)
+  local out = {'ok', token, m[4] or '0', m[3] or false, m[5] or '0', m[6] or '0'}
+  local entries = redis.call('LRANGE', mbox, 0, tonumber(ARGV[3]) - 1)
+  for i = 1, #entries do out[#out + 1] = entries[i] end
+  return out
+end
 if lease_until and lease_until ~= '' then
+  if m[8] == ARGV[4] then return granted(tonumber(m[9])) end
   if tonumber(lease_until) > now then return {'busy', lease_until} end
   return {'expired'}
 end
@@ -27,8 +35,5 @@ if redis.call('LLEN', mbox) == 0 then
 end
 local token = redis.call('HINCRBY', meta, 'token', 1)
 redis.call('HSET', meta, 'lease_until', now + tonumber(ARGV[2]), 'lease_owner', ARGV[1],
-           'status', 'active', 'sched', 1, 'rewakes', 0)
-local out = {'ok', token, m[4] or '0', m[3] or false, m[5] or '0', m[6] or '0'}
-local entries = redis.call('LRANGE', mbox, 0, tonumber(ARGV[3]) - 1)
-for i = 1, #entries do out[#out + 1] = entries[i] end
-return out
+           'status', 'active', 'sched', 1, 'rewakes', 0, 'claim_nonce', ARGV[4])
+return granted(token)

@@ -10,10 +10,12 @@
 -- then: outbox effect jsons; self message (header, body) pairs; timer (delay_ms, entry)
 -- pairs; isolate (id, pending record json) pairs
 -- Returns {'ok', version} | {'stale'} (token superseded) | {'moved'} (head is not seq)
+-- A retry of a commit that was applied but whose reply was lost returns {'ok', version}.
 local meta, mbox, hist, attempts, outbox, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local isolates = KEYS[7]
-local m = redis.call('HMGET', meta, 'token', 'lease_until')
+local m = redis.call('HMGET', meta, 'token', 'lease_until', 'consumed', 'version')
 if m[1] ~= ARGV[1] or not m[2] then return {'stale'} end
+if m[3] == ARGV[2] then return {'ok', tonumber(m[4])} end
 local head = redis.call('LINDEX', mbox, 0)
 if not head then return {'moved'} end
 local seq = entry_seq(head)

@@ -70,7 +70,7 @@ def gateway(idempotency_key: str, amount: int, delay: float = 0.0) -> dict[str, 
 @actor(name="shop.checkout", supervisor="shop", initial={"outcomes": [], "asked": []})
 def checkout(ctx: Any, state: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
     """``{"pay": [[key, amount, delay], ...], "timeout": t}`` isolates one gateway call per
-    payment; each outcome message is recorded as it arrives."""
+    payment (``crash_after``: then crashes); each outcome message is recorded as it arrives."""
     if "isolated" in message:
         state["outcomes"].append(message)
         return state
@@ -78,6 +78,8 @@ def checkout(ctx: Any, state: dict[str, Any], message: dict[str, Any]) -> dict[s
         sig = gateway.s(idem, amount, delay).set(queue=GATEWAY_QUEUE)
         ctx.isolate(sig, tag=idem, timeout=message.get("timeout"))
         state["asked"].append(idem)
+    if message.get("crash_after"):
+        raise RuntimeError("checkout crashed after ctx.isolate")
     return state
 
 

@@ -1,0 +1,41 @@
+# The two quick-start commands (README): `make demo` and `make test`. Both install what
+# they need into .venv first (Python >= 3.11 and pip are all a machine needs).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-fast faults demo docs lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The whole suite: pure core, runtime against a real Redis, real workers killed.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+## Only the tests that need no worker processes (seconds).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_specs.py tests/test_decisions.py tests/test_local.py
+
+## The fault-injection suite alone.
+faults: $(STAMP)
+	$(BIN)/python -m pytest -q -m faults
+
+demo: $(STAMP)
+	$(BIN)/python -m example_project.demo $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check celery_supervise tests
+	$(BIN)/mypy celery_supervise
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
