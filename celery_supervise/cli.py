@@ -59,10 +59,12 @@ def _explain(exc: Exception) -> OperatorError | None:
     import redis
     from kombu.exceptions import OperationalError
 
-    from .errors import SuperviseError
+    from .errors import RedisUnavailable, SuperviseError
 
     where = click.get_current_context().meta.get("supervise.redis_url", "Redis")
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return OperatorError(f"cannot reach Redis at {where}: {exc}", EXIT_UNAVAILABLE)
+    if isinstance(exc, RedisUnavailable):
         return OperatorError(f"cannot reach Redis at {where}: {exc}", EXIT_UNAVAILABLE)
     if isinstance(exc, OperationalError):
         return OperatorError(f"cannot reach the Celery broker: {exc}", EXIT_UNAVAILABLE)
@@ -105,6 +107,9 @@ def _supervision(ctx: click.Context) -> Supervision:
     app.loader.import_default_modules()
     sup = Supervision.for_app(app)
     ctx.meta["supervise.redis_url"] = maybe_sanitize_url(sup.settings.redis_url)
+    # One round trip up front: an unreachable Redis is reported the same way by every
+    # command (the tick, for one, would only log it and skip).
+    sup.client.ping()
     return sup
 
 
@@ -594,12 +599,15 @@ def tick(ctx: click.Context, as_json: bool) -> None:
     from .tick import run_tick
 
     summary = run_tick(_supervision(ctx))
+    if "redis" in str(summary.get("skipped", "")).lower():  # Redis went away mid-tick
+        raise OperatorError(f"tick skipped: {summary['skipped']}", EXIT_UNAVAILABLE)
     if as_json:
         _print_json(summary)
     elif "skipped" in summary:
         _echo(ctx, f"tick skipped: {summary['skipped']}")
     else:
         ms = summary.pop("ms", 0)
+        decisions = summary.pop("decisions", [])
         visited = sum(summary.values())
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(summary.items()))
         _echo(
@@ -608,3 +616,5 @@ def tick(ctx: click.Context, as_json: bool) -> None:
             + (f" ({outcomes})" if outcomes else "")
             + f" in {ms} ms",
         )
+        for decision in decisions:
+            _echo(ctx, "  " + json.dumps(decision, sort_keys=True, default=str))

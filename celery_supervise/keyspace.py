@@ -108,7 +108,3 @@ class Keyspace:
     def supervisor_members(self, name: str) -> str:
         """Set of actors under this supervisor that are stopped, crashed or quarantined."""
         return f"{self.prefix}:sup:{{{_escape(name)}}}:flagged"
-
-    def types(self) -> str:
-        """Set of actor type names that have ever received a message."""
-        return f"{self.prefix}:types"

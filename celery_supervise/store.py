@@ -174,13 +174,22 @@ class ActorStore:
 
     # -- operator and supervisor transitions -----------------------------------------------
     def halt(
-        self, ref: ActorRef, status: str, *, reason: str, delay: float = 0.0, only_from: str = "*"
+        self,
+        ref: ActorRef,
+        status: str,
+        *,
+        reason: str,
+        delay: float = 0.0,
+        only_from: str = "*",
+        cause: str = "",
     ) -> str:
         pipe = self.client.pipeline(transaction=False)
         if status == "backoff":
             self.add_hint(pipe, ref.type_name, ref.key, delay)
         self.sup.scripts.halt(
-            keys=[ref.keys.meta], args=[status, reason, int(delay * 1000), only_from], client=pipe
+            keys=[ref.keys.meta],
+            args=[status, reason, int(delay * 1000), only_from, cause],
+            client=pipe,
         )
         with redis_errors(f"actor {ref.type_name}:{ref.key}"):
             result = pipe.execute()[-1]

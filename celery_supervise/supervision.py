@@ -81,6 +81,8 @@ class Supervision:
         self.settings = read_settings(app)
         self.keyspace = Keyspace(self.settings.key_prefix)
         self.tree = build_tree(self.settings.supervisors, where_prefix="supervise_supervisors")
+        #: Set by a running tick: the decisions it made, returned as its result.
+        self.decisions: list[dict[str, Any]] | None = None
         self.dispatcher: (
             Callable[[str, tuple[Any, ...], dict[str, Any], dict[str, Any]], None] | None
         ) = None
@@ -233,6 +235,8 @@ class Supervision:
     def log_event(self, event: str, **fields: Any) -> None:
         """One structured log line per decision, also kept in a capped Redis stream."""
         record = {"event": event, **fields}
+        if self.decisions is not None:
+            self.decisions.append(record)
         log.info(
             "celery_supervise %s",
             json.dumps(record, sort_keys=True, default=str),

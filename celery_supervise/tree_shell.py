@@ -173,9 +173,12 @@ def _apply(sup: Supervision, action: dict[str, Any], ref: ActorRef, meta: dict[s
                 reason=f"restart:{me}",
                 delay=delay,
                 only_from=RUNNING,
+                cause=action["cause_exit_id"],
             )
         else:
-            restart_subtree(sup, child, delay, reason=f"restart:{me}")
+            restart_subtree(
+                sup, child, delay, reason=f"restart:{me}", cause=action["cause_exit_id"]
+            )
     elif kind == "stop" and action["child"] == me:
         _settle(sup, ref, meta, "stopped", 0.0, None, ref_reason(sup, ref))
     elif kind == "quarantine":
@@ -187,7 +190,8 @@ def _apply(sup: Supervision, action: dict[str, Any], ref: ActorRef, meta: dict[s
                 mapping={"status": "quarantined", "reason": f"limit:{action['cause']}"},
             )
     elif kind == "stop_supervisor":
-        stop_subtree(sup, action["supervisor"], reason=f"escalated:{me}")
+        stop_subtree(sup, action["supervisor"], reason=f"escalated:{me}",
+                     cause=action["cause_exit_id"] + ":stop")
     elif kind == "clear_history":
         sup.client.delete(ks.supervisor_history(action["supervisor"]))
     elif kind == "root_gave_up":
@@ -202,7 +206,7 @@ def ref_reason(sup: Supervision, ref: ActorRef) -> str:
     return f"{registered(ref.type_name).restart} actor not restarted"
 
 
-def stop_subtree(sup: Supervision, name: str, *, reason: str) -> None:
+def stop_subtree(sup: Supervision, name: str, *, reason: str, cause: str = "") -> None:
     """Stop every supervisor of the subtree and its static actor children. Dynamic children
     are stopped the next time they run (their run checks their supervisors' status), so no
     scan of all actors is ever needed; each one so stopped is recorded for the restart."""
@@ -219,13 +223,16 @@ def stop_subtree(sup: Supervision, name: str, *, reason: str) -> None:
                         "stopped",
                         reason=f"supervisor:{sname}",
                         only_from=RUNNING + ",crashed",
+                        cause=cause,
                     )
                     == "ok"
                 ):
                     sup.client.sadd(sup.keyspace.supervisor_members(sname), child)
 
 
-def restart_subtree(sup: Supervision, name: str, delay: float, *, reason: str) -> None:
+def restart_subtree(
+    sup: Supervision, name: str, delay: float, *, reason: str, cause: str = ""
+) -> None:
     """Restart a supervisor: every actor it stopped (static or dynamic) comes back after
     ``delay``; its histories are cleared by the plan's ClearHistory actions."""
     for sname in sup.tree.subtree(name):
@@ -241,6 +248,7 @@ def restart_subtree(sup: Supervision, name: str, delay: float, *, reason: str) -
                 reason=reason,
                 delay=delay,
                 only_from=RUNNING + ",stopped,crashed",
+                cause=cause,
             )
         sup.client.delete(sup.keyspace.supervisor_members(sname))
 

@@ -250,7 +250,7 @@ def test_dead_letters_ticks_and_status(
         ref.send("poison")
         ref.send("fine")
     first = ok(env, "tick")
-    assert re.fullmatch(r"tick: \d+ due actor\(s\) visited( \(.*\))? in \d+ ms\n", first), first
+    assert re.fullmatch(r"tick: \d+ due actor\(s\) visited( \(.*\))? in \d+ ms\n(  \{.*\}\n)*", first), first
     summaries = []
 
     def settled() -> bool:

@@ -3,13 +3,18 @@
 -- KEYS[1] meta
 -- ARGV[1] new status: stopped | quarantined | backoff   ARGV[2] reason
 -- ARGV[3] restart delay (ms, for backoff)   ARGV[4] only from these statuses ("*" = any),
--- comma separated
+-- comma separated   ARGV[5] cause (an exit id; "" for none): the same cause halts once,
+-- so two ticks applying one plan cannot restart a sibling twice
 -- Returns {'ok', previous status} | {'skip', status}
 local meta = KEYS[1]
 local status = redis.call('HGET', meta, 'status')
 if not status then return {'skip', 'missing'} end
 if ARGV[4] ~= '*' and not string.find(',' .. ARGV[4] .. ',', ',' .. status .. ',', 1, true) then
   return {'skip', status}
+end
+if ARGV[5] ~= '' then
+  if redis.call('HGET', meta, 'halt_cause') == ARGV[5] then return {'skip', status} end
+  redis.call('HSET', meta, 'halt_cause', ARGV[5])
 end
 local now = now_ms()
 if redis.call('HEXISTS', meta, 'lease_until') == 1 then
