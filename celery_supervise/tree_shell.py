@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .decisions import Exit, RestartRecord, decide, describe
@@ -97,13 +98,19 @@ def decide_exit(
         sup.client.set(plan_key, json.dumps(plan), nx=True, ex=PLAN_TTL_SECONDS)
         stored = sup.client.get(plan_key)
     plan = json.loads(stored)
+    finish: Callable[[], None] | None = None
     for action in plan:
-        _apply(sup, action, ref, meta)
+        finish = _apply(sup, action, ref, meta) or finish
         fields = {("notice" if k == "event" else k): v for k, v in action.items()}
         sup.log_event("decision", exit_id=exit_id, reason=reason, **fields)
-    if crashed:  # not named by the plan (its supervisor was stopped): it stays stopped
+    # The exited actor is settled last: until then it still reads 'crashed' (or its
+    # normal exit is unreported), so a tick that dies mid-plan leaves it for the next
+    # tick, which re-applies the stored plan.
+    if finish is not None:
+        finish()
+    elif crashed:  # not named by the plan (its supervisor was stopped): it stays stopped
         _settle(sup, ref, meta, "stopped", 0.0, None, "supervisor stopped")
-    else:
+    if not crashed:
         sup.client.hset(ref.keys.meta, "exit_reported", meta.get("stopped_at", ""))
     sup.client.delete(plan_key)
     return plan[-1]["action"] if plan else "checked"
@@ -142,7 +149,10 @@ def _actor_ref(sup: Supervision, child: str) -> ActorRef:
     return sup.ref(type_name, key)
 
 
-def _apply(sup: Supervision, action: dict[str, Any], ref: ActorRef, meta: dict[str, str]) -> None:
+def _apply(
+    sup: Supervision, action: dict[str, Any], ref: ActorRef, meta: dict[str, str]
+) -> Callable[[], None] | None:
+    """Apply one action; an action on the exited actor itself is returned, to run last."""
     kind = action["action"]
     me = child_id(ref.type_name, ref.key)
     ks = sup.keyspace
@@ -156,16 +166,10 @@ def _apply(sup: Supervision, action: dict[str, Any], ref: ActorRef, meta: dict[s
         delay = max(0.0, action["restart_at"] - time.time())
         child = action["child"]
         if child == me and meta.get("status") == "crashed":
-            _settle(sup, ref, meta, "backoff", delay, action["backoff_level"], "restart")
-        elif child == me:  # a permanent actor that stopped normally comes back
-            sup.store.restart(
-                ref,
-                mode="force",
-                recovery="last_good",
-                initial=None,
-                history=1,
-                clear_crashes=False,
-            )
+            level = action["backoff_level"]
+            return lambda: _settle(sup, ref, meta, "backoff", delay, level, "restart")
+        if child == me:  # a permanent actor that stopped normally comes back
+            return lambda: _restart_stopped(sup, ref)
         elif is_actor_child(child):
             sup.store.halt(
                 _actor_ref(sup, child),
@@ -180,10 +184,11 @@ def _apply(sup: Supervision, action: dict[str, Any], ref: ActorRef, meta: dict[s
                 sup, child, delay, reason=f"restart:{me}", cause=action["cause_exit_id"]
             )
     elif kind == "stop" and action["child"] == me:
-        _settle(sup, ref, meta, "stopped", 0.0, None, ref_reason(sup, ref))
+        return lambda: _settle(sup, ref, meta, "stopped", 0.0, None, ref_reason(sup, ref))
     elif kind == "quarantine":
         if action["child"] == me:
-            _settle(sup, ref, meta, "quarantined", 0.0, None, f"limit:{action['cause']}")
+            why = f"limit:{action['cause']}"
+            return lambda: _settle(sup, ref, meta, "quarantined", 0.0, None, why)
         else:
             sup.client.hset(
                 ks.supervisor(action["child"]),
@@ -198,6 +203,13 @@ def _apply(sup: Supervision, action: dict[str, Any], ref: ActorRef, meta: dict[s
         sup.client.hset(
             ks.supervisor("root"), mapping={"status": "stopped", "reason": "root gave up"}
         )
+    return None
+
+
+def _restart_stopped(sup: Supervision, ref: ActorRef) -> None:
+    sup.store.restart(
+        ref, mode="force", recovery="last_good", initial=None, history=1, clear_crashes=False
+    )
 
 
 def ref_reason(sup: Supervision, ref: ActorRef) -> str:

@@ -24,6 +24,11 @@ supervision.supervisor("ordered", strategy="rest_for_one", backoff=FAST,
 
 
 def _apply(state: dict[str, Any], message: Any) -> dict[str, Any]:
+    if isinstance(message, dict) and message.get("crash_once"):
+        from .bank import probe
+
+        if probe().set(f"crashed-once:{message['crash_once']}", 1, nx=True):
+            raise RuntimeError("transient failure (crashes once)")
     if isinstance(message, dict) and message.get("sleep"):
         time.sleep(message["sleep"])
     if message == "crash" or (isinstance(message, dict) and message.get("crash")):

@@ -1,0 +1,116 @@
+"""SPEC 4: overlapping ticks must not double-act, and a tick killed half-way leaves nothing
+inconsistent. Driven in-process (real Redis) so the interleavings are forced, not hoped for."""
+
+from __future__ import annotations
+
+import json
+import threading
+from types import ModuleType
+from typing import Any
+
+import pytest
+import redis
+
+from celery_supervise import tick as tick_module
+from celery_supervise import tree_shell
+from celery_supervise.keyspace import actor_member
+from celery_supervise.testing import LocalRunner
+
+
+@pytest.fixture
+def local(bank: ModuleType, supervise_runner: Any) -> LocalRunner:
+    runner: LocalRunner = supervise_runner(bank.supervision)
+    return runner
+
+
+def _group(bank: ModuleType, local: LocalRunner) -> list[Any]:
+    members = [bank.supervision.ref("tree.member", f"m{i}") for i in range(3)]
+    for ref in members:
+        ref.send("hello")
+    local.run()
+    members[0].send({"crash_once": "race"})
+    local.run()
+    assert members[0].snapshot().status == "backoff"  # crashed, awaiting its supervisor
+    return members
+
+
+def _events(redis_client: redis.Redis) -> list[dict[str, Any]]:
+    return [json.loads(f[b"event"]) for _, f in redis_client.xrange("t:events")]
+
+
+def _due(bank: ModuleType, member: str) -> tuple[str, float]:
+    sup = bank.supervision
+    bucket = sup.keyspace.due_bucket(member)
+    score = sup.client.zscore(bucket, member)
+    assert score is not None
+    return bucket, float(score)
+
+
+def test_concurrent_ticks_decide_and_restart_once(
+    bank: ModuleType, local: LocalRunner, redis_client: redis.Redis
+) -> None:
+    members = _group(bank, local)
+    member = actor_member("tree.member", "m0")
+    bucket, score = _due(bank, member)
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def tick_now() -> None:
+        barrier.wait()
+        try:
+            tick_module.visit(bank.supervision, bucket, member, score)  # no lock: a 2nd beat
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=tick_now) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    history = redis_client.zrange("t:sup:{escalating}:restarts", 0, -1)
+    assert len(history) == 1  # one crash, counted once
+    halts = [m.keys.meta for m in members[1:]]
+    for meta in halts:
+        assert redis_client.hget(meta, "halt_cause") == b"tree.member:m0#1"
+    decisions = [e for e in _events(redis_client) if e["event"] == "decision"]
+    # every concurrent tick may log the stored plan, but only one plan was made
+    assert {e["exit_id"] for e in decisions} == {"tree.member:m0#1"}
+    local.settle(0.5)
+    restarted = [e for e in _events(redis_client) if e["event"] == "restarted"]
+    assert sorted(e["key"] for e in restarted) == ["m0", "m1", "m2"]
+    assert [m.snapshot().state for m in members] == [{"n": 2}, {"n": 1}, {"n": 1}]
+
+
+def test_tick_killed_half_way_is_completed_by_the_next(
+    bank: ModuleType, local: LocalRunner, redis_client: redis.Redis, monkeypatch: Any
+) -> None:
+    members = _group(bank, local)
+    real_apply = tree_shell._apply
+    applied: list[str] = []
+
+    def dies_after_two(sup: Any, action: dict[str, Any], ref: Any, meta: Any) -> None:
+        if len(applied) == 2:
+            raise SystemExit("tick process killed")
+        applied.append(action["action"])
+        real_apply(sup, action, ref, meta)
+
+    monkeypatch.setattr(tree_shell, "_apply", dies_after_two)
+    with pytest.raises(SystemExit):
+        local.tick()
+    redis_client.delete("t:tick:lock")  # the killed tick never released it
+    assert applied == ["record_restart", "restart"]
+    assert members[0].snapshot().status == "backoff"
+    monkeypatch.setattr(tree_shell, "_apply", real_apply)
+    local.tick()
+    # the stored plan was re-applied, not re-decided: one history entry, one restart each
+    assert redis_client.zcard("t:sup:{escalating}:restarts") == 1
+    assert not redis_client.keys("t:plan:*")
+    local.settle(0.5)
+    restarted = [e["key"] for e in _events(redis_client) if e["event"] == "restarted"]
+    assert sorted(restarted) == ["m0", "m1", "m2"]
+
+
+def test_lock_makes_an_overlapping_tick_skip(bank: ModuleType, local: LocalRunner) -> None:
+    bank.supervision.client.set("t:tick:lock", "someone", px=2000)
+    assert local.tick() == {"skipped": "another tick is running"}
