@@ -40,6 +40,10 @@ TICK_TASK = "celery_supervise.tick"
 #: Events kept in the capped decision stream.
 EVENTS_KEPT = 10_000
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 _installed: weakref.WeakKeyDictionary[Any, Supervision] = weakref.WeakKeyDictionary()
 _install_lock = threading.Lock()
 
@@ -95,6 +99,7 @@ class Supervision:
         self.isolation = Isolation(self)
         self._register_tasks()
         self._schedule_tick()
+        self._connect_startup_check()
 
     def _register_tasks(self) -> None:
         from .isolation import register_isolation_task
@@ -108,6 +113,47 @@ class Supervision:
 
         register_isolation_task(self)
         self.tick_task = tick
+
+    def _connect_startup_check(self) -> None:
+        # Connected here, when the user installs us on their app -- never at import time.
+        from celery import signals
+
+        def on_start(sender: Any = None, **_: Any) -> None:
+            if getattr(sender, "app", self.app) is self.app:
+                for warning in self.check_redis():
+                    log.warning("celery_supervise %s", warning)
+
+        signals.worker_ready.connect(on_start, weak=False)
+        signals.beat_init.connect(on_start, weak=False)
+        self._on_start = on_start
+
+    def check_redis(self) -> list[str]:
+        """Warnings about Redis settings that put actor state at risk (logged at start-up)."""
+        warnings: list[str] = []
+        try:
+            config = self.client.config_get("maxmemory-policy")
+            config.update(self.client.config_get("appendonly"))
+            config.update(self.client.config_get("appendfsync"))
+        except redis.RedisError as exc:  # managed Redis often disables CONFIG
+            return [f"could not read Redis' configuration to check durability ({exc})"]
+        values = {_text(k): _text(v) for k, v in config.items()}
+        policy = values.get("maxmemory-policy", "noeviction")
+        if policy != "noeviction":
+            warnings.append(
+                f"Redis maxmemory-policy is {policy!r}: Redis may evict actor state and "
+                "mailboxes under memory pressure; set maxmemory-policy noeviction"
+            )
+        if values.get("appendonly") != "yes":
+            warnings.append(
+                "Redis appendonly is off: a Redis restart loses committed steps; use "
+                "appendonly yes with appendfsync always (or everysec: about 1 s at risk)"
+            )
+        elif values.get("appendfsync") != "always":
+            warnings.append(
+                f"Redis appendfsync is {values.get('appendfsync')!r}: a Redis crash may lose "
+                "about the last second of committed steps (appendfsync always loses none)"
+            )
+        return warnings
 
     def _schedule_tick(self) -> None:
         conf = self.app.conf

@@ -101,7 +101,9 @@ def test_sigstopped_worker_cannot_commit_after_waking(
 
 
 def test_same_message_id_is_applied_once(bank: ModuleType, workers: Any) -> None:
-    workers("w1")
+    worker = workers("w1")
+    # the test server runs without persistence: the worker says so at start-up
+    wait_until(lambda: "appendonly is off" in worker.log_text(), 10)
     ref = bank.account.ref("dedup")
     assert ref.send({"add": 1}, message_id="pay-1") == "pay-1"
     assert ref.send({"add": 1}, message_id="pay-1") == "pay-1"

@@ -350,3 +350,17 @@ def test_operator_stop_resume_restart(bank: ModuleType, local: LocalRunner) -> N
     ref.restart(recovery="reset")
     assert ref.snapshot().state == {"balance": 0, "seen": []}
     assert ref.history()[1].state["balance"] == 7
+
+
+def test_startup_check_warns_when_redis_could_lose_or_evict_state(
+    bank: ModuleType, redis_client: redis.Redis
+) -> None:
+    previous = redis_client.config_get("maxmemory-policy")["maxmemory-policy"]
+    try:
+        redis_client.config_set("maxmemory-policy", "allkeys-lru")
+        warnings = bank.supervision.check_redis()
+        assert any("allkeys-lru" in w and "noeviction" in w for w in warnings)
+        redis_client.config_set("maxmemory-policy", "noeviction")
+        assert not any("maxmemory" in w for w in bank.supervision.check_redis())
+    finally:
+        redis_client.config_set("maxmemory-policy", previous)
