@@ -46,8 +46,10 @@ class Entry:
         return decode(self.body, what=f"message {self.message_id!r}")
 
     @classmethod
-    def parse(cls, raw: bytes, *, where: str) -> Entry:
+    def parse(cls, raw: bytes | str, *, where: str) -> Entry:
         """Parse a raw entry; raise ``CorruptActorData`` naming ``where`` if it is not one."""
+        if isinstance(raw, str):
+            raw = raw.encode()
         try:
             first, _, body = raw.partition(b"\n")
             seq, sent, header = first.split(b" ", 2)

@@ -192,7 +192,7 @@ class ActorRef:
         """Messages that crashed ``max_attempts`` times, oldest first, with their crashes."""
         return [self._dead(raw) for raw in self.supervision.client.lrange(self.keys.dead, 0, -1)]
 
-    def _dead(self, raw: bytes) -> DeadLetter:
+    def _dead(self, raw: Any) -> DeadLetter:
         item = decode(raw, what=f"dead letter of {self.type_name}:{self.key}")
         return DeadLetter(
             message_id=item["header"]["id"],

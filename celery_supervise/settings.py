@@ -59,12 +59,16 @@ def _user_keys(conf: Any, namespace: str) -> list[tuple[str, str]]:
 
 
 def _number(key: str, value: Any, *, minimum: float, integer: bool = False) -> Any:
-    kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (integer and not isinstance(value, int))
+    ):
         kind = "an int" if integer else "a number"
         raise ConfigurationError(f"{key}: must be {kind}, got {value!r}")
-    if value < minimum or (not integer and value != value):
-        raise ConfigurationError(f"{key}: must be >= {minimum}, got {value!r}")
+    number = float(value)
+    if number != number or number in (float("inf"), float("-inf")) or number < minimum:
+        raise ConfigurationError(f"{key}: must be a finite number >= {minimum}, got {value!r}")
     return value
 
 

@@ -215,9 +215,10 @@ class ActorStore:
             self.sup.publish(ref.type_name, ref.key)
         return outcome
 
-    def requeue(self, ref: ActorRef, raw: bytes, letter: DeadLetter) -> None:
+    def requeue(self, ref: ActorRef, raw: Any, letter: DeadLetter) -> None:
         """Move one dead letter back to the mailbox: the send lands before the removal so
         a crash in between leaves a duplicate to inspect, never a lost message."""
         body = encode(letter.message, what="dead letter")
         self.send(ref.type_name, ref.key, [(letter.message_id, body, False)])
+        # redis-py types list values as str; the bytes read back are what LREM compares
         self.client.lrem(ref.keys.dead, 1, raw)

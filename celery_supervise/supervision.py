@@ -40,6 +40,7 @@ TICK_TASK = "celery_supervise.tick"
 #: Events kept in the capped decision stream.
 EVENTS_KEPT = 10_000
 
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -107,7 +108,9 @@ class Supervision:
 
         sup = self
 
-        @self.app.task(name=TICK_TASK, bind=True, ignore_result=True, shared=False)
+        @self.app.task(  # type: ignore[untyped-decorator]  # celery has no type hints
+            name=TICK_TASK, bind=True, ignore_result=True, shared=False
+        )
         def tick(task: Any) -> dict[str, Any]:
             return run_tick(sup)
 

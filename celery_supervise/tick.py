@@ -32,6 +32,8 @@ log = logging.getLogger("celery_supervise")
 
 #: Most due hints read from one bucket per tick; the rest wait for the next tick.
 DUE_PER_BUCKET = 500
+#: Decisions listed in one tick's result (the rest are in the events stream).
+DECISIONS_IN_RESULT = 50
 #: Longest a repaired-but-still-unclaimed actor waits between re-publishes (seconds).
 REPAIR_CAP = 300.0
 
@@ -59,11 +61,14 @@ def run_tick(sup: Supervision) -> dict[str, Any]:
 def _tick(sup: Supervision) -> dict[str, Any]:
     client = sup.client
     holder = uuid.uuid4().hex
-    lock_ms = int(max(sup.settings.tick_interval * 10, 30) * 1000)
+    # Short enough that a tick killed with its worker delays the next by seconds only;
+    # overlapping ticks are safe anyway (every transition is compare-and-set).
+    lock_ms = int(max(sup.settings.tick_interval * 5, 3.0) * 1000)
     if not client.set(sup.keyspace.tick_lock, holder, nx=True, px=lock_ms):
         return {"skipped": "another tick is running"}
     started = time.monotonic()
-    counts: dict[str, int] = {}
+    counts: dict[str, Any] = {}
+    sup.decisions = []
     try:
         now = redis_now_ms(sup)
         pipe = client.pipeline(transaction=False)
@@ -82,7 +87,12 @@ def _tick(sup: Supervision) -> dict[str, Any]:
                 counts[outcome] = counts.get(outcome, 0) + 1
     finally:
         sup.scripts.tick_lock(keys=[sup.keyspace.tick_lock], args=[holder])
+        decisions, sup.decisions = sup.decisions, None
     counts["ms"] = int((time.monotonic() - started) * 1000)
+    if decisions:
+        # The tick's result is what Flower shows: restarts, quarantines, escalations and
+        # dead letters decided in this tick, readable without opening Redis.
+        counts["decisions"] = decisions[:DECISIONS_IN_RESULT]
     return counts
 
 
@@ -118,7 +128,12 @@ def visit(sup: Supervision, bucket: str, member: str, score: float) -> str:
             return "gone"
         now = redis_now_ms(sup)
         lease_until = meta.get("lease_until")
-        if lease_until and int(lease_until) <= now:
+        if lease_until and int(lease_until) <= now and meta.get("stop_requested") == "1":
+            # The step that called ctx.stop() committed, then its worker died before
+            # releasing: that is the normal exit it asked for, not a crash (SPEC 6.4).
+            outcome = _release_stopped(sup, ref, meta)
+            meta, pending = sup.store.read_meta(keys)
+        elif lease_until and int(lease_until) <= now:
             outcome = _worker_lost(sup, atype, ref, meta)
             meta, pending = sup.store.read_meta(keys)
         if sup.client.llen(keys.outbox) and not meta.get("lease_until"):
@@ -208,6 +223,16 @@ def _next_due(
     if sup.client.exists(keys.isolates):
         candidates.append(sup.isolation.next_check_ms(keys))
     return min(candidates) if candidates else None
+
+
+def _release_stopped(sup: Supervision, ref: Any, meta: dict[str, str]) -> str:
+    """Finish the release of a run whose committed step asked to stop (fenced by token)."""
+    keys = ref.keys
+    result = sup.scripts.release(keys=[keys.meta, keys.mailbox], args=[meta["token"]])
+    if _text(result[0]) != "stopped":
+        return "checked"
+    sup.log_event("stopped", actor=ref.type_name, key=ref.key, reason="normal")
+    return "stopped"
 
 
 def _worker_lost(sup: Supervision, atype: Any, ref: Any, meta: dict[str, str]) -> str:

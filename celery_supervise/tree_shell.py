@@ -97,6 +97,8 @@ def decide_exit(
         plan = [describe(a) for a in decide(sup.tree, exit, read_histories(sup), now)]
         sup.client.set(plan_key, json.dumps(plan), nx=True, ex=PLAN_TTL_SECONDS)
         stored = sup.client.get(plan_key)
+    if stored is None:  # decided and applied by a concurrent tick since we looked
+        return "checked"
     plan = json.loads(stored)
     finish: Callable[[], None] | None = None
     for action in plan:
@@ -195,8 +197,12 @@ def _apply(
                 mapping={"status": "quarantined", "reason": f"limit:{action['cause']}"},
             )
     elif kind == "stop_supervisor":
-        stop_subtree(sup, action["supervisor"], reason=f"escalated:{me}",
-                     cause=action["cause_exit_id"] + ":stop")
+        stop_subtree(
+            sup,
+            action["supervisor"],
+            reason=f"escalated:{me}",
+            cause=action["cause_exit_id"] + ":stop",
+        )
     elif kind == "clear_history":
         sup.client.delete(ks.supervisor_history(action["supervisor"]))
     elif kind == "root_gave_up":
