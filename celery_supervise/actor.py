@@ -39,6 +39,13 @@ def validate_key(key: object) -> str:
         raise InvalidKey("actor key must not be empty")
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidKey(f"actor key is {len(key)} characters, over the limit of {MAX_KEY_LENGTH}")
+    try:
+        key.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidKey(
+            f"actor key holds {key[exc.start : exc.end]!r} at {exc.start}, a lone surrogate "
+            f"(not valid Unicode, cannot be stored)"
+        ) from None
     return key
 
 

@@ -55,7 +55,17 @@ def validate_json_value(value: Any, *, what: str = "value") -> None:
 def encode(value: Any, *, what: str = "value") -> bytes:
     """Encode ``value`` as compact UTF-8 JSON, rejecting anything that would not round-trip."""
     validate_json_value(value, what=what)
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return text.encode()
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end]
+        raise InvalidMessage(
+            f"{what}: a string holds {bad!r}, a lone surrogate, which is not valid Unicode "
+            f"and cannot be encoded as UTF-8 JSON"
+        ) from None
+    except ValueError as exc:  # e.g. an int past sys.get_int_max_str_digits()
+        raise InvalidMessage(f"{what}: cannot be encoded as JSON ({exc})") from None
 
 
 def decode(data: bytes | str, *, what: str = "value") -> Any:

@@ -73,6 +73,8 @@ class Context:
 
     def send(self, ref: ActorRef, message: Any) -> None:
         """Send ``message`` to another actor (or this one) if this step commits."""
+        if len(self.effects.sends) >= 1024:
+            raise InvalidMessage("ctx.send: at most 1024 messages per step")
         self.effects.sends.append((ref.type_name, ref.key, self._encode(message, "message")))
 
     def reply(self, value: Any) -> None:

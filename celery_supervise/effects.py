@@ -15,6 +15,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .codec import decode
+from .keyspace import actor_member
 from .mailbox import Entry, header_json
 
 if TYPE_CHECKING:
@@ -25,6 +26,10 @@ if TYPE_CHECKING:
 __all__ = ["encode_effects", "relay_outbox"]
 
 log = logging.getLogger("celery_supervise")
+
+
+#: Most messages one step may send to other actors (the ordinal reserves this many per step).
+MAX_SENDS_PER_STEP = 1024
 
 
 def effect_id(run: _Run, kind: str, index: int) -> str:
@@ -50,14 +55,24 @@ def encode_effects(run: _Run, entry: Entry, ctx: Context) -> Encoded:
         if (type_name, key) == (run.atype.name, run.key):
             selfs.append((header_json(mid), body))
         else:
-            head = json.dumps({"kind": "send", "type": type_name, "key": key, "id": mid})
+            head = json.dumps(
+                {
+                    "kind": "send",
+                    "type": type_name,
+                    "key": key,
+                    "id": mid,
+                    "from": actor_member(run.atype.name, run.key),
+                    "ord": (run.version + 1) * MAX_SENDS_PER_STEP + i,
+                }
+            )
             outbox.append(head[:-1].encode() + b',"message":' + body + b"}")
     if effects.replies and entry.reply_wanted:
         head = json.dumps({"kind": "reply", "id": entry.message_id})
         outbox.append(head[:-1].encode() + b',"value":' + effects.replies[0] + b"}")
     for i, spec in enumerate(effects.isolates):
         iso_id = effect_id(run, "i", i)
-        outbox.append(json.dumps({"kind": "isolate", "id": iso_id, "spec": spec}).encode())
+        item = {"kind": "isolate", "id": iso_id, "type": run.atype.name, "key": run.key}
+        outbox.append(json.dumps({**item, "spec": spec}).encode())
         isolates.append((iso_id, run.sup.isolation.pending_record(spec)))
     for i, (delay, body) in enumerate(effects.timers):
         mid = effect_id(run, "t", i)
@@ -74,9 +89,12 @@ def relay_outbox(sup: Supervision, type_name: str, key: str) -> int:
             item = decode(raw, what=f"outbox of {type_name}:{key}")
             _apply(sup, item)
         except Exception:
+            # Stop here: later entries wait, so one sender's messages to one receiver
+            # keep their order (the receiver's watermark depends on it). The tick retries.
             log.exception("celery_supervise relay_failed actor=%s key=%s", type_name, key)
-            continue  # stays in the outbox; the tick retries
-        sup.client.lrem(keys.outbox, 1, raw)
+            break
+        # redis-py types list values as str; the bytes read back are what LREM compares
+        sup.client.lrem(keys.outbox, 1, raw)  # type: ignore[arg-type]
         relayed += 1
     return relayed
 
@@ -85,7 +103,12 @@ def _apply(sup: Supervision, item: dict[str, Any]) -> None:
     kind = item["kind"]
     if kind == "send":
         body = json.dumps(item["message"], separators=(",", ":"), ensure_ascii=False).encode()
-        sup.store.send(item["type"], item["key"], [(item["id"], body, True)])
+        sup.store.send(
+            item["type"],
+            item["key"],
+            [(item["id"], body, False)],
+            origin=(item["from"], item["ord"]),
+        )
     elif kind == "reply":
         payload = json.dumps({"value": item["value"]}).encode()
         pipe = sup.client.pipeline(transaction=False)

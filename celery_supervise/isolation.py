@@ -32,6 +32,8 @@ log = logging.getLogger("celery_supervise")
 
 #: Name of the wrapper task that runs an isolated subtask.
 ISOLATED_TASK = "celery_supervise.isolated"
+#: Marks kept beside a pending record, in hash field ``"<isolate id>|<mark>"``.
+MARKS = ("published", "heartbeat")
 
 
 def _text(value: Any) -> str:
@@ -60,7 +62,10 @@ class Isolation:
     def start(self, item: dict[str, Any]) -> None:
         """Relay an outbox ``isolate`` entry: publish the subtask (once per relay claim)."""
         iso_id, spec = item["id"], item["spec"]
-        type_name, key = iso_id.split("@", 1)[0].split(":", 1)
+        if "type" in item:
+            type_name, key = item["type"], item["key"]
+        else:  # written before entries named their actor: the key may hold '@' and ':'
+            type_name, key = iso_id.rsplit("@", 1)[0].split(":", 1)
         keys = self.sup.keyspace.actor(type_name, key)
         claimed = int(
             self.sup.scripts.iso_mark(keys=[keys.isolates], args=[iso_id, "published", "now", "1"])
@@ -73,7 +78,7 @@ class Isolation:
         self.sup.dispatch(
             ISOLATED_TASK,
             (type_name, key, iso_id, spec["tag"], spec["task"]),
-            {"args": spec["args"], "kwargs": spec["kwargs"], "timeout": spec["timeout"]},
+            {"args": spec["args"], "kwargs": spec["kwargs"], "timeout": spec.get("timeout")},
             {"task_id": f"{iso_id}#{int(time.time() * 1000)}", **spec.get("options", {})},
         )
 
@@ -100,11 +105,27 @@ class Isolation:
             self.sup.publish(type_name, key)
         return result
 
+    def pending(self, keys: ActorKeys) -> dict[str, dict[str, Any]]:
+        """The actor's subtasks still owing their outcome: record plus its marks
+        (``published``, ``heartbeat``: Redis ms), by isolate id."""
+        records: dict[str, dict[str, Any]] = {}
+        marks: list[tuple[str, str, int]] = []
+        for field_raw, value_raw in self.sup.client.hgetall(keys.isolates).items():
+            field, value = _text(field_raw), _text(value_raw)
+            base, _, mark = field.rpartition("|")
+            if mark in MARKS and base:
+                marks.append((base, mark, int(float(value))))
+            else:
+                records[field] = json.loads(value)
+        for base, mark, ms in marks:
+            if base in records:
+                records[base][mark] = ms
+        return records
+
     def check(self, type_name: str, key: str, keys: ActorKeys, now_ms: int) -> None:
         """Tick: time out, declare lost, or re-publish pending subtasks of one actor."""
         lease_ms = self.sup.settings.lease_seconds * 1000
-        for iso_raw, rec_raw in self.sup.client.hgetall(keys.isolates).items():
-            iso_id, rec = _text(iso_raw), json.loads(rec_raw)
+        for iso_id, rec in self.pending(keys).items():
             error = None
             if rec.get("deadline") and now_ms >= rec["deadline"]:
                 error = ("Timeout", f"isolated subtask {rec['task']} exceeded its timeout")
@@ -131,10 +152,15 @@ class Isolation:
                 self.sup.scripts.iso_mark(
                     keys=[keys.isolates], args=[iso_id, "published", "now", "0"]
                 )
-                self.publish(iso_id, type_name, key, {**rec, "timeout": None})
+                self.publish(iso_id, type_name, key, rec)
 
     def next_check_ms(self, keys: ActorKeys) -> float:
-        return time.time() * 1000 + self.sup.settings.lease_seconds * 1000
+        """When the tick must look again: a lease from now, or the soonest deadline."""
+        soonest = time.time() * 1000 + self.sup.settings.lease_seconds * 1000
+        for rec in self.pending(keys).values():
+            if rec.get("deadline"):
+                soonest = min(soonest, float(rec["deadline"]))
+        return soonest
 
 
 class _Heartbeat(threading.Thread):
@@ -160,7 +186,9 @@ class _Heartbeat(threading.Thread):
 
 
 def register_isolation_task(sup: Supervision) -> None:
-    @sup.app.task(name=ISOLATED_TASK, bind=True, ignore_result=True, shared=False)
+    @sup.app.task(  # type: ignore[untyped-decorator]  # celery has no type hints
+        name=ISOLATED_TASK, bind=True, ignore_result=True, shared=False
+    )
     def isolated(
         task: Any,
         type_name: str,

@@ -51,9 +51,13 @@ class ActorKeys:
     timers: str  #: sorted set of durable timers, by due time
     isolates: str  #: hash of isolated subtasks still owing their outcome message
     dedup_prefix: str  #: + message_id: caller-given ids remembered for the dedup window
+    origin_prefix: str  #: + sender: highest effect ordinal received from that actor
 
     def dedup(self, message_id: str) -> str:
         return self.dedup_prefix + message_id
+
+    def origin(self, sender_member: str) -> str:
+        return self.origin_prefix + sender_member
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class Keyspace:
             timers=f"{base}:timers",
             isolates=f"{base}:isolates",
             dedup_prefix=f"{base}:mid:",
+            origin_prefix=f"{base}:from:",
         )
 
     def due_bucket(self, member: str) -> str:

@@ -75,6 +75,13 @@ def _check_message_id(message_id: object) -> str:
         raise InvalidMessage(
             f"message_id is {len(message_id)} characters, over {MAX_MESSAGE_ID_LENGTH}"
         )
+    try:
+        message_id.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidMessage(
+            f"message_id holds {message_id[exc.start : exc.end]!r} at {exc.start}, a lone "
+            f"surrogate (not valid Unicode, cannot be stored)"
+        ) from None
     return message_id
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from .codec import decode, encode
+from .codec import encode
 from .context import Context, in_handler
 from .errors import CorruptActorData, SuperviseError
 from .mailbox import Entry
@@ -335,10 +335,12 @@ class _Run:
                 except Exception as exc:
                     if entry is None:  # garbage in the mailbox: tie it to its position
                         entry = _unparsed(raw)
-                    self.record_crash(self.crash_record(_reason(exc), exc, entry, attempt))
+                    result = self.record_crash(self.crash_record(_reason(exc), exc, entry, attempt))
+                    dead = len(result) > 3 and int(result[3]) == 1
                     raise StepCrashed(
                         f"{self.where}: message {entry.message_id!r} attempt {attempt} crashed: "
                         f"{type(exc).__name__}: {exc}"
+                        + (f" -- dead-lettered after {attempt} attempts" if dead else "")
                     ) from exc
                 if not self.commit(entry, new_raw, ctx):
                     summary["outcome"] = "lease_lost"

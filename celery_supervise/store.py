@@ -119,12 +119,18 @@ class ActorStore:
         batch: Sequence[tuple[str, bytes, bool]],
         *,
         reply: bool = False,
+        origin: tuple[str, int] | None = None,
     ) -> list[int]:
-        """Append ``(message_id, body, caller_given)`` entries; wake the actor if idle."""
+        """Append ``(message_id, body, caller_given)`` entries; wake the actor if idle.
+        ``origin`` = (sender member, ordinal) marks a relay from another actor's outbox."""
         keys = self.sup.keyspace.actor(type_name, key)
         args: list[Any] = [type_name, key, self.sup.settings.dedup_window, len(batch)]
         dedup_keys = []
         for mid, body, given in batch:
+            if origin is not None:
+                args += [header_json(mid, reply=reply), body, f"2:{origin[1]}"]
+                dedup_keys.append(keys.origin(origin[0]))
+                continue
             args += [header_json(mid, reply=reply), body, "1" if given else "0"]
             dedup_keys.append(keys.dedup(mid))
         pipe = self.client.pipeline(transaction=False)
@@ -133,7 +139,20 @@ class ActorStore:
         with redis_errors(f"actor {type_name}:{key}"):
             result = pipe.execute()[-1]
         if int(result[0]) == 1:
-            self.sup.publish(type_name, key)
+            # The messages are durable now; a failed publish must not make the caller think
+            # they were not sent (a retry without caller ids would duplicate them). The hint
+            # written above makes the tick re-publish the run (``rewake``) after
+            # ``repair_after``.
+            try:
+                self.sup.publish(type_name, key)
+            except Exception as exc:
+                log.warning(
+                    "celery_supervise publish_failed actor=%s key=%s error=%r "
+                    "(messages are stored; the tick will wake the actor)",
+                    type_name,
+                    key,
+                    exc,
+                )
         return [int(x) for x in result[1:]]
 
     def ask(self, ref: ActorRef, message: Any, *, timeout: float, message_id: str | None) -> Any:

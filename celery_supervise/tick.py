@@ -240,6 +240,15 @@ def _worker_lost(sup: Supervision, atype: Any, ref: Any, meta: dict[str, str]) -
     keys = ref.keys
     head = sup.client.lindex(keys.mailbox, 0)
     entry = None
+    if head is None:
+        # Nothing was queued, so no step can have been running: the worker died after
+        # its last commit and before releasing. That is no crash; just free the lease.
+        released = _text(
+            sup.scripts.release(keys=[keys.meta, keys.mailbox], args=[meta["token"]])[0]
+        )
+        if released == "more":
+            sup.publish(ref.type_name, ref.key)
+        return f"released_{released}"
     if head is not None:
         try:
             entry = Entry.parse(head, where=f"actor {ref.type_name}:{ref.key}")

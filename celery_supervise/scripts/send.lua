@@ -1,10 +1,13 @@
 -- Append messages to one actor's mailbox; wake the actor if nobody is scheduled for it.
 -- KEYS[1] meta hash          KEYS[2] mailbox list
--- KEYS[3..] one dedup key per message (used only when that message's id was caller-given)
+-- KEYS[3..] one dedup key per message: the caller-given id's key, or for a message relayed
+-- from another actor's outbox that sender's watermark key
 -- ARGV[1] actor type   ARGV[2] actor key   ARGV[3] dedup window (s)   ARGV[4] n messages
--- ARGV[5 + 3*(i-1) ..]: header json, body json, "1" if the id was caller-given
+-- ARGV[5 + 3*(i-1) ..]: header json, body json, and how to deduplicate: "0" not at all,
+-- "1" by caller-given id, "2:<ordinal>" by the sender's increasing effect ordinal (relays
+-- of one sender arrive in order, so one number per sender replaces remembering every id)
 -- Returns {woke (0|1), seq_1, ..., seq_n}; a seq is negative for a duplicate caller id
--- (it is the seq the first send got).
+-- (it is the seq the first send got) and 0 for a duplicate relay.
 local meta, mbox = KEYS[1], KEYS[2]
 local err = check_owner(meta, ARGV[1], ARGV[2])
 if err then return err end
@@ -18,14 +21,21 @@ local out = {0}
 for i = 1, n do
   local header, body, given = ARGV[5 + 3 * (i - 1)], ARGV[6 + 3 * (i - 1)], ARGV[7 + 3 * (i - 1)]
   local dedup = KEYS[2 + i]
-  local prior = nil
-  if given == '1' then prior = redis.call('GET', dedup) end
+  local prior, ordinal = nil, nil
+  if given == '1' then
+    prior = redis.call('GET', dedup)
+  elseif string.sub(given, 1, 2) == '2:' then
+    ordinal = tonumber(string.sub(given, 3))
+    local mark = redis.call('GET', dedup)
+    if mark and tonumber(mark) >= ordinal then prior = '0' end
+  end
   if prior then
     out[#out + 1] = -tonumber(prior)
   else
     local seq = redis.call('HINCRBY', meta, 'seq', 1)
     redis.call('RPUSH', mbox, seq .. ' ' .. now .. ' ' .. header .. '\n' .. body)
     if given == '1' then redis.call('SET', dedup, seq, 'EX', window) end
+    if ordinal then redis.call('SET', dedup, ordinal, 'EX', window) end
     out[#out + 1] = seq
   end
 end

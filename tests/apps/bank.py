@@ -58,5 +58,6 @@ def poison(ctx: Any, state: dict[str, Any], message: Any) -> None:
         raise ValueError("poison message")
     state["applied"].append(message)
 
-from . import tree  # noqa: E402,F401  (registers the supervision-tree test actors)
 import tests.apps.shop  # noqa: E402,F401
+
+from . import tree  # noqa: E402,F401  (registers the supervision-tree test actors)

@@ -13,9 +13,8 @@ import os
 import time
 from typing import Any
 
-from tests.apps.bank import app, probe, supervision
-
 from celery_supervise import actor
+from tests.apps.bank import app, probe, supervision
 
 PREFIX = os.environ.get("TEST_KEY_PREFIX", "supervise")
 #: Queue the gateway's isolated subtasks run on (its own workers, so killing them never
@@ -124,14 +123,16 @@ def timer(ctx: Any, state: dict[str, Any], message: dict[str, Any]) -> dict[str,
     if "fired" in message:
         state["fired"].append([message["fired"], time.time() - message["due"]])
         return state
-    ctx.send_after(message["after"], {"fired": message["tag"], "due": time.time() + message["after"]})
+    due = time.time() + message["after"]
+    ctx.send_after(message["after"], {"fired": message["tag"], "due": due})
     if message.get("crash_first") and ctx.attempt == 1:
         raise RuntimeError("timer step crashed after ctx.send_after")
     state["set"].append(message["tag"])
     return state
 
 
-@actor(name="shop.stopper", supervisor="shop", initial={"n": 0}, restart="transient", max_attempts=2)
+@actor(name="shop.stopper", supervisor="shop", initial={"n": 0}, restart="transient",
+       max_attempts=2)
 def stopper(ctx: Any, state: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
     """Counts messages; ``stop`` calls ``ctx.stop()``; ``crash`` crashes after it."""
     if message.get("stop"):
