@@ -6,8 +6,9 @@ outbox entry; relaying the entry publishes ``celery_supervise.isolated``, which 
 user's task in a worker and delivers the outcome as a message to the actor. Delivery goes
 through ``iso_outcome.lua``, which removes the pending record in the same script that
 appends the message: exactly one outcome per call, whichever comes first of result, error,
-lost worker (its heartbeat stops) or timeout. The subtask itself runs at least once: it can
-run again if a worker dies after publishing; pass it an idempotency key (docs/effects.md).
+lost worker (its heartbeat stops) or timeout. Every copy of the wrapper task claims the
+run first, so the user's task starts at most once; after ``WorkerLost`` or ``Timeout`` it
+may still have done its work, so retries need an idempotency key (docs/effects.md).
 """
 
 from __future__ import annotations
@@ -202,8 +203,16 @@ def register_isolation_task(sup: Supervision) -> None:
     ) -> dict[str, Any]:
         keys = sup.keyspace.actor(type_name, key)
         heartbeat = _Heartbeat(sup, keys, iso_id)
-        if heartbeat.beat() < 0:
+        # One run starts, however many copies of this task the broker hands out (a relay
+        # retried, a republish after a lost worker, a late redelivery): the first claims it.
+        claimed = int(
+            sup.scripts.iso_mark(keys=[keys.isolates], args=[iso_id, "started", "now", "1"])
+        )
+        if claimed < 0:
             return {"tag": tag, "skipped": "outcome already delivered"}
+        if claimed == 0:
+            return {"tag": tag, "skipped": "another run of this subtask started first"}
+        heartbeat.beat()
         heartbeat.start()
         try:
             try:

@@ -116,12 +116,13 @@ class ActorStore:
         self,
         type_name: str,
         key: str,
-        batch: Sequence[tuple[str, bytes, bool]],
+        batch: Sequence[tuple[str, bytes, bool | str]],
         *,
         reply: bool = False,
         origin: tuple[str, int] | None = None,
     ) -> list[int]:
-        """Append ``(message_id, body, caller_given)`` entries; wake the actor if idle.
+        """Append ``(message_id, body, dedup)`` entries; wake the actor if idle. ``dedup`` is
+        True for a caller-given id, or a str token deduplicated instead of the id.
         ``origin`` = (sender member, ordinal) marks a relay from another actor's outbox."""
         keys = self.sup.keyspace.actor(type_name, key)
         args: list[Any] = [type_name, key, self.sup.settings.dedup_window, len(batch)]
@@ -132,7 +133,7 @@ class ActorStore:
                 dedup_keys.append(keys.origin(origin[0]))
                 continue
             args += [header_json(mid, reply=reply), body, "1" if given else "0"]
-            dedup_keys.append(keys.dedup(mid))
+            dedup_keys.append(keys.dedup(given if isinstance(given, str) else mid))
         pipe = self.client.pipeline(transaction=False)
         self.add_hint(pipe, type_name, key, self.sup.repair_after)
         self.sup.scripts.send(keys=[keys.meta, keys.mailbox, *dedup_keys], args=args, client=pipe)
@@ -235,9 +236,11 @@ class ActorStore:
         return outcome
 
     def requeue(self, ref: ActorRef, raw: Any, letter: DeadLetter) -> None:
-        """Move one dead letter back to the mailbox: the send lands before the removal so
-        a crash in between leaves a duplicate to inspect, never a lost message."""
+        """Move one dead letter back to the mailbox, exactly once: the send lands before the
+        removal (a crash in between loses nothing) and is deduplicated on the letter's
+        sequence number (so requeueing it again after such a crash does not send twice)."""
         body = encode(letter.message, what="dead letter")
-        self.send(ref.type_name, ref.key, [(letter.message_id, body, False)])
+        token = f"requeue:{letter.seq}"
+        self.send(ref.type_name, ref.key, [(letter.message_id, body, token)])
         # redis-py types list values as str; the bytes read back are what LREM compares
         self.client.lrem(ref.keys.dead, 1, raw)

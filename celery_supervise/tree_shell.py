@@ -100,6 +100,14 @@ def decide_exit(
     if stored is None:  # decided and applied by a concurrent tick since we looked
         return "checked"
     plan = json.loads(stored)
+    names_me = any(
+        a.get("child") == child and a["action"] in ("restart", "stop", "quarantine") for a in plan
+    )
+    if crashed and not names_me:
+        # The plan stops this actor's supervisor (escalation) instead of deciding about the
+        # actor: record it as stopped by that supervisor *before* applying the plan, so the
+        # supervisor's restart -- perhaps in this very plan -- brings it back too.
+        sup.client.sadd(sup.keyspace.supervisor_members(supervisor), child)
     finish: Callable[[], None] | None = None
     for action in plan:
         finish = _apply(sup, action, ref, meta) or finish

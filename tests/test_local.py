@@ -364,3 +364,25 @@ def test_startup_check_warns_when_redis_could_lose_or_evict_state(
         assert not any("maxmemory" in w for w in bank.supervision.check_redis())
     finally:
         redis_client.config_set("maxmemory-policy", previous)
+
+
+def test_requeue_interrupted_between_send_and_removal_applies_once(
+    bank: ModuleType, local: LocalRunner, monkeypatch: Any
+) -> None:
+    ref = bank.poison.ref("rq")
+    bad = ref.send("poison")
+    local.settle(2.5)
+    (letter,) = ref.dead_letters()
+    store = bank.supervision.store
+
+    def dies_before_removal(*args: Any, **kwargs: Any) -> int:
+        raise SystemExit("client killed")
+
+    monkeypatch.setattr(store.client, "lrem", dies_before_removal)
+    with pytest.raises(SystemExit):
+        ref.requeue_dead_letter(bad)
+    monkeypatch.undo()
+    ref.requeue_dead_letter(bad)  # the operator tries again
+    assert ref.dead_letters() == []
+    assert ref.snapshot().pending == 1  # queued once, not twice
+    assert letter.message == "poison"

@@ -114,3 +114,22 @@ def test_tick_killed_half_way_is_completed_by_the_next(
 def test_lock_makes_an_overlapping_tick_skip(bank: ModuleType, local: LocalRunner) -> None:
     bank.supervision.client.set("t:tick:lock", "someone", px=2000)
     assert local.tick() == {"skipped": "another tick is running"}
+
+
+def test_escalated_supervisor_restart_brings_back_its_crashed_dynamic_child(
+    bank: ModuleType, local: LocalRunner, redis_client: redis.Redis
+) -> None:
+    """dynesc escalates on its first restart; root restarts it, which restarts its children:
+    also the dynamic child whose crash started it all (not only static children)."""
+    ref = bank.supervision.ref("tree.dynamic", "d")
+    ref.send({"crash_once": "dyn"})
+    ref.send("after")
+    local.run()
+    local.settle(1.0)
+    decisions = [e for e in _events(redis_client) if e["event"] == "decision"]
+    assert any(e["action"] == "stop_supervisor" and e["supervisor"] == "dynesc"
+               for e in decisions)
+    assert any(e["action"] == "restart" and e["child"] == "dynesc" for e in decisions)
+    assert redis_client.hget("t:sup:{dynesc}", "status") == b"running"
+    snap = ref.snapshot()
+    assert (snap.status, snap.state, snap.pending) == ("idle", {"n": 2}, 0)

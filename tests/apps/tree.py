@@ -19,6 +19,8 @@ supervision.supervisor("holder", on_limit="quarantine", intensity=1, period=60, 
 supervision.supervisor("escalating", parent="holder", strategy="one_for_all",
                        on_limit="escalate", intensity=3, period=60, backoff=FAST,
                        children=["tree.member:m0", "tree.member:m1", "tree.member:m2"])
+# Escalates at its first restart; root (intensity 3) restarts it.
+supervision.supervisor("dynesc", on_limit="escalate", intensity=0, period=60, backoff=FAST)
 supervision.supervisor("ordered", strategy="rest_for_one", backoff=FAST,
                        children=["tree.member:r0", "tree.member:r1", "tree.member:r2"])
 
@@ -90,4 +92,30 @@ def strict(ctx: Any, state: dict[str, Any], message: Any) -> Any:
 def slowloop(ctx: Any, state: dict[str, Any], message: Any) -> dict[str, Any]:
     """Each crashing message is dead-lettered at once: crashes come only as often as
     messages do -- the essay's slow crash loop."""
+    return _apply(state, message)
+
+
+from .bank import app, probe  # noqa: E402
+
+
+@app.task(name="tree.count_calls")  # type: ignore[untyped-decorator]  # celery has no hints
+def count_calls(name: str, seconds: float = 0.0) -> int:
+    """A subtask with an outside side effect: it counts its runs (and takes ``seconds``)."""
+    calls = int(probe().incr(f"calls:{name}"))
+    time.sleep(seconds)
+    return calls
+
+
+@actor(name="tree.isolator", initial={"outcomes": []})
+def isolator(ctx: Any, state: dict[str, Any], message: Any) -> dict[str, Any]:
+    if isinstance(message, dict) and "isolated" in message:
+        state["outcomes"].append(message)
+    else:
+        ctx.isolate(count_calls.s(message, 0.5), tag=message)
+    return state
+
+
+@actor(name="tree.dynamic", supervisor="dynesc", initial={"n": 0}, max_attempts=100)
+def dynamic(ctx: Any, state: dict[str, Any], message: Any) -> dict[str, Any]:
+    """A dynamic child (not listed in its supervisor's children)."""
     return _apply(state, message)
