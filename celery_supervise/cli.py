@@ -450,8 +450,8 @@ def actor(ctx: click.Context, type_name: str, key: str, history: int, as_json: b
 
 # -- dead letters ------------------------------------------------------------------------------
 @supervise.command("dead-letters", cls=CeleryCommand)
-@click.argument("type_name", metavar="TYPE")
-@click.argument("key")
+@click.argument("type_name", metavar="TYPE", required=False)
+@click.argument("key", required=False)
 @click.option(
     "--requeue",
     "requeue",
@@ -462,10 +462,28 @@ def actor(ctx: click.Context, type_name: str, key: str, history: int, as_json: b
 @click.pass_context
 @_operator_errors
 def dead_letters(
-    ctx: click.Context, type_name: str, key: str, requeue: str | None, as_json: bool
+    ctx: click.Context,
+    type_name: str | None,
+    key: str | None,
+    requeue: str | None,
+    as_json: bool,
 ) -> None:
-    """List an actor's dead letters with their crash records, or requeue one."""
+    """List the actors holding dead letters; with TYPE KEY, one actor's dead letters with
+    their crash records, or requeue one."""
     sup = _supervision(ctx)
+    if type_name is None or key is None:
+        if requeue is not None or type_name is not None:
+            raise click.UsageError("give both TYPE and KEY (and --requeue only with them)")
+        held = sup.store.actors_with_dead_letters()
+        if as_json:
+            _print_json({"actors": [{"type": t, "key": k, "dead_letters": n} for t, k, n in held]})
+            return
+        _echo(ctx, f"{len(held)} actor(s) hold dead letters")
+        for t, k, n in held:
+            _echo(ctx, f"  {t} {k}: {n}")
+        if held:
+            _echo(ctx, "(details: supervise dead-letters TYPE KEY)")
+        return
     ref = _actor(sup, type_name, key, must_exist=requeue is not None)
     if requeue is not None:
         ref.requeue_dead_letter(requeue)

@@ -94,6 +94,13 @@ class Keyspace:
         return f"{self.prefix}:reply:{{{_escape(message_id)}}}"
 
     @property
+    def dead_index(self) -> str:
+        """Sorted set of actors holding dead letters (member "T:K", score: last dead-letter
+        time). A hint like the due index: written after the dead-lettering, repaired by the
+        tick, so ``supervise dead-letters`` lists them without a scan."""
+        return f"{self.prefix}:deadletters"
+
+    @property
     def tick_lock(self) -> str:
         return f"{self.prefix}:tick:lock"
 

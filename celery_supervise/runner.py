@@ -154,6 +154,8 @@ class _Run:
             )
 
         result: list[Any] = self.execute(build)[-1]
+        if _text(result[0]) == "crashed" and int(result[3]) == 1:
+            self.sup.store.index_dead(self.atype.name, self.key)
         if _text(result[0]) == "crashed":
             self.sup.log_event(
                 "crash",

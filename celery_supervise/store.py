@@ -79,6 +79,10 @@ def run_pipeline(client: redis.Redis, build: Callable[[Any], None]) -> list[Any]
     return list(pipe.execute())
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _str_dict(raw: dict[Any, Any]) -> dict[str, str]:
     return {
         (k.decode() if isinstance(k, bytes) else str(k)): (
@@ -177,6 +181,28 @@ class ActorStore:
                 if "dead" in answer:
                     raise MessageDeadLettered(mid, answer["dead"])
                 return answer["value"]
+
+    def index_dead(self, type_name: str, key: str) -> None:
+        """Note that this actor holds dead letters (after a crash script dead-lettered one)."""
+        self.client.zadd(self.sup.keyspace.dead_index, {self.member(type_name, key): time.time()})
+
+    def actors_with_dead_letters(self) -> list[tuple[str, str, int]]:
+        """(type, key, count) of every actor holding dead letters, most recent first; the
+        index is pruned of actors found to have none left."""
+        from .keyspace import parse_actor_member
+
+        index = self.sup.keyspace.dead_index
+        members = [_text(m) for m in self.client.zrevrange(index, 0, -1)]
+        pipe = self.client.pipeline(transaction=False)
+        for member in members:
+            pipe.llen(self.sup.keyspace.actor(*parse_actor_member(member)).dead)
+        out = []
+        for member, count in zip(members, pipe.execute(), strict=True):
+            if count:
+                out.append((*parse_actor_member(member), int(count)))
+            else:
+                self.client.zrem(index, member)
+        return out
 
     def push_reply(self, pipe: Any, message_id: str, payload: bytes) -> None:
         key = self.sup.keyspace.reply(message_id)

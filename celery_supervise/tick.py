@@ -146,6 +146,9 @@ def visit(sup: Supervision, bucket: str, member: str, score: float) -> str:
         ):
             from .tree_shell import decide_exit
 
+            if sup.client.llen(keys.dead):  # repair the index if its writer died
+                sup.store.index_dead(type_name, key)
+
             outcome = decide_exit(sup, atype, ref, meta)
             meta, pending = sup.store.read_meta(keys)
             status = meta.get("status", "idle")
@@ -279,6 +282,8 @@ def _worker_lost(sup: Supervision, atype: Any, ref: Any, meta: dict[str, str]) -
     )
     if _text(result[0]) != "crashed":
         return "checked"
+    if int(result[3]) == 1:
+        sup.store.index_dead(ref.type_name, ref.key)
     sup.log_event(
         "crash",
         actor=ref.type_name,

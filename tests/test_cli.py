@@ -308,3 +308,18 @@ def test_dead_letters_ticks_and_status(
 
     wait_until(retried, 30, message="requeued messages were not retried")
     assert ok_json(env, "dead-letters", "bank.poison", "p1")["dead_letters"] == []
+
+
+def test_dead_letters_without_an_actor_lists_the_actors_holding_them(
+    bank: ModuleType, bank_env: dict[str, str], supervise_runner: Any
+) -> None:
+    local = supervise_runner(bank.supervision)
+    for key in ("x1", "x2"):
+        bank.poison.ref(key).send("poison")
+    bank.poison.ref("clean").send("fine")
+    local.settle(3.0)
+    listing = json.loads(ok(bank_env, "dead-letters", "--json"))
+    assert sorted((a["key"], a["dead_letters"]) for a in listing["actors"]) == [
+        ("x1", 1), ("x2", 1)]
+    text = ok(bank_env, "dead-letters")
+    assert "2 actor(s) hold dead letters" in text and "bank.poison x1: 1" in text
