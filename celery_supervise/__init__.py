@@ -2,29 +2,70 @@
 
 State lives in Redis and is committed after every step; a supervisor tick (a beat job)
 applies restart intensity, backoff and escalation; failure-prone work runs as isolated
-subtasks. See SPEC-level docs in ``docs/``.
+subtasks. See ``docs/``.
+
+The public names below are imported on first use: ``celery`` imports every CLI plugin's
+package and pytest imports every plugin (``celery_supervise.cli``,
+``celery_supervise.testing``), and neither should pay for the runtime until it is used.
 """
 
-from .actor import ActorType, actor
-from .context import Context
-from .errors import (
-    ActorNotRegistered,
-    AskNotAllowed,
-    AskTimeout,
-    ConfigurationError,
-    CorruptActorData,
-    InvalidKey,
-    InvalidMessage,
-    MessageDeadLettered,
-    MessageTooLarge,
-    NotInstalled,
-    RedisUnavailable,
-    StaleLease,
-    SuperviseError,
-    UnknownDeadLetter,
-)
-from .ref import ActorRef, DeadLetter, HistoryEntry, Snapshot
-from .supervision import Supervision
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .actors import ActorType, actor
+    from .context import Context
+    from .errors import (
+        ActorNotRegistered,
+        AskNotAllowed,
+        AskTimeout,
+        ConfigurationError,
+        CorruptActorData,
+        InvalidKey,
+        InvalidMessage,
+        MessageDeadLettered,
+        MessageTooLarge,
+        NotInstalled,
+        RedisUnavailable,
+        StaleLease,
+        SuperviseError,
+        UnknownDeadLetter,
+    )
+    from .ref import ActorRef, DeadLetter, HistoryEntry, Snapshot
+    from .supervision import Supervision
+
+#: Where each public name lives.
+_HOME = {
+    "ActorType": "actors",
+    "actor": "actors",
+    "Context": "context",
+    "ActorRef": "ref",
+    "DeadLetter": "ref",
+    "HistoryEntry": "ref",
+    "Snapshot": "ref",
+    "Supervision": "supervision",
+    **dict.fromkeys(
+        [
+            "ActorNotRegistered",
+            "AskNotAllowed",
+            "AskTimeout",
+            "ConfigurationError",
+            "CorruptActorData",
+            "InvalidKey",
+            "InvalidMessage",
+            "MessageDeadLettered",
+            "MessageTooLarge",
+            "NotInstalled",
+            "RedisUnavailable",
+            "StaleLease",
+            "SuperviseError",
+            "UnknownDeadLetter",
+        ],
+        "errors",
+    ),
+}
 
 __all__ = [
     "ActorNotRegistered",
@@ -50,5 +91,19 @@ __all__ = [
     "UnknownDeadLetter",
     "actor",
 ]
+assert sorted(_HOME) == __all__
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'celery_supervise' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOME])

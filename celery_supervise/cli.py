@@ -183,7 +183,7 @@ def supervise(ctx: click.Context, **kwargs: Any) -> None:
 # -- status ------------------------------------------------------------------------------------
 def status_report(sup: Supervision) -> dict[str, Any]:
     """What ``supervise status`` shows, without scanning any key space."""
-    from .actor import all_types
+    from .actors import all_types
     from .specs import is_actor_child, split_actor_child
 
     tree, ks, client = sup.tree, sup.keyspace, sup.client
@@ -366,7 +366,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 # -- one actor ---------------------------------------------------------------------------------
 def actor_report(sup: Supervision, ref: ActorRef, history: int) -> dict[str, Any]:
-    from .actor import registered
+    from .actors import registered
 
     atype = registered(ref.type_name)
     exists = bool(sup.client.exists(ref.keys.meta))
@@ -578,7 +578,7 @@ def resume(ctx: click.Context, target: str, as_json: bool) -> None:
 @_operator_errors
 def restart(ctx: click.Context, type_name: str, key: str, reset: bool, as_json: bool) -> None:
     """Restart an actor now, from its last good state or (--reset) its initial state."""
-    from .actor import registered
+    from .actors import registered
 
     sup = _supervision(ctx)
     ref = _actor(sup, type_name, key, must_exist=True)

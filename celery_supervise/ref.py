@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .actor import validate_key
+from .actors import validate_key
 from .codec import decode, encode
 from .errors import (
     AskNotAllowed,

@@ -29,7 +29,7 @@ from .mailbox import Entry
 from .store import patiently, run_pipeline
 
 if TYPE_CHECKING:
-    from .actor import ActorType
+    from .actors import ActorType
     from .supervision import Supervision
 
 __all__ = ["StepCrashed", "run_actor"]

@@ -19,7 +19,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from .actor import all_types, registered, validate_key
+from .actors import all_types, registered, validate_key
 from .errors import ConfigurationError, NotInstalled
 from .keyspace import Keyspace
 from .scripts import Scripts

@@ -17,7 +17,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from .actor import registered
+from .actors import registered
 from .errors import ActorNotRegistered, CorruptActorData, RedisUnavailable
 from .keyspace import parse_actor_member
 from .mailbox import Entry

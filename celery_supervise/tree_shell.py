@@ -19,7 +19,7 @@ from .decisions import Exit, RestartRecord, decide, describe
 from .specs import is_actor_child, split_actor_child
 
 if TYPE_CHECKING:
-    from .actor import ActorType
+    from .actors import ActorType
     from .ref import ActorRef
     from .supervision import Supervision
 
@@ -227,7 +227,7 @@ def _restart_stopped(sup: Supervision, ref: ActorRef) -> None:
 
 
 def ref_reason(sup: Supervision, ref: ActorRef) -> str:
-    from .actor import registered
+    from .actors import registered
 
     return f"{registered(ref.type_name).restart} actor not restarted"
 

@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from celery_supervise import AskNotAllowed, AskTimeout, MessageDeadLettered
-from celery_supervise.actor import registered
+from celery_supervise.actors import registered
 from tests.harness import wait_until
 
 GATEWAY = "gateway"

