@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         NotInstalled,
         RedisUnavailable,
         StaleLease,
+        StateRejected,
         SuperviseError,
         UnknownDeadLetter,
     )
@@ -60,6 +61,7 @@ _HOME = {
             "NotInstalled",
             "RedisUnavailable",
             "StaleLease",
+            "StateRejected",
             "SuperviseError",
             "UnknownDeadLetter",
         ],
@@ -86,6 +88,7 @@ __all__ = [
     "RedisUnavailable",
     "Snapshot",
     "StaleLease",
+    "StateRejected",
     "SuperviseError",
     "Supervision",
     "UnknownDeadLetter",

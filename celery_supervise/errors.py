@@ -21,6 +21,7 @@ __all__ = [
     "NotInstalled",
     "RedisUnavailable",
     "StaleLease",
+    "StateRejected",
     "SuperviseError",
     "UnknownDeadLetter",
 ]
@@ -66,6 +67,18 @@ class MessageTooLarge(InvalidMessage):
 
 class CorruptActorData(SuperviseError):
     """Data found in Redis for an actor is not what celery_supervise wrote."""
+
+
+class StateRejected(SuperviseError):
+    """A handler returned a state that cannot be committed (``reason``: invalid_state,
+    unserializable_state or state_too_large); the step is a crash, the state is discarded."""
+
+    def __init__(self, reason: str, text: str) -> None:
+        super().__init__(reason, text)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return str(self.args[1])
 
 
 class RedisUnavailable(SuperviseError, ConnectionError):

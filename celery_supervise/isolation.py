@@ -34,7 +34,7 @@ log = logging.getLogger("celery_supervise")
 #: Name of the wrapper task that runs an isolated subtask.
 ISOLATED_TASK = "celery_supervise.isolated"
 #: Marks kept beside a pending record, in hash field ``"<isolate id>|<mark>"``.
-MARKS = ("published", "heartbeat")
+MARKS = ("published", "heartbeat", "started")
 
 
 def _text(value: Any) -> str:

@@ -17,6 +17,7 @@ from .errors import (
     MessageTooLarge,
     UnknownDeadLetter,
 )
+from .store import redis_errors
 
 if TYPE_CHECKING:
     from .supervision import Supervision
@@ -47,6 +48,11 @@ class Snapshot:
     last_crash: dict[str, Any] | None
     consecutive_crashes: int = 0
     halt_reason: str | None = None
+    #: Messages ever appended to the mailbox. Every one is committed, dead-lettered or still
+    #: queued: ``received == version + dead_letters + pending``, as long as no ``reset``
+    #: restart (a version without a message) or requeue (a second append) happened.
+    received: int = 0
+    dead_letters: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,13 @@ def _check_message_id(message_id: object) -> str:
             f"surrogate (not valid Unicode, cannot be stored)"
         ) from None
     return message_id
+
+
+def _corrupt_entry(where: str, exc: BaseException, raw: Any) -> CorruptActorData:
+    problem = str(exc) if isinstance(exc, InvalidMessage) else f"{type(exc).__name__}: {exc}"
+    return CorruptActorData(
+        f"{where}: entry is not in celery_supervise's format ({problem}): {bytes(raw)[:80]!r}"
+    )
 
 
 class ActorRef:
@@ -152,11 +165,15 @@ class ActorRef:
 
     # -- inspecting ----------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
-        meta, pending = self.supervision.store.read_meta(self.keys)
+        meta, pending, dead = self.supervision.store.read_meta(self.keys, with_dead=True)
         where = f"actor {self.type_name}:{self.key}"
         state_raw = meta.get("state")
         state = None
-        if state_raw is not None:
+        if state_raw is None:  # nothing committed yet: the state its first step will see
+            from .actors import registered
+
+            state = registered(self.type_name).initial_state(self.key)
+        else:
             try:
                 state = json.loads(state_raw)
             except ValueError as exc:
@@ -173,6 +190,8 @@ class ActorRef:
                 last_crash=json.loads(last) if last else None,
                 consecutive_crashes=int(meta.get("crashes_in_row", 0)),
                 halt_reason=meta.get("halt_reason"),
+                received=int(meta.get("seq", 0)),
+                dead_letters=dead,
             )
         except ValueError as exc:
             raise CorruptActorData(
@@ -182,38 +201,52 @@ class ActorRef:
     def history(self) -> list[HistoryEntry]:
         """Committed versions kept for this actor, newest first."""
         out = []
-        for raw in self.supervision.client.lrange(self.keys.history, 0, -1):
-            item = decode(raw, what=f"history of {self.type_name}:{self.key}")
-            out.append(
-                HistoryEntry(
-                    version=int(item["version"]),
-                    at=item["at"] / 1000.0,
-                    message_id=item.get("message_id"),
-                    state=item.get("state"),
-                    reset=bool(item.get("reset")),
+        where = f"history of {self.type_name}:{self.key}"
+        with redis_errors(where):
+            raws = self.supervision.client.lrange(self.keys.history, 0, -1)
+        for raw in raws:
+            try:
+                item = decode(raw, what=where)
+                out.append(
+                    HistoryEntry(
+                        version=int(item["version"]),
+                        at=item["at"] / 1000.0,
+                        message_id=item.get("message_id"),
+                        state=item.get("state"),
+                        reset=bool(item.get("reset")),
+                    )
                 )
-            )
+            except (InvalidMessage, KeyError, TypeError, ValueError) as exc:
+                raise _corrupt_entry(where, exc, raw) from None
         return out
 
     def dead_letters(self) -> list[DeadLetter]:
         """Messages that crashed ``max_attempts`` times, oldest first, with their crashes."""
-        return [self._dead(raw) for raw in self.supervision.client.lrange(self.keys.dead, 0, -1)]
+        return [self._dead(raw) for raw in self._dead_raw()]
+
+    def _dead_raw(self) -> list[Any]:
+        with redis_errors(f"dead letters of {self.type_name}:{self.key}"):
+            return list(self.supervision.client.lrange(self.keys.dead, 0, -1))
 
     def _dead(self, raw: Any) -> DeadLetter:
-        item = decode(raw, what=f"dead letter of {self.type_name}:{self.key}")
-        return DeadLetter(
-            message_id=item["header"]["id"],
-            seq=int(item["seq"]),
-            message=item["message"],
-            crashes=item["crashes"],
-            sent_at=item["sent_at"] / 1000.0,
-            dead_at=item["dead_at"] / 1000.0,
-        )
+        where = f"dead letter of {self.type_name}:{self.key}"
+        try:
+            item = decode(raw, what=where)
+            return DeadLetter(
+                message_id=item["header"]["id"],
+                seq=int(item["seq"]),
+                message=item["message"],
+                crashes=item["crashes"],
+                sent_at=item["sent_at"] / 1000.0,
+                dead_at=item["dead_at"] / 1000.0,
+            )
+        except (InvalidMessage, KeyError, TypeError, ValueError) as exc:
+            raise _corrupt_entry(where, exc, raw) from None
 
     def requeue_dead_letter(self, message_id: str) -> str:
         """Put a dead letter back at the end of the mailbox (a fresh attempt count)."""
         store = self.supervision.store
-        for raw in self.supervision.client.lrange(self.keys.dead, 0, -1):
+        for raw in self._dead_raw():
             letter = self._dead(raw)
             if letter.message_id == message_id:
                 store.requeue(self, raw, letter)

@@ -24,7 +24,7 @@ import redis
 
 from .codec import encode
 from .context import Context, in_handler
-from .errors import CorruptActorData, SuperviseError
+from .errors import CorruptActorData, StateRejected, SuperviseError
 from .mailbox import Entry
 from .store import patiently, run_pipeline
 
@@ -201,16 +201,16 @@ class _Run:
         try:
             raw = encode(new_state, what="new state")
         except SuperviseError as exc:
-            raise _StateRejected("unserializable_state", str(exc)) from None
+            raise StateRejected("unserializable_state", str(exc)) from None
         limit = self.sup.settings.max_state_bytes
         if len(raw) > limit:
-            raise _StateRejected(
+            raise StateRejected(
                 "state_too_large",
                 f"new state is {len(raw)} bytes, over supervise_max_state_bytes={limit}",
             )
         problem = self.atype.check(new_state)
         if problem:
-            raise _StateRejected("invalid_state", f"new state fails validate: {problem}")
+            raise StateRejected("invalid_state", f"new state fails validate: {problem}")
         return raw
 
     def commit(self, entry: Entry, new_raw: bytes, ctx: Context) -> bool:
@@ -369,17 +369,8 @@ class _Run:
         return summary
 
 
-class _StateRejected(SuperviseError):
-    def __init__(self, reason: str, text: str) -> None:
-        super().__init__(reason, text)
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return str(self.args[1])
-
-
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, _StateRejected):
+    if isinstance(exc, StateRejected):
         return exc.reason
     if isinstance(exc, TimeLimitExceeded):
         return "time_limit"

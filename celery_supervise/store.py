@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import redis
 
@@ -84,12 +84,27 @@ def _text(value: Any) -> str:
 
 
 def _str_dict(raw: dict[Any, Any]) -> dict[str, str]:
-    return {
-        (k.decode() if isinstance(k, bytes) else str(k)): (
-            v.decode() if isinstance(v, bytes) else str(v)
-        )
-        for k, v in raw.items()
-    }
+    try:
+        return {
+            (k.decode() if isinstance(k, bytes) else str(k)): (
+                v.decode() if isinstance(v, bytes) else str(v)
+            )
+            for k, v in raw.items()
+        }
+    except UnicodeDecodeError as exc:
+        bad = next(k for k, v in raw.items() if not _utf8(k) or not _utf8(v))
+        raise CorruptActorData(
+            f"meta field {bad!r} holds bytes that are not UTF-8 text ({exc})"
+        ) from None
+
+
+def _utf8(value: Any) -> bool:
+    try:
+        if isinstance(value, bytes):
+            value.decode()
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 class ActorStore:
@@ -210,12 +225,23 @@ class ActorStore:
         pipe.expire(key, REPLY_TTL_SECONDS)
 
     # -- reading -------------------------------------------------------------------------
-    def read_meta(self, keys: ActorKeys) -> tuple[dict[str, str], int]:
+    @overload
+    def read_meta(self, keys: ActorKeys) -> tuple[dict[str, str], int]: ...
+    @overload
+    def read_meta(
+        self, keys: ActorKeys, *, with_dead: Literal[True]
+    ) -> tuple[dict[str, str], int, int]: ...
+    def read_meta(self, keys: ActorKeys, *, with_dead: bool = False) -> Any:
+        """(meta hash, mailbox length[, dead letter count]) in one round trip."""
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(keys.meta)
         pipe.llen(keys.mailbox)
+        if with_dead:
+            pipe.llen(keys.dead)
         with redis_errors(keys.meta):
-            meta, pending = pipe.execute()
+            meta, pending, *dead = pipe.execute()
+        if with_dead:
+            return _str_dict(meta), int(pending), int(dead[0])
         return _str_dict(meta), int(pending)
 
     # -- operator and supervisor transitions -----------------------------------------------

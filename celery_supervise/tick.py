@@ -30,8 +30,13 @@ __all__ = ["run_tick"]
 
 log = logging.getLogger("celery_supervise")
 
+#: What reading a field we did not write raises (``int("x")``, bad JSON, a list where a dict
+#: was stored): the visited actor is reported as corrupt, the tick goes on with the others.
+_GARBAGE_ERRORS = (AttributeError, KeyError, TypeError, ValueError)
 #: Most due hints read from one bucket per tick; the rest wait for the next tick.
 DUE_PER_BUCKET = 500
+#: How long a tick waits before looking again at an actor whose visit raised (ms).
+RETRY_FAILED_VISIT_MS = 5_000
 #: Decisions listed in one tick's result (the rest are in the events stream).
 DECISIONS_IN_RESULT = 50
 #: Longest a repaired-but-still-unclaimed actor waits between re-publishes (seconds).
@@ -80,10 +85,29 @@ def _tick(sup: Supervision) -> dict[str, Any]:
                 member = _text(member_raw)
                 try:
                     outcome = visit(sup, bucket, member, float(score))
-                except (CorruptActorData, ActorNotRegistered) as exc:
+                except (
+                    CorruptActorData,
+                    ActorNotRegistered,
+                    KeyError,
+                    TypeError,
+                    ValueError,
+                ) as exc:
+                    # ValueError & co: a field of the actor's keys is not what we wrote
+                    # (``int("garbage")``, bad JSON). One actor's garbage must not stop the
+                    # tick for every other actor (SPEC 6.6).
                     outcome = "corrupt"
                     sup.log_event("corrupt_actor", member=member, error=str(exc))
                     _drop_hint(sup, bucket, member, float(score))
+                except RedisUnavailable:
+                    raise
+                except Exception as exc:
+                    # A bug must not stop the tick for every other actor, nor lose this
+                    # one: it is logged and looked at again a little later.
+                    log.exception("celery_supervise tick_visit_failed member=%s", member)
+                    outcome = "failed"
+                    sup.log_event("tick_visit_failed", member=member, error=repr(exc))
+                    retry = redis_now_ms(sup) + RETRY_FAILED_VISIT_MS
+                    _move_hint(sup, bucket, member, float(score), retry)
                 counts[outcome] = counts.get(outcome, 0) + 1
     finally:
         sup.scripts.tick_lock(keys=[sup.keyspace.tick_lock], args=[holder])

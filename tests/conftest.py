@@ -44,6 +44,7 @@ def bank(bank_env: dict[str, str], redis_client: redis.Redis) -> ModuleType:
     redis_client.flushdb()
     from tests.apps import bank as module
 
+    module.app.set_current()  # actor refs follow the current app, like @shared_task
     return module
 
 

@@ -133,3 +133,34 @@ def test_escalated_supervisor_restart_brings_back_its_crashed_dynamic_child(
     assert redis_client.hget("t:sup:{dynesc}", "status") == b"running"
     snap = ref.snapshot()
     assert (snap.status, snap.state, snap.pending) == ("idle", {"n": 2}, 0)
+
+
+def test_a_visit_that_raises_neither_stops_the_tick_nor_loses_the_actor(
+    bank: ModuleType, local: LocalRunner, redis_client: redis.Redis, monkeypatch: Any
+) -> None:
+    broken = bank.supervision.ref("tree.worker", "broken")
+    healthy = bank.supervision.ref("tree.worker", "healthy")
+    for ref in (broken, healthy):
+        ref.send("crash")
+    local.run()
+    real_visit = tick_module.visit
+
+    def buggy(sup: Any, bucket: str, member: str, score: float) -> str:
+        if member.endswith(":broken"):
+            raise AttributeError("a bug in the tick")
+        return real_visit(sup, bucket, member, score)
+
+    monkeypatch.setattr(tick_module, "visit", buggy)
+    summary = local.tick()
+    assert summary.get("failed") == 1
+    assert redis_client.hget(healthy.keys.meta, "status") == b"backoff"  # decided
+    member = actor_member("tree.worker", "broken")
+    assert bank.supervision.client.zscore(bank.supervision.keyspace.due_bucket(member), member)
+    monkeypatch.undo()
+    redis_client.delete("t:tick:lock")
+    for ref in (broken, healthy):
+        redis_client.zadd(bank.supervision.keyspace.due_bucket(actor_member(ref.type_name, ref.key)),
+                          {actor_member(ref.type_name, ref.key): 0})
+    local.tick()
+    assert broken.snapshot().last_crash is not None
+    assert redis_client.hget(broken.keys.meta, "status") in (b"backoff", b"idle", b"active")

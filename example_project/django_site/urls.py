@@ -1,0 +1,11 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("wallets/<str:key>/deposits", views.deposit, name="wallet-deposit"),
+    path("wallets/<str:key>/payments", views.pay, name="wallet-pay"),
+    path("wallets/<str:key>/balance", views.balance, name="wallet-balance"),
+    path("wallets/<str:key>", views.wallet_snapshot, name="wallet-snapshot"),
+    path("ledger", views.ledger_snapshot, name="ledger-snapshot"),
+]

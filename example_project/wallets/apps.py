@@ -1,0 +1,9 @@
+"""Django app config. Celery's ``autodiscover_tasks()`` imports ``wallets.tasks`` from here."""
+
+from django.apps import AppConfig
+
+
+class WalletsConfig(AppConfig):
+    name = "example_project.wallets"
+    label = "wallets"
+    verbose_name = "Wallets"
