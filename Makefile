@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The whole suite: pure core, runtime against a real Redis, real workers killed.
-test: $(STAMP)
+## Lint, types, then the whole suite: pure core, runtime against a real Redis, real
+## workers killed, the demo, the docs build.
+test: lint
 	$(BIN)/python -m pytest -q
 
 ## Only the tests that need no worker processes (seconds).
@@ -31,7 +32,7 @@ demo: $(STAMP)
 	$(BIN)/python -m example_project.demo $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check celery_supervise tests
+	$(BIN)/ruff check celery_supervise example_project tests benchmarks
 	$(BIN)/mypy celery_supervise
 
 bench: $(STAMP)

@@ -56,8 +56,14 @@ def workers(
     started: list[CeleryProcess] = []
 
     def start(name: str, concurrency: int = 2, **kw: Any) -> CeleryProcess:
-        proc = start_worker(BANK, concurrency=concurrency, hostname=f"{name}@%h", env=bank_env,
-                            log_dir=tmp_path, **kw)
+        proc = start_worker(
+            BANK,
+            concurrency=concurrency,
+            hostname=f"{name}@%h",
+            env=bank_env,
+            log_dir=tmp_path,
+            **kw,
+        )
         started.append(proc)
         return proc
 

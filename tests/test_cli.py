@@ -250,7 +250,9 @@ def test_dead_letters_ticks_and_status(
         ref.send("poison")
         ref.send("fine")
     first = ok(env, "tick")
-    assert re.fullmatch(r"tick: \d+ due actor\(s\) visited( \(.*\))? in \d+ ms\n(  \{.*\}\n)*", first), first
+    assert re.fullmatch(
+        r"tick: \d+ due actor\(s\) visited( \(.*\))? in \d+ ms\n(  \{.*\}\n)*", first
+    ), first
     summaries = []
 
     def settled() -> bool:
@@ -320,6 +322,8 @@ def test_dead_letters_without_an_actor_lists_the_actors_holding_them(
     local.settle(3.0)
     listing = json.loads(ok(bank_env, "dead-letters", "--json"))
     assert sorted((a["key"], a["dead_letters"]) for a in listing["actors"]) == [
-        ("x1", 1), ("x2", 1)]
+        ("x1", 1),
+        ("x2", 1),
+    ]
     text = ok(bank_env, "dead-letters")
     assert "2 actor(s) hold dead letters" in text and "bank.poison x1: 1" in text

@@ -17,8 +17,9 @@ from tests.harness import wait_until
 
 
 def _started_pid(redis_client: redis.Redis, key: str) -> int:
-    raw = wait_until(lambda: redis_client.get(f"t:started:{key}"), 30,
-                     message=f"no handler started for {key}")
+    raw = wait_until(
+        lambda: redis_client.get(f"t:started:{key}"), 30, message=f"no handler started for {key}"
+    )
     return int(raw)
 
 
@@ -67,8 +68,11 @@ def test_sigkill_mid_step_applies_once_elsewhere(
     redis_client.delete("t:started:k1")
     started = time.monotonic()
     workers("survivor", concurrency=1)
-    snap = wait_until(lambda: (s := ref.snapshot()).version == 1 and s, 30,
-                      message="message not recovered by lease + tick")
+    snap = wait_until(
+        lambda: (s := ref.snapshot()).version == 1 and s,
+        30,
+        message="message not recovered by lease + tick",
+    )
     # lease 2 s + ticks of 0.5 s + backoff 0.5 s + the 1.5 s step, far from the 1 h
     # visibility_timeout a redelivery would need
     assert time.monotonic() - started < 15
@@ -93,8 +97,11 @@ def test_sigstopped_worker_cannot_commit_after_waking(
         wait_until(lambda: ref.snapshot().version == 1, 30, message="takeover did not commit")
     finally:
         os.kill(pid, signal.SIGCONT)
-    wait_until(lambda: "lease_lost" in paused.log_text(), 15,
-               message="the paused worker never tried (and failed) to commit")
+    wait_until(
+        lambda: "lease_lost" in paused.log_text(),
+        15,
+        message="the paused worker never tried (and failed) to commit",
+    )
     snap = ref.snapshot()
     assert snap.version == 1 and snap.state["balance"] == 7
     assert [h.version for h in ref.history()] == [1]
@@ -122,8 +129,11 @@ def test_poison_message_is_dead_lettered_and_the_next_applied(
     ref.send("first")
     bad = ref.send("poison")
     ref.send("after")
-    wait_until(lambda: ref.snapshot().state == {"applied": ["first", "after"]}, 30,
-               message="the poison message blocked the mailbox")
+    wait_until(
+        lambda: ref.snapshot().state == {"applied": ["first", "after"]},
+        30,
+        message="the poison message blocked the mailbox",
+    )
     (letter,) = ref.dead_letters()
     assert letter.message_id == bad and letter.message == "poison"
     assert [c["attempt"] for c in letter.crashes] == [1, 2, 3]

@@ -104,7 +104,8 @@ def test_plugin_import_is_cheap() -> None:
     code = (
         "import sys, celery_supervise.testing as t\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('redis', 'celery', 'kombu')"
-        " or (m.startswith('celery_supervise.') and not m.startswith('celery_supervise.testing')))\n"
+        " or (m.startswith('celery_supervise.')"
+        " and not m.startswith('celery_supervise.testing')))\n"
         "assert not heavy, heavy\n"
         "assert not t.redis_server._LIVE_SERVERS\n"
     )

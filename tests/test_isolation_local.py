@@ -24,8 +24,10 @@ def test_duplicate_copies_of_a_subtask_start_it_once(
     local.queue.clear()
     task = bank.app.tasks[ISOLATED_TASK]
     # the broker hands out three copies that run at the same time on three workers
-    runs = [threading.Thread(target=task.apply, kwargs={"args": copy[1], "kwargs": copy[2]})
-            for _ in range(3)]
+    runs = [
+        threading.Thread(target=task.apply, kwargs={"args": copy[1], "kwargs": copy[2]})
+        for _ in range(3)
+    ]
     for run in runs:
         run.start()
     for run in runs:

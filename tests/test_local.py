@@ -187,7 +187,7 @@ def test_bad_message_ids_and_unknown_types(bank: ModuleType, redis_client: redis
 
     with pytest.raises(InvalidMessage, match="message_id"):
         bank.account.ref("k").send({"add": 1}, message_id="")
-    with pytest.raises(ActorNotRegistered, match="no.such"):
+    with pytest.raises(ActorNotRegistered, match=r"no\.such"):
         bank.supervision.ref("no.such", "k")
     assert redis_client.dbsize() == 0
 

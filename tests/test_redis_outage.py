@@ -37,8 +37,14 @@ elif mode == "state":
 
 
 def _run(env: dict[str, str], *args: str) -> str:
-    out = subprocess.run([sys.executable, "-c", SCRIPT, *args], env={**os.environ, **env},
-                         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, *args],
+        env={**os.environ, **env},
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
 
@@ -47,10 +53,15 @@ def _run(env: dict[str, str], *args: str) -> str:
 def test_send_raises_promptly_and_everything_resumes(tmp_path: Path) -> None:
     server = RedisServer(appendonly=True, appendfsync="always").start()
     try:
-        env = {"TEST_BROKER_URL": server.url, "TEST_KEY_PREFIX": "o", "TEST_LEASE": "2",
-               "TEST_TICK": "0.5"}
-        worker = start_worker("tests.apps.bank", concurrency=2, hostname="o1@%h", env=env,
-                              log_dir=tmp_path)
+        env = {
+            "TEST_BROKER_URL": server.url,
+            "TEST_KEY_PREFIX": "o",
+            "TEST_LEASE": "2",
+            "TEST_TICK": "0.5",
+        }
+        worker = start_worker(
+            "tests.apps.bank", concurrency=2, hostname="o1@%h", env=env, log_dir=tmp_path
+        )
         beat = start_beat("tests.apps.bank", env=env, schedule_dir=tmp_path / "beat")
         _run(env, "send", "0", "50")
         server.kill()
@@ -64,7 +75,7 @@ def test_send_raises_promptly_and_everything_resumes(tmp_path: Path) -> None:
             return _run(env, "state").startswith("100 100")
 
         wait_until(done, 90, interval=1.0, message="did not resume after Redis came back")
-        version, balance, *seen = _run(env, "state").split(maxsplit=2)
+        _version, _balance, *seen = _run(env, "state").split(maxsplit=2)
         assert seen[0].strip() == str(list(range(100)))
         assert worker.is_running() and beat.is_running()
         worker.kill()

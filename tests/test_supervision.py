@@ -32,8 +32,11 @@ def test_slow_crash_loop_is_caught_by_consecutive_crashes(
         time.sleep(2.0)
         if ref.snapshot().status == "quarantined":
             break
-    snap = wait_until(lambda: (s := ref.snapshot()).status == "quarantined" and s, 20,
-                      message="slow crash loop not stopped")
+    snap = wait_until(
+        lambda: (s := ref.snapshot()).status == "quarantined" and s,
+        20,
+        message="slow crash loop not stopped",
+    )
     assert snap.consecutive_crashes == 6
     assert snap.state == {"n": 1} and snap.version == 1  # state kept
     assert len(ref.dead_letters()) == 6  # each crashing message kept, inspectable
@@ -58,12 +61,18 @@ def test_one_crash_looping_sibling_is_quarantined_the_others_go_on(
             if ref is not siblings[3]:
                 ref.send({"round": round_})
         time.sleep(0.1)
-    wait_until(lambda: siblings[3].snapshot().status == "quarantined", 30,
-               message="crash loop not quarantined")
+    wait_until(
+        lambda: siblings[3].snapshot().status == "quarantined",
+        30,
+        message="crash loop not quarantined",
+    )
     for ref in siblings:
         if ref is not siblings[3]:
-            wait_until(lambda ref=ref: ref.snapshot().state == {"n": 20}, 30,
-                       message=f"{ref} stopped processing")
+            wait_until(
+                lambda ref=ref: ref.snapshot().state == {"n": 20},
+                30,
+                message=f"{ref} stopped processing",
+            )
             assert ref.snapshot().status == "idle"
             assert ref.snapshot().last_crash is None
     crasher = siblings[3].snapshot()
@@ -84,16 +93,25 @@ def test_escalation_restarts_the_group_then_gives_up_as_otp_would(
         ref.send("hello")
     wait_until(lambda: all(r.snapshot().version == 1 for r in members), 20)
     members[0].send("crash")
-    wait_until(lambda: redis_client.hget("t:sup:{escalating}", "status") == b"quarantined",
-               60, message="group never escalated to quarantine")
+    wait_until(
+        lambda: redis_client.hget("t:sup:{escalating}", "status") == b"quarantined",
+        60,
+        message="group never escalated to quarantine",
+    )
     decisions = [e for e in _events(redis_client, "decision")]
     assert [e["supervisor"] for e in decisions if e["action"] == "stop_supervisor"] == [
-        "escalating", "escalating"]
+        "escalating",
+        "escalating",
+    ]
     assert any(e["action"] == "notify_parent" and e["notice"] == "escalated" for e in decisions)
-    assert any(e["action"] == "restart" and e["supervisor"] == "holder"
-               and e["child"] == "escalating" for e in decisions)
-    assert any(e["action"] == "quarantine" and e["supervisor"] == "holder"
-               and e["child"] == "escalating" for e in decisions)
+    assert any(
+        e["action"] == "restart" and e["supervisor"] == "holder" and e["child"] == "escalating"
+        for e in decisions
+    )
+    assert any(
+        e["action"] == "quarantine" and e["supervisor"] == "holder" and e["child"] == "escalating"
+        for e in decisions
+    )
     for ref in members:
         snap = ref.snapshot()
         assert snap.status == "stopped", (ref, snap)
@@ -108,9 +126,7 @@ def test_escalation_restarts_the_group_then_gives_up_as_otp_would(
     wait_until(lambda: members[1].snapshot().state == {"n": 2}, 30)
 
 
-def test_restart_types_with_real_workers(
-    bank: ModuleType, workers: Any, beat: Any
-) -> None:
+def test_restart_types_with_real_workers(bank: ModuleType, workers: Any, beat: Any) -> None:
     workers("w1")
     temporary = bank.supervision.ref("tree.temporary", "t")
     temporary.send("crash")

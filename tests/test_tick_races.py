@@ -127,8 +127,7 @@ def test_escalated_supervisor_restart_brings_back_its_crashed_dynamic_child(
     local.run()
     local.settle(1.0)
     decisions = [e for e in _events(redis_client) if e["event"] == "decision"]
-    assert any(e["action"] == "stop_supervisor" and e["supervisor"] == "dynesc"
-               for e in decisions)
+    assert any(e["action"] == "stop_supervisor" and e["supervisor"] == "dynesc" for e in decisions)
     assert any(e["action"] == "restart" and e["child"] == "dynesc" for e in decisions)
     assert redis_client.hget("t:sup:{dynesc}", "status") == b"running"
     snap = ref.snapshot()
@@ -159,8 +158,10 @@ def test_a_visit_that_raises_neither_stops_the_tick_nor_loses_the_actor(
     monkeypatch.undo()
     redis_client.delete("t:tick:lock")
     for ref in (broken, healthy):
-        redis_client.zadd(bank.supervision.keyspace.due_bucket(actor_member(ref.type_name, ref.key)),
-                          {actor_member(ref.type_name, ref.key): 0})
+        redis_client.zadd(
+            bank.supervision.keyspace.due_bucket(actor_member(ref.type_name, ref.key)),
+            {actor_member(ref.type_name, ref.key): 0},
+        )
     local.tick()
     assert broken.snapshot().last_crash is not None
     assert redis_client.hget(broken.keys.meta, "status") in (b"backoff", b"idle", b"active")
