@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         StateRejected,
         SuperviseError,
         UnknownDeadLetter,
+        UnknownVersion,
     )
     from .ref import ActorRef, DeadLetter, HistoryEntry, Snapshot
     from .supervision import Supervision
@@ -64,6 +65,7 @@ _HOME = {
             "StateRejected",
             "SuperviseError",
             "UnknownDeadLetter",
+            "UnknownVersion",
         ],
         "errors",
     ),
@@ -92,6 +94,7 @@ __all__ = [
     "SuperviseError",
     "Supervision",
     "UnknownDeadLetter",
+    "UnknownVersion",
     "actor",
 ]
 assert sorted(_HOME) == __all__

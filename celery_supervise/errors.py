@@ -24,6 +24,7 @@ __all__ = [
     "StateRejected",
     "SuperviseError",
     "UnknownDeadLetter",
+    "UnknownVersion",
 ]
 
 
@@ -111,6 +112,10 @@ class MessageDeadLettered(SuperviseError):
             f"message {self.message_id!r} was dead-lettered after {len(self.crashes)} "
             f"crash(es); last: {last.get('type')}: {last.get('message')}"
         )
+
+
+class UnknownVersion(SuperviseError, KeyError):
+    """``rollback`` named a version that is not in the actor's history."""
 
 
 class UnknownDeadLetter(SuperviseError, KeyError):

@@ -15,7 +15,9 @@ from .errors import (
     CorruptActorData,
     InvalidMessage,
     MessageTooLarge,
+    StateRejected,
     UnknownDeadLetter,
+    UnknownVersion,
 )
 from .store import redis_errors
 
@@ -62,6 +64,8 @@ class HistoryEntry:
     message_id: str | None
     state: Any
     reset: bool = False
+    #: For a rollback: the version whose state this one restored.
+    rollback_of: int | None = None
 
 
 @dataclass(frozen=True)
@@ -214,6 +218,7 @@ class ActorRef:
                         message_id=item.get("message_id"),
                         state=item.get("state"),
                         reset=bool(item.get("reset")),
+                        rollback_of=item.get("rollback_of"),
                     )
                 )
             except (InvalidMessage, KeyError, TypeError, ValueError) as exc:
@@ -261,6 +266,38 @@ class ActorRef:
     def resume(self) -> str:
         """Bring a stopped or quarantined actor back (recovery last_good)."""
         return self.supervision.operator_restart(self, recovery="last_good", only_halted=True)
+
+    def rollback(self, version: int) -> int:
+        """Restore the state of a committed ``version`` still in ``history()``, as a new
+        version (history keeps both). The state must still pass ``validate``. A step in
+        flight is fenced off; queued messages are then handled from the restored state.
+        Returns the new version."""
+        from .actors import registered
+
+        entry = next((h for h in self.history() if h.version == version), None)
+        if entry is None:
+            kept = [h.version for h in self.history()]
+            raise UnknownVersion(
+                f"{self.type_name}:{self.key} has no version {version} in its history "
+                f"(kept: {kept})"
+            )
+        atype = registered(self.type_name)
+        problem = atype.check(entry.state)
+        if problem:
+            raise StateRejected("invalid_state", f"version {version} fails validate: {problem}")
+        self.supervision.store.restart(
+            self,
+            mode="force",
+            recovery="reset",
+            initial=encode(entry.state, what=f"state of version {version}"),
+            history=atype.history,
+            clear_crashes=True,
+            rollback_of=version,
+        )
+        self.supervision.log_event(
+            "rollback", actor=self.type_name, key=self.key, to_version=version
+        )
+        return self.snapshot().version
 
     def stop(self) -> str:
         """Stop the actor; its mailbox is kept and keeps accepting messages."""

@@ -276,11 +276,19 @@ class ActorStore:
         initial: bytes | None,
         history: int,
         clear_crashes: bool,
+        rollback_of: int | None = None,
     ) -> str:
         with redis_errors(f"actor {ref.type_name}:{ref.key}"):
             result = self.sup.scripts.restart(
                 keys=[ref.keys.meta, ref.keys.mailbox, ref.keys.history],
-                args=[mode, recovery, initial or b"null", history, "1" if clear_crashes else "0"],
+                args=[
+                    mode,
+                    recovery,
+                    initial or b"null",
+                    history,
+                    "1" if clear_crashes else "0",
+                    "" if rollback_of is None else rollback_of,
+                ],
             )
         outcome = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
         if outcome == "woke":

@@ -386,3 +386,24 @@ def test_requeue_interrupted_between_send_and_removal_applies_once(
     assert ref.dead_letters() == []
     assert ref.snapshot().pending == 1  # queued once, not twice
     assert letter.message == "poison"
+
+
+def test_rollback_restores_a_committed_version_as_a_new_one(
+    bank: ModuleType, local: LocalRunner
+) -> None:
+    from celery_supervise import UnknownVersion
+
+    ref = bank.account.ref("rb")
+    ref.send_many([{"add": 5}, {"add": 7}, {"add": 9}])
+    local.run()
+    assert ref.snapshot().state["balance"] == 21
+    assert ref.rollback(1) == 4
+    snap = ref.snapshot()
+    assert (snap.version, snap.state["balance"]) == (4, 5)
+    newest = ref.history()[0]
+    assert (newest.version, newest.rollback_of, newest.reset) == (4, 1, True)
+    ref.send({"add": 1})  # goes on from the restored state
+    local.run()
+    assert ref.snapshot().state["balance"] == 6
+    with pytest.raises(UnknownVersion, match="no version 99"):
+        ref.rollback(99)

@@ -3,6 +3,7 @@
 -- ARGV[1] mode: "due" (only a backoff whose time has come) | "force" (any halted status)
 -- ARGV[2] recovery: last_good | reset   ARGV[3] initial state json (for reset)
 -- ARGV[4] history length to keep   ARGV[5] "1" to clear the consecutive-crash count
+-- ARGV[6] for reset: the version whose state ARGV[3] is (a rollback), or "" (initial state)
 -- Returns {'woke'} (caller publishes a run) | {'idle'} | {'skip', status}
 local meta, mbox, hist = KEYS[1], KEYS[2], KEYS[3]
 local m = redis.call('HMGET', meta, 'status', 'restart_at')
@@ -24,7 +25,8 @@ if ARGV[2] == 'reset' then
   local keep = tonumber(ARGV[4])
   if keep > 0 then
     redis.call('LPUSH', hist, '{"version":' .. version .. ',"at":' .. now
-      .. ',"reset":true,"state":' .. ARGV[3] .. '}')
+      .. ',"reset":true' .. (ARGV[6] ~= '' and (',"rollback_of":' .. ARGV[6]) or '')
+      .. ',"state":' .. ARGV[3] .. '}')
     redis.call('LTRIM', hist, 0, keep - 1)
   end
 end
