@@ -36,3 +36,4 @@ def test_duplicate_copies_of_a_subtask_start_it_once(
     assert redis_client.get("calls:charge-1") == b"1"
     outcomes = ref.snapshot().state["outcomes"]
     assert outcomes == [{"isolated": "charge-1", "ok": True, "result": 1}]
+    assert not redis_client.exists(ref.keys.isolates)  # nothing left pending, marks included

@@ -6,7 +6,7 @@
 -- outcome was already delivered.
 local meta, mbox, isolates = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('HDEL', isolates, ARGV[1]) == 0 then return -1 end
-redis.call('HDEL', isolates, ARGV[1] .. '|published', ARGV[1] .. '|heartbeat')
+redis.call('HDEL', isolates, ARGV[1] .. '|published', ARGV[1] .. '|heartbeat', ARGV[1] .. '|started')
 local now = now_ms()
 local s = redis.call('HINCRBY', meta, 'seq', 1)
 redis.call('RPUSH', mbox, s .. ' ' .. now .. ' ' .. ARGV[2] .. '\n' .. ARGV[3])
