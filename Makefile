@@ -31,6 +31,10 @@ faults: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m example_project.demo $(ARGS)
 
+## The documentation site, into site/ (warnings are errors).
+docs: $(STAMP)
+	$(BIN)/python -m mkdocs build --strict
+
 lint: $(STAMP)
 	$(BIN)/ruff check celery_supervise example_project tests benchmarks
 	$(BIN)/mypy celery_supervise
