@@ -307,10 +307,16 @@ class _Run:
             )
             summary["outcome"] = f"stopped by supervisor {halted_by}"
             return summary
-        self.token = int(claim[1])
-        self.version = int(claim[2])
+        self.token = int(claim[1])  # HINCRBY'd by claim.lua: always an integer
         state_raw: bytes | None = claim[3]
-        attempt_seq, attempts = int(claim[4]), int(claim[5])
+        try:
+            self.version = int(claim[2])
+            attempt_seq, attempts = int(claim[4]), int(claim[5])
+        except ValueError as exc:
+            # Garbage in the meta hash: a crash naming it, not an anonymous lost lease.
+            bad = CorruptActorData(f"{self.where}: meta hash is not celery_supervise's ({exc})")
+            self.record_crash(self.crash_record("corrupt_data", bad, None, 0))
+            raise StepCrashed(str(bad)) from None
         renewer = _LeaseRenewer(sup, keys.meta, self.token, self.atype.time_limit)
         renewer.start()
         started = time.monotonic()

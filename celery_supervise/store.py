@@ -48,7 +48,9 @@ def redis_errors(where: str) -> Iterator[None]:
         yield
     except redis.ResponseError as exc:
         text = str(exc)
-        if "CORRUPT" in text or "WRONGTYPE" in text or "not an integer" in text:
+        # A script that fails at run time ("user_script:N: attempt to compare number with
+        # nil") met a field it did not write: garbage, like the rest.
+        if any(m in text for m in ("CORRUPT", "WRONGTYPE", "not an integer", "user_script")):
             raise CorruptActorData(f"{where}: {text}") from None
         raise
     except (redis.ConnectionError, redis.TimeoutError) as exc:
