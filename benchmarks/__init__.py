@@ -1,0 +1,1 @@
+"""Benchmarks for celery_supervise: ``python benchmarks/run.py`` (or ``make bench``)."""
