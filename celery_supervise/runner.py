@@ -114,7 +114,7 @@ class _Run:
 
     def execute(self, build: Callable[[Any], None]) -> list[Any]:
         """One pipelined round trip, repeated while Redis is away (SPEC 6.7)."""
-        return patiently(lambda: run_pipeline(self.sup.client, build), where=self.where)
+        return patiently(lambda: run_pipeline(self.sup, build), where=self.where)
 
     def crash_record(
         self, reason: str, exc: BaseException | None, entry: Entry | None, attempt: int

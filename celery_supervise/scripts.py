@@ -1,20 +1,26 @@
-"""The Lua scripts, loaded once per client and called by SHA.
+"""The Lua scripts, called by SHA, loaded once per client.
 
 Each script lives in ``scripts/<name>.lua`` with a header documenting KEYS and ARGV;
 ``_prelude.lua`` (time, entry parsing, ownership check) is prepended to each.
-redis-py's ``Script`` calls EVALSHA and falls back to EVAL after a script flush.
+
+redis-py's ``Script`` objects, queued on a pipeline, make the pipeline send ``SCRIPT
+EXISTS`` first: a second round trip on every send and every commit. Instead the SHA is
+computed here, pipelines queue a plain ``EVALSHA``, and a ``NOSCRIPT`` answer (a Redis
+restarted or flushed since) loads every script and runs the call again -- safe, because a
+script refused with NOSCRIPT did not run.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
 
 import redis
-from redis.commands.core import Script
 
-__all__ = ["SCRIPT_NAMES", "Scripts", "source"]
+__all__ = ["SCRIPT_NAMES", "LuaScript", "Scripts", "source"]
 
 SCRIPT_NAMES = (
     "send",
@@ -42,28 +48,59 @@ def source(name: str) -> str:
     return prelude + "\n" + (folder / f"{name}.lua").read_text()
 
 
-class Scripts:
-    """The registered scripts of one Redis client, as attributes named like the files."""
+class LuaScript:
+    """One script: ``script(keys=[...], args=[...], client=pipeline_or_None)``."""
 
-    send: Script
-    claim: Script
-    commit: Script
-    crash: Script
-    release: Script
-    renew: Script
-    settle: Script
-    halt: Script
-    restart: Script
-    rewake: Script
-    fire_timers: Script
-    hint_clear: Script
-    tick_lock: Script
-    iso_outcome: Script
-    iso_mark: Script
+    def __init__(self, owner: Scripts, name: str) -> None:
+        self.owner = owner
+        self.name = name
+        self.source = source(name)
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+    def __call__(
+        self, keys: Sequence[Any] = (), args: Sequence[Any] = (), client: Any = None
+    ) -> Any:
+        if client is not None:  # a pipeline: NOSCRIPT surfaces at execute (run_pipeline)
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        try:
+            return self.owner.client.evalsha(self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            self.owner.load_all()
+            return self.owner.client.evalsha(self.sha, len(keys), *keys, *args)
+
+
+class Scripts:
+    """The scripts of one Redis client, as attributes named like the files."""
+
+    send: LuaScript
+    claim: LuaScript
+    commit: LuaScript
+    crash: LuaScript
+    release: LuaScript
+    renew: LuaScript
+    settle: LuaScript
+    halt: LuaScript
+    restart: LuaScript
+    rewake: LuaScript
+    fire_timers: LuaScript
+    hint_clear: LuaScript
+    tick_lock: LuaScript
+    iso_outcome: LuaScript
+    iso_mark: LuaScript
 
     def __init__(self, client: redis.Redis) -> None:
-        for name in SCRIPT_NAMES:
-            setattr(self, name, client.register_script(source(name)))
+        self.client = client
+        self.all = [LuaScript(self, name) for name in SCRIPT_NAMES]
+        for script in self.all:
+            setattr(self, script.name, script)
 
-    def __getitem__(self, name: str) -> Any:
-        return getattr(self, name)
+    def load_all(self) -> None:
+        """SCRIPT LOAD every script (one round trip); after a Redis restart or flush."""
+        pipe = self.client.pipeline(transaction=False)
+        for script in self.all:
+            pipe.script_load(script.source)
+        pipe.execute()
+
+    def __getitem__(self, name: str) -> LuaScript:
+        script: LuaScript = getattr(self, name)
+        return script

@@ -74,11 +74,19 @@ def patiently(fn: Callable[[], T], *, where: str, patience: float = REDIS_PATIEN
             delay = min(delay * 2, 2.0)
 
 
-def run_pipeline(client: redis.Redis, build: Callable[[Any], None]) -> list[Any]:
-    """Build and execute a non-transactional pipeline: one round trip."""
-    pipe = client.pipeline(transaction=False)
-    build(pipe)
-    return list(pipe.execute())
+def run_pipeline(sup: Supervision, build: Callable[[Any], None]) -> list[Any]:
+    """Build and execute a non-transactional pipeline: one round trip. Pipelines hold at
+    most one script; if Redis lost it (restart, flush), load them all and run again."""
+    for attempt in (1, 2):
+        pipe = sup.client.pipeline(transaction=False)
+        build(pipe)
+        try:
+            return list(pipe.execute())
+        except redis.exceptions.NoScriptError:
+            if attempt == 2:
+                raise
+            sup.scripts.load_all()
+    raise AssertionError("unreachable")
 
 
 def _text(value: Any) -> str:
@@ -155,11 +163,15 @@ class ActorStore:
                 continue
             args += [header_json(mid, reply=reply), body, "1" if given else "0"]
             dedup_keys.append(keys.dedup(given if isinstance(given, str) else mid))
-        pipe = self.client.pipeline(transaction=False)
-        self.add_hint(pipe, type_name, key, self.sup.repair_after)
-        self.sup.scripts.send(keys=[keys.meta, keys.mailbox, *dedup_keys], args=args, client=pipe)
+
+        def build(pipe: Any) -> None:
+            self.add_hint(pipe, type_name, key, self.sup.repair_after)
+            self.sup.scripts.send(
+                keys=[keys.meta, keys.mailbox, *dedup_keys], args=args, client=pipe
+            )
+
         with redis_errors(f"actor {type_name}:{key}"):
-            result = pipe.execute()[-1]
+            result = run_pipeline(self.sup, build)[-1]
         if int(result[0]) == 1:
             # The messages are durable now; a failed publish must not make the caller think
             # they were not sent (a retry without caller ids would duplicate them). The hint
@@ -257,16 +269,18 @@ class ActorStore:
         only_from: str = "*",
         cause: str = "",
     ) -> str:
-        pipe = self.client.pipeline(transaction=False)
-        if status == "backoff":
-            self.add_hint(pipe, ref.type_name, ref.key, delay)
-        self.sup.scripts.halt(
-            keys=[ref.keys.meta],
-            args=[status, reason, int(delay * 1000), only_from, cause],
-            client=pipe,
-        )
+
+        def build(pipe: Any) -> None:
+            if status == "backoff":
+                self.add_hint(pipe, ref.type_name, ref.key, delay)
+            self.sup.scripts.halt(
+                keys=[ref.keys.meta],
+                args=[status, reason, int(delay * 1000), only_from, cause],
+                client=pipe,
+            )
+
         with redis_errors(f"actor {ref.type_name}:{ref.key}"):
-            result = pipe.execute()[-1]
+            result = run_pipeline(self.sup, build)[-1]
         return str(result[0].decode() if isinstance(result[0], bytes) else result[0])
 
     def restart(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .decisions import Exit, RestartRecord, decide, describe
 from .specs import is_actor_child, split_actor_child
+from .store import run_pipeline
 
 if TYPE_CHECKING:
     from .actors import ActorType
@@ -137,21 +138,22 @@ def _settle(
 ) -> None:
     if meta.get("status") != "crashed":
         return
-    pipe = sup.client.pipeline(transaction=False)
-    if status == "backoff":
-        sup.store.add_hint(pipe, ref.type_name, ref.key, delay)
-    sup.scripts.settle(
-        keys=[ref.keys.meta],
-        args=[
-            meta["crash_seq"],
-            status,
-            int(delay * 1000),
-            level if level is not None else meta.get("backoff_level", "0"),
-            reason,
-        ],
-        client=pipe,
-    )
-    pipe.execute()
+    def build(pipe: Any) -> None:
+        if status == "backoff":
+            sup.store.add_hint(pipe, ref.type_name, ref.key, delay)
+        sup.scripts.settle(
+            keys=[ref.keys.meta],
+            args=[
+                meta["crash_seq"],
+                status,
+                int(delay * 1000),
+                level if level is not None else meta.get("backoff_level", "0"),
+                reason,
+            ],
+            client=pipe,
+        )
+
+    run_pipeline(sup, build)
 
 
 def _actor_ref(sup: Supervision, child: str) -> ActorRef:

@@ -407,3 +407,22 @@ def test_rollback_restores_a_committed_version_as_a_new_one(
     assert ref.snapshot().state["balance"] == 6
     with pytest.raises(UnknownVersion, match="no version 99"):
         ref.rollback(99)
+
+
+def test_scripts_run_by_sha_in_one_round_trip_and_survive_a_script_flush(
+    bank: ModuleType, local: LocalRunner, redis_client: redis.Redis
+) -> None:
+    ref = bank.account.ref("sha")
+    ref.send({"add": 1})
+    local.run()
+    redis_client.config_resetstat()
+    for _ in range(20):
+        ref.send({"add": 1})
+    local.run()
+    stats = redis_client.info("commandstats")
+    # no SCRIPT EXISTS / SCRIPT LOAD per call: sends and commits are one round trip each
+    assert not any(name.startswith("cmdstat_script") for name in stats), stats.keys()
+    redis_client.script_flush()  # Redis restarted without its script cache
+    ref.send({"add": 1})
+    local.run()
+    assert ref.snapshot().state["balance"] == 22
