@@ -167,9 +167,10 @@ class Supervision:
             {
                 "task": TICK_TASK,
                 "schedule": interval,
-                # A tick that waited longer than a few intervals is worthless: the next
-                # one will do its work.
-                "options": {"expires": max(interval * 3, 1.0)},
+                # A tick that waited in the queue long is stale but still useful (under a
+                # backlog it may be the only one to get through); past this it is dropped.
+                # Route it to a queue of its own to keep it off the actors' backlog.
+                "options": {"expires": max(interval * 10, 10.0)},
             },
         )
         conf.beat_schedule = schedule

@@ -9,19 +9,22 @@
 -- ARGV[11] n isolated subtasks
 -- then: outbox effect jsons; self message (header, body) pairs; timer (delay_ms, entry)
 -- pairs; isolate (id, pending record json) pairs
--- Returns {'ok', version} | {'stale'} (token superseded) | {'moved'} (head is not seq)
+-- Returns {'ok', version} | {'stale'} (token superseded) | {'expired'} (the lease ran out,
+-- even if nobody took it over yet: an expired lease is a lost lease) | {'moved'} (head is
+-- not seq)
 -- A retry of a commit that was applied but whose reply was lost returns {'ok', version}.
 local meta, mbox, hist, attempts, outbox, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local isolates = KEYS[7]
 local m = redis.call('HMGET', meta, 'token', 'lease_until', 'consumed', 'version')
 if m[1] ~= ARGV[1] or not m[2] then return {'stale'} end
 if m[3] == ARGV[2] then return {'ok', tonumber(m[4])} end
+local now = now_ms()
+if tonumber(m[2]) <= now then return {'expired'} end
 local head = redis.call('LINDEX', mbox, 0)
 if not head then return {'moved'} end
 local seq = entry_seq(head)
 if type(seq) == 'table' then return seq end
 if seq ~= tonumber(ARGV[2]) then return {'moved'} end
-local now = now_ms()
 redis.call('LPOP', mbox)
 redis.call('DEL', attempts)
 local version = redis.call('HINCRBY', meta, 'version', 1)
