@@ -74,11 +74,14 @@ def patiently(fn: Callable[[], T], *, where: str, patience: float = REDIS_PATIEN
             delay = min(delay * 2, 2.0)
 
 
-def run_pipeline(sup: Supervision, build: Callable[[Any], None]) -> list[Any]:
+def run_pipeline(
+    sup: Supervision, build: Callable[[Any], None], *, client: redis.Redis | None = None
+) -> list[Any]:
     """Build and execute a non-transactional pipeline: one round trip. Pipelines hold at
-    most one script; if Redis lost it (restart, flush), load them all and run again."""
+    most one script; if Redis lost it (restart, flush), load them all and run again (safe:
+    a script refused with NOSCRIPT did not run)."""
     for attempt in (1, 2):
-        pipe = sup.client.pipeline(transaction=False)
+        pipe = (client or sup.client).pipeline(transaction=False)
         build(pipe)
         try:
             return list(pipe.execute())
@@ -171,7 +174,7 @@ class ActorStore:
             )
 
         with redis_errors(f"actor {type_name}:{key}"):
-            result = run_pipeline(self.sup, build)[-1]
+            result = run_pipeline(self.sup, build, client=self.sup.client_once)[-1]
         if int(result[0]) == 1:
             # The messages are durable now; a failed publish must not make the caller think
             # they were not sent (a retry without caller ids would duplicate them). The hint

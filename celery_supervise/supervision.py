@@ -92,6 +92,7 @@ class Supervision:
             Callable[[str, tuple[Any, ...], dict[str, Any], dict[str, Any]], None] | None
         ) = None
         self._client: redis.Redis | None = None
+        self._once: redis.Redis | None = None
         self._client_pid = 0
         self._scripts: Scripts | None = None
         self.store = ActorStore(self)
@@ -189,16 +190,29 @@ class Supervision:
     @property
     def client(self) -> redis.Redis:
         if self._client is None or self._client_pid != os.getpid():
-            self._client = redis.Redis.from_url(
-                self.settings.redis_url,
-                socket_connect_timeout=2.0,
-                socket_timeout=5.0,
-                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-                health_check_interval=30,
-            )
+            self._client = self._connect(retries=2)
+            self._once = self._connect(retries=0)
             self._client_pid = os.getpid()
             self._scripts = None
         return self._client
+
+    @property
+    def client_once(self) -> redis.Redis:
+        """A client that never repeats a command by itself. ``send`` uses it: a send whose
+        reply was lost may have been applied, and only the caller can decide to retry (safely,
+        with a ``message_id``)."""
+        self.client  # noqa: B018  (connects both clients in this process)
+        assert self._once is not None
+        return self._once
+
+    def _connect(self, *, retries: int) -> redis.Redis:
+        return redis.Redis.from_url(
+            self.settings.redis_url,
+            socket_connect_timeout=2.0,
+            socket_timeout=5.0,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
+            health_check_interval=30,
+        )
 
     @property
     def scripts(self) -> Scripts:
