@@ -34,7 +34,7 @@ SCRIPT_NAMES = (
     "restart",
     "rewake",
     "fire_timers",
-    "hint_clear",
+    "hint_move",
     "tick_lock",
     "iso_outcome",
     "iso_mark",
@@ -83,7 +83,7 @@ class Scripts:
     restart: LuaScript
     rewake: LuaScript
     fire_timers: LuaScript
-    hint_clear: LuaScript
+    hint_move: LuaScript
     tick_lock: LuaScript
     iso_outcome: LuaScript
     iso_mark: LuaScript

@@ -96,7 +96,7 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _str_dict(raw: dict[Any, Any]) -> dict[str, str]:
+def text_dict(raw: dict[Any, Any]) -> dict[str, str]:
     try:
         return {
             (k.decode() if isinstance(k, bytes) else str(k)): (
@@ -258,8 +258,8 @@ class ActorStore:
         with redis_errors(keys.meta):
             meta, pending, *dead = pipe.execute()
         if with_dead:
-            return _str_dict(meta), int(pending), int(dead[0])
-        return _str_dict(meta), int(pending)
+            return text_dict(meta), int(pending), int(dead[0])
+        return text_dict(meta), int(pending)
 
     # -- operator and supervisor transitions -----------------------------------------------
     def halt(

@@ -110,7 +110,13 @@ class Supervision:
         sup = self
 
         @self.app.task(  # type: ignore[untyped-decorator]  # celery has no type hints
-            name=TICK_TASK, bind=True, ignore_result=True, shared=False
+            name=TICK_TASK,
+            bind=True,
+            ignore_result=True,
+            shared=False,
+            # Flower shows a result through a repr cut at this size: a tick's decisions
+            # are its point, so let them through.
+            resultrepr_maxsize=16384,
         )
         def tick(task: Any) -> dict[str, Any]:
             return run_tick(sup)

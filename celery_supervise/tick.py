@@ -15,13 +15,14 @@ import json
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .actors import registered
 from .errors import ActorNotRegistered, CorruptActorData, RedisUnavailable
 from .keyspace import parse_actor_member
 from .mailbox import Entry
-from .store import redis_errors
+from .store import text_dict, redis_errors
 
 if TYPE_CHECKING:
     from .supervision import Supervision
@@ -36,7 +37,7 @@ _GARBAGE_ERRORS = (AttributeError, KeyError, TypeError, ValueError)
 #: Most due hints read from one bucket per tick; the rest wait for the next tick.
 DUE_PER_BUCKET = 500
 #: How long a tick waits before looking again at an actor whose visit raised (ms).
-RETRY_FAILED_VISIT_MS = 5_000
+RETRY_FAILED_VISIT_MS = 30_000
 #: Decisions listed in one tick's result (the rest are in the events stream).
 DECISIONS_IN_RESULT = 50
 #: Longest a repaired-but-still-unclaimed actor waits between re-publishes (seconds).
@@ -84,25 +85,19 @@ def _tick(sup: Supervision) -> dict[str, Any]:
             for member_raw, score in due:
                 member = _text(member_raw)
                 try:
-                    outcome = visit(sup, bucket, member, float(score))
-                except (
-                    CorruptActorData,
-                    ActorNotRegistered,
-                    KeyError,
-                    TypeError,
-                    ValueError,
-                ) as exc:
-                    # ValueError & co: a field of the actor's keys is not what we wrote
-                    # (``int("garbage")``, bad JSON). One actor's garbage must not stop the
-                    # tick for every other actor (SPEC 6.6).
+                    outcome = visit(sup, bucket, member, float(score), now)
+                except (CorruptActorData, ActorNotRegistered) as exc:
+                    # Garbage in the actor's keys, or a type no process declares: named in
+                    # an event; nothing else is touched, and the tick goes on (SPEC 6.6).
                     outcome = "corrupt"
                     sup.log_event("corrupt_actor", member=member, error=str(exc))
                     _drop_hint(sup, bucket, member, float(score))
                 except RedisUnavailable:
                     raise
                 except Exception as exc:
-                    # A bug must not stop the tick for every other actor, nor lose this
-                    # one: it is logged and looked at again a little later.
+                    # Anything else (a field that is not what we wrote, a bug) must neither
+                    # stop the tick for every other actor nor lose this one: it is logged
+                    # and looked at again a little later.
                     log.exception("celery_supervise tick_visit_failed member=%s", member)
                     outcome = "failed"
                     sup.log_event("tick_visit_failed", member=member, error=repr(exc))
@@ -121,102 +116,147 @@ def _tick(sup: Supervision) -> dict[str, Any]:
 
 
 def _drop_hint(sup: Supervision, bucket: str, member: str, score: float) -> None:
-    sup.scripts.hint_clear(keys=[bucket], args=[member, score])
+    _move_hint(sup, bucket, member, score, None)
 
 
 def _move_hint(sup: Supervision, bucket: str, member: str, old: float, new: float | None) -> None:
     """Replace the hint we read (``old``) by ``new`` (None: drop it) unless someone moved
     it meanwhile; a hint moved earlier by a worker is kept (it is more urgent)."""
-    if new is None:
-        _drop_hint(sup, bucket, member, old)
-        return
+    sup.scripts.hint_move(keys=[bucket], args=[member, old, "" if new is None else new])
+
+
+@dataclass
+class _Look:
+    """One actor's keys as one round trip saw them."""
+
+    meta: dict[str, str]
+    pending: int
+    outbox: int
+    isolates: bool
+    next_timer: float | None
+
+    @property
+    def status(self) -> str:
+        return self.meta.get("status", "idle")
+
+    @property
+    def leased(self) -> bool:
+        return bool(self.meta.get("lease_until"))
+
+
+def _look(sup: Supervision, keys: Any) -> _Look:
     pipe = sup.client.pipeline(transaction=False)
-    pipe.zscore(bucket, member)
-    current = pipe.execute()[0]
-    if current is None or float(current) == old or float(current) > new:
-        sup.client.zadd(bucket, {member: new})
+    pipe.hgetall(keys.meta)
+    pipe.llen(keys.mailbox)
+    pipe.llen(keys.outbox)
+    pipe.exists(keys.isolates)
+    pipe.zrange(keys.timers, 0, 0, withscores=True)
+    meta, pending, outbox, isolates, timer = pipe.execute()
+    return _Look(
+        meta=text_dict(meta),
+        pending=int(pending),
+        outbox=int(outbox),
+        isolates=bool(isolates),
+        next_timer=float(timer[0][1]) if timer else None,
+    )
 
 
-def visit(sup: Supervision, bucket: str, member: str, score: float) -> str:
-    """Look at one due actor; act on what its own keys say; set its next hint."""
+def visit(sup: Supervision, bucket: str, member: str, score: float, now: int | None = None) -> str:
+    """Look at one due actor; act on what its own keys say; set its next hint.
+
+    One pipelined read to look; a script per action actually taken; one script to move the
+    hint. A visit that finds nothing to do costs two round trips."""
     type_name, key = parse_actor_member(member)
     atype = registered(type_name)
     ref = sup.ref(type_name, key)
     keys = ref.keys
-    where = f"actor {type_name}:{key}"
     outcome = "checked"
-    with redis_errors(where):
-        meta, pending = sup.store.read_meta(keys)
-        if not meta:
+    with redis_errors(f"actor {type_name}:{key}"):
+        look = _look(sup, keys)
+        if not look.meta:
             _drop_hint(sup, bucket, member, score)
             return "gone"
-        now = redis_now_ms(sup)
-        lease_until = meta.get("lease_until")
-        if lease_until and int(lease_until) <= now and meta.get("stop_requested") == "1":
-            # The step that called ctx.stop() committed, then its worker died before
-            # releasing: that is the normal exit it asked for, not a crash (SPEC 6.4).
-            outcome = _release_stopped(sup, ref, meta)
-            meta, pending = sup.store.read_meta(keys)
-        elif lease_until and int(lease_until) <= now:
-            outcome = _worker_lost(sup, atype, ref, meta)
-            meta, pending = sup.store.read_meta(keys)
-        if sup.client.llen(keys.outbox) and not meta.get("lease_until"):
+        if now is None:
+            now = redis_now_ms(sup)
+        changed = False
+        lease_until = look.meta.get("lease_until")
+        if lease_until and int(lease_until) <= now:
+            if look.meta.get("stop_requested") == "1":
+                # The step that called ctx.stop() committed, then its worker died before
+                # releasing: that is the normal exit it asked for, not a crash (SPEC 6.4).
+                outcome = _release_stopped(sup, ref, look.meta)
+            else:
+                outcome = _worker_lost(sup, atype, ref, look.meta)
+            changed = True
+        if changed:
+            look = _look(sup, keys)
+        if look.outbox and not look.leased:
             sup.relay_outbox(type_name, key)
-        status = meta.get("status", "idle")
-        if status == "crashed" or (
-            status == "stopped"
-            and meta.get("stopped_normally") == "1"
-            and meta.get("exit_reported") != meta.get("stopped_at")
+            changed = True
+        if look.status == "crashed" or (
+            look.status == "stopped"
+            and look.meta.get("stopped_normally") == "1"
+            and look.meta.get("exit_reported") != look.meta.get("stopped_at")
         ):
             from .tree_shell import decide_exit
 
             if sup.client.llen(keys.dead):  # repair the index if its writer died
                 sup.store.index_dead(type_name, key)
-
-            outcome = decide_exit(sup, atype, ref, meta)
-            meta, pending = sup.store.read_meta(keys)
-            status = meta.get("status", "idle")
-        if status == "backoff" and int(meta.get("restart_at", "0")) <= now:
+            outcome = decide_exit(sup, atype, ref, look.meta)
+            look = _look(sup, keys)
+        if look.status == "backoff" and int(look.meta.get("restart_at", "0")) <= now:
+            recovery = look.meta.get("recovery") or atype.recovery
             result = sup.store.restart(
                 ref,
                 mode="due",
-                recovery=meta.get("recovery") or atype.recovery,
-                initial=_initial_if_reset(atype, key, meta),
+                recovery=recovery,
+                initial=_initial_if_reset(atype, key, look.meta),
                 history=atype.history,
                 clear_crashes=False,
             )
             if result in ("woke", "idle"):
-                sup.log_event(
-                    "restarted",
-                    actor=type_name,
-                    key=key,
-                    recovery=meta.get("recovery") or atype.recovery,
-                )
+                sup.log_event("restarted", actor=type_name, key=key, recovery=recovery)
                 outcome = "restarted"
-            meta, pending = sup.store.read_meta(keys)
-            status = meta.get("status", "idle")
-        if sup.client.exists(keys.isolates):
+            changed = True
+        if look.isolates:
             sup.isolation.check(type_name, key, keys, now)
-        woke, fired, next_timer = (
-            int(x) for x in sup.scripts.fire_timers(keys=[keys.meta, keys.mailbox, keys.timers])
-        )
-        if woke:
-            sup.publish(type_name, key)
-        if fired:
-            outcome = "timers"
-            meta, pending = sup.store.read_meta(keys)
-            status = meta.get("status", "idle")
-        if status in ("idle", "active") and pending and not meta.get("lease_until"):
+            changed = True
+        if look.next_timer is not None and look.next_timer <= now:
+            woke, fired, _ = (
+                int(x) for x in sup.scripts.fire_timers(keys=[keys.meta, keys.mailbox, keys.timers])
+            )
+            if woke:
+                sup.publish(type_name, key)
+            if fired:
+                outcome = "timers"
+            changed = True
+        if changed:
+            look = _look(sup, keys)
+        if _needs_rewake(sup, look, now):
             base = int(sup.repair_after * 1000)
             if sup.scripts.rewake(
                 keys=[keys.meta, keys.mailbox], args=[base, int(REPAIR_CAP * 1000)]
             ):
                 sup.publish(type_name, key)
-                sup.log_event("rewoken", actor=type_name, key=key, pending=pending)
+                sup.log_event("rewoken", actor=type_name, key=key, pending=look.pending)
                 outcome = "rewoken"
-                meta, pending = sup.store.read_meta(keys)
-        _move_hint(sup, bucket, member, score, _next_due(sup, meta, pending, next_timer, keys))
+                look = _look(sup, keys)
+        _move_hint(sup, bucket, member, score, _next_due(sup, look, now))
     return outcome
+
+
+def _repair_wait_ms(sup: Supervision, meta: dict[str, str]) -> float:
+    """How long a scheduled actor may wait for its run before it is re-published."""
+    rewakes = int(meta.get("rewakes", "0"))
+    return float(min(sup.repair_after * 2**rewakes, REPAIR_CAP)) * 1000
+
+
+def _needs_rewake(sup: Supervision, look: _Look, now: int) -> bool:
+    if look.status not in ("idle", "active") or not look.pending or look.leased:
+        return False
+    if look.meta.get("sched") != "1":
+        return True
+    return now - int(look.meta.get("sched_at", "0")) >= _repair_wait_ms(sup, look.meta)
 
 
 def _initial_if_reset(atype: Any, key: str, meta: dict[str, str]) -> bytes | None:
@@ -227,28 +267,27 @@ def _initial_if_reset(atype: Any, key: str, meta: dict[str, str]) -> bytes | Non
     return encode(atype.initial_state(key), what="initial state")
 
 
-def _next_due(
-    sup: Supervision, meta: dict[str, str], pending: int, next_timer: int, keys: Any
-) -> float | None:
+def _next_due(sup: Supervision, look: _Look, now: int) -> float | None:
     """When this actor next needs the tick, from its own keys; None if never."""
     candidates: list[float] = []
-    if next_timer >= 0:
-        candidates.append(next_timer)
-    if meta.get("lease_until"):
-        candidates.append(int(meta["lease_until"]) + 1)
-    status = meta.get("status", "idle")
-    if status == "backoff":
-        candidates.append(int(meta.get("restart_at", "0")))
-    elif status == "crashed":
-        candidates.append(time.time() * 1000)
-    if status in ("idle", "active") and pending and not meta.get("lease_until"):
-        rewakes = int(meta.get("rewakes", "0"))
-        wait = min(sup.repair_after * 2**rewakes, REPAIR_CAP)
-        candidates.append(int(meta.get("sched_at", "0")) + wait * 1000)
-    if sup.client.llen(keys.outbox):
-        candidates.append(time.time() * 1000 + sup.settings.lease_seconds * 1000)
-    if sup.client.exists(keys.isolates):
-        candidates.append(sup.isolation.next_check_ms(keys))
+    if look.next_timer is not None:
+        candidates.append(look.next_timer)
+    if look.leased:
+        candidates.append(int(look.meta["lease_until"]) + 1)
+    if look.status == "backoff":
+        candidates.append(int(look.meta.get("restart_at", "0")))
+    elif look.status == "crashed":
+        candidates.append(now)
+    if look.status in ("idle", "active") and look.pending and not look.leased:
+        candidates.append(int(look.meta.get("sched_at", "0")) + _repair_wait_ms(sup, look.meta))
+    if look.outbox:
+        candidates.append(now + sup.settings.lease_seconds * 1000)
+    if look.isolates:
+        candidates.append(
+            sup.isolation.next_check_ms(
+                sup.keyspace.actor(look.meta.get("type", ""), look.meta.get("key", ""))
+            )
+        )
     return min(candidates) if candidates else None
 
 

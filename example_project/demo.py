@@ -436,7 +436,8 @@ def _flower_check(run: Run) -> None:
     except OSError as exc:
         print(f"flower: not reachable ({exc})")
         return
-    names = Counter(t.get("name") for t in tasks.values())
+    # a task whose received event came before Flower subscribed has no name
+    names = Counter(t.get("name") or "(unnamed)" for t in tasks.values())
     failed = sum(1 for t in tasks.values() if t.get("state") == "FAILURE")
     print(
         f"flower: {len(tasks)} tasks listed ({_fmt(names)}); {failed} failed "

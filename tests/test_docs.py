@@ -234,3 +234,17 @@ def test_cli_against_the_example_project(
     assert names == ["root", "billing", "ledger"]
     assert out["actor"]["state"]["balance"] == 15
     assert len(out["dead"]["dead_letters"]) == 2
+
+
+def test_tick_routing_example_routes_the_tick() -> None:
+    from celery import Celery
+
+    from docs.examples.routing import route_tick
+
+    from celery_supervise import Supervision
+
+    app = Celery("routing", broker="redis://127.0.0.1:1/0", set_as_current=False)
+    route_tick(app)
+    Supervision(app)
+    route = app.amqp.router.route({}, "celery_supervise.tick")
+    assert route["queue"].name == "supervise"

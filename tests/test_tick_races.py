@@ -144,10 +144,10 @@ def test_a_visit_that_raises_neither_stops_the_tick_nor_loses_the_actor(
     local.run()
     real_visit = tick_module.visit
 
-    def buggy(sup: Any, bucket: str, member: str, score: float) -> str:
+    def buggy(sup: Any, bucket: str, member: str, score: float, now: Any = None) -> str:
         if member.endswith(":broken"):
             raise AttributeError("a bug in the tick")
-        return real_visit(sup, bucket, member, score)
+        return real_visit(sup, bucket, member, score, now)
 
     monkeypatch.setattr(tick_module, "visit", buggy)
     summary = local.tick()
