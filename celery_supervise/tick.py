@@ -22,7 +22,7 @@ from .actors import registered
 from .errors import ActorNotRegistered, CorruptActorData, RedisUnavailable
 from .keyspace import parse_actor_member
 from .mailbox import Entry
-from .store import text_dict, redis_errors
+from .store import redis_errors, text_dict
 
 if TYPE_CHECKING:
     from .supervision import Supervision

@@ -239,9 +239,8 @@ def test_cli_against_the_example_project(
 def test_tick_routing_example_routes_the_tick() -> None:
     from celery import Celery
 
-    from docs.examples.routing import route_tick
-
     from celery_supervise import Supervision
+    from docs.examples.routing import route_tick
 
     app = Celery("routing", broker="redis://127.0.0.1:1/0", set_as_current=False)
     route_tick(app)
