@@ -47,11 +47,18 @@ R = TypeVar("R")
 
 
 class OperatorError(click.ClickException):
-    """A failure shown as one line on stderr (``Error: ...``), with an exit code."""
+    """A failure shown as one line on stderr (``Error: ...``), exit code 1."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str) -> None:
         super().__init__(" ".join(message.split()))
-        self.exit_code = exit_code
+
+
+class Unavailable(OperatorError):
+    """Redis or the broker cannot be reached: exit code 69, as Celery's own commands."""
+
+    exit_code = EXIT_UNAVAILABLE
 
 
 def _explain(exc: Exception) -> OperatorError | None:
@@ -63,11 +70,11 @@ def _explain(exc: Exception) -> OperatorError | None:
 
     where = click.get_current_context().meta.get("supervise.redis_url", "Redis")
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-        return OperatorError(f"cannot reach Redis at {where}: {exc}", EXIT_UNAVAILABLE)
+        return Unavailable(f"cannot reach Redis at {where}: {exc}")
     if isinstance(exc, RedisUnavailable):
-        return OperatorError(f"cannot reach Redis at {where}: {exc}", EXIT_UNAVAILABLE)
+        return Unavailable(f"cannot reach Redis at {where}: {exc}")
     if isinstance(exc, OperationalError):
-        return OperatorError(f"cannot reach the Celery broker: {exc}", EXIT_UNAVAILABLE)
+        return Unavailable(f"cannot reach the Celery broker: {exc}")
     if isinstance(exc, redis.RedisError):
         return OperatorError(f"Redis at {where} refused the command: {exc}")
     if isinstance(exc, SuperviseError):
@@ -618,7 +625,7 @@ def tick(ctx: click.Context, as_json: bool) -> None:
 
     summary = run_tick(_supervision(ctx))
     if "redis" in str(summary.get("skipped", "")).lower():  # Redis went away mid-tick
-        raise OperatorError(f"tick skipped: {summary['skipped']}", EXIT_UNAVAILABLE)
+        raise Unavailable(f"tick skipped: {summary['skipped']}")
     if as_json:
         _print_json(summary)
     elif "skipped" in summary:
