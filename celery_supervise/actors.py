@@ -110,6 +110,24 @@ class ActorType(Generic[S]):
             return self.initial(key)
         return copy.deepcopy(self.initial)
 
+    def valid_initial(self, key: str) -> bytes:
+        """``initial(key)``, encoded, for a ``reset``; ``StateRejected`` if it is not a state
+        that may be committed (it fails ``validate``, or is not JSON)."""
+        from .codec import encode
+        from .errors import StateRejected, SuperviseError
+
+        state = self.initial_state(key)
+        try:
+            raw = encode(state, what=f"initial state of {self.name}:{key}")
+        except SuperviseError as exc:
+            raise StateRejected("unserializable_state", str(exc)) from None
+        problem = self.check(state)
+        if problem:
+            raise StateRejected(
+                "invalid_state", f"initial state of {self.name}:{key} fails validate: {problem}"
+            )
+        return raw
+
     def check(self, state: Any) -> str | None:
         """None if ``state`` passes ``validate``; otherwise why it does not."""
         if self.validate is None:

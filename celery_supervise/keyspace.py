@@ -52,12 +52,16 @@ class ActorKeys:
     isolates: str  #: hash of isolated subtasks still owing their outcome message
     dedup_prefix: str  #: + message_id: caller-given ids remembered for the dedup window
     origin_prefix: str  #: + sender: highest effect ordinal received from that actor
+    requeue_prefix: str  #: + dead letter seq: that letter was requeued (its own namespace)
 
     def dedup(self, message_id: str) -> str:
         return self.dedup_prefix + message_id
 
     def origin(self, sender_member: str) -> str:
         return self.origin_prefix + sender_member
+
+    def requeued(self, seq: int) -> str:
+        return f"{self.requeue_prefix}{seq}"
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class Keyspace:
             isolates=f"{base}:isolates",
             dedup_prefix=f"{base}:mid:",
             origin_prefix=f"{base}:from:",
+            requeue_prefix=f"{base}:rq:",
         )
 
     def due_bucket(self, member: str) -> str:

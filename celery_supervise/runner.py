@@ -300,11 +300,13 @@ class _Run:
         if halted_by is not None:
             # A supervisor above this actor was stopped (escalation): stop here too, keep
             # the mailbox, and let the supervisor's restart bring it back.
-            ref = sup.ref(self.atype.name, self.key)
-            sup.store.halt(ref, "stopped", reason=f"supervisor:{halted_by}")
+            # Recorded first: dying between the two leaves a member the supervisor's
+            # restart brings back (a spurious restart at worst), never a lost actor.
             sup.client.sadd(
                 sup.keyspace.supervisor_members(halted_by), f"{self.atype.name}:{self.key}"
             )
+            ref = sup.ref(self.atype.name, self.key)
+            sup.store.halt(ref, "stopped", reason=f"supervisor:{halted_by}")
             summary["outcome"] = f"stopped by supervisor {halted_by}"
             return summary
         self.token = int(claim[1])  # HINCRBY'd by claim.lua: always an integer

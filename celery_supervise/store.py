@@ -154,7 +154,8 @@ class ActorStore:
         origin: tuple[str, int] | None = None,
     ) -> list[int]:
         """Append ``(message_id, body, dedup)`` entries; wake the actor if idle. ``dedup`` is
-        True for a caller-given id, or a str token deduplicated instead of the id.
+        True for a caller-given id, or the dedup key itself (a key of this actor outside the
+        caller-id namespace, e.g. ``keys.requeued(seq)``).
         ``origin`` = (sender member, ordinal) marks a relay from another actor's outbox."""
         keys = self.sup.keyspace.actor(type_name, key)
         args: list[Any] = [type_name, key, self.sup.settings.dedup_window, len(batch)]
@@ -165,16 +166,20 @@ class ActorStore:
                 dedup_keys.append(keys.origin(origin[0]))
                 continue
             args += [header_json(mid, reply=reply), body, "1" if given else "0"]
-            dedup_keys.append(keys.dedup(given if isinstance(given, str) else mid))
+            dedup_keys.append(given if isinstance(given, str) else keys.dedup(mid))
 
         def build(pipe: Any) -> None:
+            # The hint before the append covers a client dying mid-pipeline; the one after
+            # covers a tick that, having read the actor empty, drops the hint in between
+            # (the tick re-checks after dropping; see tick._drop_if_unchanged).
             self.add_hint(pipe, type_name, key, self.sup.repair_after)
             self.sup.scripts.send(
                 keys=[keys.meta, keys.mailbox, *dedup_keys], args=args, client=pipe
             )
+            self.add_hint(pipe, type_name, key, self.sup.repair_after)
 
         with redis_errors(f"actor {type_name}:{key}"):
-            result = run_pipeline(self.sup, build, client=self.sup.client_once)[-1]
+            result = run_pipeline(self.sup, build, client=self.sup.client_once)[-2]
         if int(result[0]) == 1:
             # The messages are durable now; a failed publish must not make the caller think
             # they were not sent (a retry without caller ids would duplicate them). The hint
@@ -297,8 +302,10 @@ class ActorStore:
         clear_crashes: bool,
         rollback_of: int | None = None,
     ) -> str:
-        with redis_errors(f"actor {ref.type_name}:{ref.key}"):
-            result = self.sup.scripts.restart(
+        def build(pipe: Any) -> None:
+            # If the run this restart publishes is lost, the tick repairs it from this hint.
+            self.add_hint(pipe, ref.type_name, ref.key, self.sup.repair_after)
+            self.sup.scripts.restart(
                 keys=[ref.keys.meta, ref.keys.mailbox, ref.keys.history],
                 args=[
                     mode,
@@ -308,7 +315,11 @@ class ActorStore:
                     "1" if clear_crashes else "0",
                     "" if rollback_of is None else rollback_of,
                 ],
+                client=pipe,
             )
+
+        with redis_errors(f"actor {ref.type_name}:{ref.key}"):
+            result = run_pipeline(self.sup, build)[-1]
         outcome = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
         if outcome == "woke":
             self.sup.publish(ref.type_name, ref.key)
@@ -319,7 +330,7 @@ class ActorStore:
         removal (a crash in between loses nothing) and is deduplicated on the letter's
         sequence number (so requeueing it again after such a crash does not send twice)."""
         body = encode(letter.message, what="dead letter")
-        token = f"requeue:{letter.seq}"
-        self.send(ref.type_name, ref.key, [(letter.message_id, body, token)])
+        marker = ref.keys.requeued(letter.seq)
+        self.send(ref.type_name, ref.key, [(letter.message_id, body, marker)])
         # redis-py types list values as str; the bytes read back are what LREM compares
         self.client.lrem(ref.keys.dead, 1, raw)

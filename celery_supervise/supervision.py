@@ -270,11 +270,7 @@ class Supervision:
         recovery = recovery or atype.recovery
         if recovery not in ("last_good", "reset"):
             raise ConfigurationError(f"recovery must be 'last_good' or 'reset', got {recovery!r}")
-        initial = None
-        if recovery == "reset":
-            from .codec import encode
-
-            initial = encode(atype.initial_state(ref.key), what="initial state")
+        initial = atype.valid_initial(ref.key) if recovery == "reset" else None
         if only_halted:
             snap = ref.snapshot()
             if snap.status not in ("stopped", "quarantined", "backoff"):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .actors import registered
-from .errors import ActorNotRegistered, CorruptActorData, RedisUnavailable
+from .errors import ActorNotRegistered, CorruptActorData, RedisUnavailable, StateRejected
 from .keyspace import parse_actor_member
 from .mailbox import Entry
 from .store import redis_errors, text_dict
@@ -206,17 +206,34 @@ def visit(sup: Supervision, bucket: str, member: str, score: float, now: int | N
             look = _look(sup, keys)
         if look.status == "backoff" and int(look.meta.get("restart_at", "0")) <= now:
             recovery = look.meta.get("recovery") or atype.recovery
-            result = sup.store.restart(
-                ref,
-                mode="due",
-                recovery=recovery,
-                initial=_initial_if_reset(atype, key, look.meta),
-                history=atype.history,
-                clear_crashes=False,
-            )
-            if result in ("woke", "idle"):
-                sup.log_event("restarted", actor=type_name, key=key, recovery=recovery)
-                outcome = "restarted"
+            try:
+                initial = atype.valid_initial(key) if recovery == "reset" else None
+            except StateRejected as exc:
+                # Committed state always passes validate (SPEC 6.5): an actor whose reset
+                # state would not is kept as it is, quarantined, for an operator.
+                sup.store.halt(
+                    ref, "quarantined", reason=f"reset refused: {exc}", only_from="backoff"
+                )
+                sup.log_event(
+                    "quarantine",
+                    actor=type_name,
+                    key=key,
+                    cause="reset_state_invalid",
+                    error=str(exc),
+                )
+                outcome = "quarantined"
+            else:
+                result = sup.store.restart(
+                    ref,
+                    mode="due",
+                    recovery=recovery,
+                    initial=initial,
+                    history=atype.history,
+                    clear_crashes=False,
+                )
+                if result in ("woke", "idle"):
+                    sup.log_event("restarted", actor=type_name, key=key, recovery=recovery)
+                    outcome = "restarted"
             changed = True
         if look.isolates:
             sup.isolation.check(type_name, key, keys, now)
@@ -241,8 +258,25 @@ def visit(sup: Supervision, bucket: str, member: str, score: float, now: int | N
                 sup.log_event("rewoken", actor=type_name, key=key, pending=look.pending)
                 outcome = "rewoken"
                 look = _look(sup, keys)
-        _move_hint(sup, bucket, member, score, _next_due(sup, look, now))
+        due = _next_due(sup, look, now)
+        if due is None:
+            _drop_if_unchanged(sup, bucket, member, score, keys, look)
+        else:
+            _move_hint(sup, bucket, member, score, due)
     return outcome
+
+
+def _drop_if_unchanged(
+    sup: Supervision, bucket: str, member: str, score: float, keys: Any, look: _Look
+) -> None:
+    """Drop the hint of an actor that needs nothing -- unless a message arrived since we
+    looked. A send writes its hint before *and after* its append, and this re-check runs
+    after the drop, so one of the two always sees the other: either the re-check sees the
+    new sequence number and puts the hint back, or the send's second hint lands after the
+    drop."""
+    _drop_hint(sup, bucket, member, score)
+    if _text(sup.client.hget(keys.meta, "seq") or b"") != look.meta.get("seq", ""):
+        sup.client.zadd(bucket, {member: redis_now_ms(sup)})
 
 
 def _repair_wait_ms(sup: Supervision, meta: dict[str, str]) -> float:
@@ -257,14 +291,6 @@ def _needs_rewake(sup: Supervision, look: _Look, now: int) -> bool:
     if look.meta.get("sched") != "1":
         return True
     return now - int(look.meta.get("sched_at", "0")) >= _repair_wait_ms(sup, look.meta)
-
-
-def _initial_if_reset(atype: Any, key: str, meta: dict[str, str]) -> bytes | None:
-    from .codec import encode
-
-    if (meta.get("recovery") or atype.recovery) != "reset":
-        return None
-    return encode(atype.initial_state(key), what="initial state")
 
 
 def _next_due(sup: Supervision, look: _Look, now: int) -> float | None:

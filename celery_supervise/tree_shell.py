@@ -80,6 +80,10 @@ def decide_exit(
         exit_id = f"{child}#stop{meta.get('stopped_at')}"
         reason = "normal"
     plan_key = f"{sup.keyspace.prefix}:plan:{{{exit_id}}}"
+    if crashed and _text(sup.client.hget(ref.keys.meta, "crash_seq") or b"") != meta["crash_seq"]:
+        return "checked"  # a newer crash: this exit was decided and overtaken meanwhile
+    if crashed and _text(sup.client.hget(ref.keys.meta, "status") or b"") != "crashed":
+        return "checked"  # settled by a concurrent tick since our look
     stored = sup.client.get(plan_key)
     if stored is None:
         now = time.time()
@@ -123,7 +127,8 @@ def decide_exit(
         _settle(sup, ref, meta, "stopped", 0.0, None, "supervisor stopped")
     if not crashed:
         sup.client.hset(ref.keys.meta, "exit_reported", meta.get("stopped_at", ""))
-    sup.client.delete(plan_key)
+    # The plan stays until it expires: a tick that looked before this one settled the actor
+    # finds it (or the status check above stops it) instead of deciding the exit again.
     return plan[-1]["action"] if plan else "checked"
 
 

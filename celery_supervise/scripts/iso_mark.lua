@@ -11,4 +11,9 @@ if ARGV[4] == '1' and redis.call('HEXISTS', KEYS[1], field) == 1 then return 0 e
 local value = ARGV[3]
 if value == 'now' then value = now_ms() end
 redis.call('HSET', KEYS[1], field, value)
+if ARGV[2] == 'started' then
+  -- The run's first heartbeat, in the same step as its claim: a worker dying right after
+  -- claiming is then noticed as WorkerLost like any other.
+  redis.call('HSET', KEYS[1], ARGV[1] .. '|heartbeat', value)
+end
 return 1

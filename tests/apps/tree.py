@@ -119,3 +119,15 @@ def isolator(ctx: Any, state: dict[str, Any], message: Any) -> dict[str, Any]:
 def dynamic(ctx: Any, state: dict[str, Any], message: Any) -> dict[str, Any]:
     """A dynamic child (not listed in its supervisor's children)."""
     return _apply(state, message)
+
+
+@actor(
+    name="tree.reset_invalid",
+    initial=lambda key: {"n": -1},
+    validate=lambda s: s["n"] >= 0,
+    recovery="reset",
+    max_attempts=100,
+)
+def reset_invalid(ctx: Any, state: dict[str, Any], message: Any) -> dict[str, Any]:
+    state["n"] = max(state["n"], 0) + 1
+    return state
