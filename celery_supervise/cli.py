@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 import click
 from celery.bin.base import CeleryCommand, handle_preload_options
 
+from .codec import text
+
 if TYPE_CHECKING:
     from .ref import ActorRef
     from .supervision import Supervision
@@ -172,10 +174,6 @@ def _compact(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 
 
@@ -220,18 +218,18 @@ def status_report(sup: Supervision) -> dict[str, Any]:
     from .ref import public_status
 
     child_status = {
-        child: public_status(_text(raw)) if raw is not None else "absent"
+        child: public_status(text(raw)) if raw is not None else "absent"
         for child, raw in zip(actor_children, results[4 * len(names) : -2], strict=True)
     }
     supervisors = []
     for i, name in enumerate(names):
         raw_hash, history, flagged_count, flagged = results[4 * i : 4 * i + 4]
-        fields = {_text(k): _text(v) for k, v in raw_hash.items()}
+        fields = {text(k): text(v) for k, v in raw_hash.items()}
         spec = tree.spec(name)
         restarts: list[dict[str, Any]] = []
         in_period = 0
         for member, score in history:
-            exit_id, _, child = _text(member).partition("\n")
+            exit_id, _, child = text(member).partition("\n")
             restarts.append({"exit_id": exit_id, "child": child, "at": float(score)})
             in_period += float(score) >= now - spec.period
         depth, parent = 0, spec.parent
@@ -264,14 +262,14 @@ def status_report(sup: Supervision) -> dict[str, Any]:
                 },
                 "flagged": {
                     "count": int(flagged_count),
-                    "shown": sorted(_text(m) for m in flagged),
+                    "shown": sorted(text(m) for m in flagged),
                 },
             }
         )
     events = []
     for entry_id, entry in reversed(results[-2]):
-        record = json.loads(_text(entry.get(b"event", b"{}")))
-        stream_id = _text(entry_id)
+        record = json.loads(text(entry.get(b"event", b"{}")))
+        stream_id = text(entry_id)
         events.append({"id": stream_id, "at": int(stream_id.split("-")[0]) / 1000, **record})
     return {
         "key_prefix": ks.prefix,

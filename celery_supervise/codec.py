@@ -13,12 +13,17 @@ from typing import Any
 
 from .errors import InvalidMessage
 
-__all__ = ["MAX_DEPTH", "decode", "encode", "validate_json_value"]
+__all__ = ["MAX_DEPTH", "decode", "encode", "text", "validate_json_value"]
 
 #: Deepest nesting accepted; deeper values are rejected rather than risking RecursionError.
 MAX_DEPTH = 64
 
 _SCALARS = (str, bool, int, type(None))
+
+
+def text(value: Any) -> str:
+    """A Redis reply as str (the clients return bytes; tests and scripts may give str)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def validate_json_value(value: Any, *, what: str = "value") -> None:

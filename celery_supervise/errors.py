@@ -20,7 +20,6 @@ __all__ = [
     "MessageTooLarge",
     "NotInstalled",
     "RedisUnavailable",
-    "StaleLease",
     "StateRejected",
     "SuperviseError",
     "UnknownDeadLetter",
@@ -84,10 +83,6 @@ class StateRejected(SuperviseError):
 
 class RedisUnavailable(SuperviseError, ConnectionError):
     """Redis did not answer (down, unreachable, or timed out); nothing was sent."""
-
-
-class StaleLease(SuperviseError):
-    """A step tried to commit with a fencing token that is no longer current."""
 
 
 class AskNotAllowed(SuperviseError):

@@ -19,7 +19,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .codec import encode
+from .codec import encode, text
 from .errors import SuperviseError
 from .mailbox import header_json
 
@@ -35,10 +35,6 @@ log = logging.getLogger("celery_supervise")
 ISOLATED_TASK = "celery_supervise.isolated"
 #: Marks kept beside a pending record, in hash field ``"<isolate id>|<mark>"``.
 MARKS = ("published", "heartbeat", "started")
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class Isolation:
@@ -112,7 +108,7 @@ class Isolation:
         records: dict[str, dict[str, Any]] = {}
         marks: list[tuple[str, str, int]] = []
         for field_raw, value_raw in self.sup.client.hgetall(keys.isolates).items():
-            field, value = _text(field_raw), _text(value_raw)
+            field, value = text(field_raw), text(value_raw)
             base, _, mark = field.rpartition("|")
             if mark in MARKS and base:
                 marks.append((base, mark, int(float(value))))

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from .codec import encode
+from .codec import encode, text
 from .context import Context, in_handler
+from .effects import encode_effects
 from .errors import CorruptActorData, StateRejected, SuperviseError
 from .mailbox import Entry
 from .store import patiently, run_pipeline
@@ -97,10 +98,6 @@ def _time_limit(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class _Run:
     def __init__(self, sup: Supervision, atype: ActorType[Any], key: str, task: Any) -> None:
         self.sup, self.atype, self.key = sup, atype, key
@@ -154,9 +151,9 @@ class _Run:
             )
 
         result: list[Any] = self.execute(build)[-1]
-        if _text(result[0]) == "crashed" and int(result[3]) == 1:
+        if text(result[0]) == "crashed" and int(result[3]) == 1:
             self.sup.store.index_dead(self.atype.name, self.key)
-        if _text(result[0]) == "crashed":
+        if text(result[0]) == "crashed":
             self.sup.log_event(
                 "crash",
                 actor=self.atype.name,
@@ -216,7 +213,7 @@ class _Run:
     def commit(self, entry: Entry, new_raw: bytes, ctx: Context) -> bool:
         keys = self.keys
         effects = ctx.effects
-        outbox, selfs, timers, isolates = self.sup.encode_effects(self, entry, ctx)
+        outbox, selfs, timers, isolates = encode_effects(self, entry, ctx)
         args: list[Any] = [
             self.token,
             entry.seq,
@@ -234,8 +231,15 @@ class _Run:
         for pairs in (selfs, timers, isolates):
             for pair in pairs:
                 args += pair
-        commit_keys = [keys.meta, keys.mailbox, keys.history, keys.attempts, keys.outbox,
-                       keys.timers, keys.isolates]
+        commit_keys = [
+            keys.meta,
+            keys.mailbox,
+            keys.history,
+            keys.attempts,
+            keys.outbox,
+            keys.timers,
+            keys.isolates,
+        ]
 
         def build(pipe: Any) -> None:
             if timers:
@@ -248,13 +252,13 @@ class _Run:
             self.sup.scripts.commit(keys=commit_keys, args=args, client=pipe)
 
         result = self.execute(build)[-1]
-        if _text(result[0]) != "ok":
+        if text(result[0]) != "ok":
             log.warning(
                 "celery_supervise lease_lost actor=%s key=%s worker=%s outcome=%s",
                 self.atype.name,
                 self.key,
                 self.worker,
-                _text(result[0]),
+                text(result[0]),
             )
             return False
         self.version = int(result[1])
@@ -285,7 +289,7 @@ class _Run:
 
         replies = self.execute(build)
         claim = replies[-1]
-        outcome = _text(claim[0])
+        outcome = text(claim[0])
         if outcome != "ok":
             summary["outcome"] = outcome
             return summary
@@ -293,7 +297,7 @@ class _Run:
             (
                 n
                 for n, s in zip(chain, replies, strict=False)
-                if s is not None and _text(s) in ("stopped", "quarantined")
+                if s is not None and text(s) in ("stopped", "quarantined")
             ),
             None,
         )
@@ -361,7 +365,7 @@ class _Run:
         finally:
             renewer.stop()
             summary.update(committed=self.committed, version=self.version)
-        released = _text(
+        released = text(
             self.execute(
                 lambda pipe: sup.scripts.release(
                     keys=[keys.meta, keys.mailbox], args=[self.token], client=pipe

@@ -100,7 +100,3 @@ class Scripts:
         for script in self.all:
             pipe.script_load(script.source)
         pipe.execute()
-
-    def __getitem__(self, name: str) -> LuaScript:
-        script: LuaScript = getattr(self, name)
-        return script

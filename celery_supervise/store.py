@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import redis
 
-from .codec import decode, encode
+from .codec import decode, encode, text
 from .errors import AskTimeout, CorruptActorData, MessageDeadLettered, RedisUnavailable
 from .keyspace import ActorKeys, actor_member
 from .mailbox import header_json
@@ -92,18 +92,9 @@ def run_pipeline(
     raise AssertionError("unreachable")
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def text_dict(raw: dict[Any, Any]) -> dict[str, str]:
     try:
-        return {
-            (k.decode() if isinstance(k, bytes) else str(k)): (
-                v.decode() if isinstance(v, bytes) else str(v)
-            )
-            for k, v in raw.items()
-        }
+        return {text(k): text(v) for k, v in raw.items()}
     except UnicodeDecodeError as exc:
         bad = next(k for k, v in raw.items() if not _utf8(k) or not _utf8(v))
         raise CorruptActorData(
@@ -131,15 +122,12 @@ class ActorStore:
     def member(self, type_name: str, key: str) -> str:
         return actor_member(type_name, key)
 
-    def hint_ms(self, seconds_from_now: float) -> int:
-        return int((time.time() + seconds_from_now) * 1000)
-
     def add_hint(self, pipe: Any, type_name: str, key: str, seconds_from_now: float) -> None:
         """Ask the tick to look at this actor no later than ``seconds_from_now``."""
         member = self.member(type_name, key)
         pipe.zadd(
             self.sup.keyspace.due_bucket(member),
-            {member: self.hint_ms(seconds_from_now)},
+            {member: int((time.time() + seconds_from_now) * 1000)},
             lt=True,
         )
 
@@ -229,7 +217,7 @@ class ActorStore:
         from .keyspace import parse_actor_member
 
         index = self.sup.keyspace.dead_index
-        members = [_text(m) for m in self.client.zrevrange(index, 0, -1)]
+        members = [text(m) for m in self.client.zrevrange(index, 0, -1)]
         pipe = self.client.pipeline(transaction=False)
         for member in members:
             pipe.llen(self.sup.keyspace.actor(*parse_actor_member(member)).dead)

@@ -19,7 +19,8 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from .actors import all_types, registered, validate_key
+from .actors import registered, validate_key
+from .codec import text
 from .errors import ConfigurationError, NotInstalled
 from .keyspace import Keyspace
 from .scripts import Scripts
@@ -39,10 +40,6 @@ log = logging.getLogger("celery_supervise")
 TICK_TASK = "celery_supervise.tick"
 #: Events kept in the capped decision stream.
 EVENTS_KEPT = 10_000
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 _installed: weakref.WeakKeyDictionary[Any, Supervision] = weakref.WeakKeyDictionary()
@@ -135,7 +132,6 @@ class Supervision:
 
         signals.worker_ready.connect(on_start, weak=False)
         signals.beat_init.connect(on_start, weak=False)
-        self._on_start = on_start
 
     def check_redis(self) -> list[str]:
         """Warnings about Redis settings that put actor state at risk (logged at start-up)."""
@@ -146,7 +142,7 @@ class Supervision:
             config.update(self.client.config_get("appendfsync"))
         except redis.RedisError as exc:  # managed Redis often disables CONFIG
             return [f"could not read Redis' configuration to check durability ({exc})"]
-        values = {_text(k): _text(v) for k, v in config.items()}
+        values = {text(k): text(v) for k, v in config.items()}
         policy = values.get("maxmemory-policy", "noeviction")
         if policy != "noeviction":
             warnings.append(
@@ -258,11 +254,6 @@ class Supervision:
 
         return relay_outbox(self, type_name, key)
 
-    def encode_effects(self, run: Any, entry: Any, ctx: Any) -> Any:
-        from .effects import encode_effects
-
-        return encode_effects(run, entry, ctx)
-
     def operator_restart(
         self, ref: ActorRef, *, recovery: str | None, only_halted: bool = False
     ) -> str:
@@ -293,9 +284,6 @@ class Supervision:
         pipe = self.client.pipeline(transaction=False)
         self.store.add_hint(pipe, type_name, key, 0)
         pipe.execute()
-
-    def actor_types(self) -> dict[str, Any]:
-        return all_types()
 
     # -- decisions, reported one way ---------------------------------------------------------
     def log_event(self, event: str, **fields: Any) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .actors import registered
+from .codec import text
 from .errors import ActorNotRegistered, CorruptActorData, RedisUnavailable, StateRejected
 from .keyspace import parse_actor_member
 from .mailbox import Entry
@@ -42,10 +43,6 @@ RETRY_FAILED_VISIT_MS = 30_000
 DECISIONS_IN_RESULT = 50
 #: Longest a repaired-but-still-unclaimed actor waits between re-publishes (seconds).
 REPAIR_CAP = 300.0
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def redis_now_ms(sup: Supervision) -> int:
@@ -83,7 +80,7 @@ def _tick(sup: Supervision) -> dict[str, Any]:
             pipe.zrangebyscore(bucket, "-inf", now, start=0, num=DUE_PER_BUCKET, withscores=True)
         for bucket, due in zip(buckets, pipe.execute(), strict=True):
             for member_raw, score in due:
-                member = _text(member_raw)
+                member = text(member_raw)
                 try:
                     outcome = visit(sup, bucket, member, float(score), now)
                 except (CorruptActorData, ActorNotRegistered) as exc:
@@ -275,7 +272,7 @@ def _drop_if_unchanged(
     new sequence number and puts the hint back, or the send's second hint lands after the
     drop."""
     _drop_hint(sup, bucket, member, score)
-    if _text(sup.client.hget(keys.meta, "seq") or b"") != look.meta.get("seq", ""):
+    if text(sup.client.hget(keys.meta, "seq") or b"") != look.meta.get("seq", ""):
         sup.client.zadd(bucket, {member: redis_now_ms(sup)})
 
 
@@ -321,7 +318,7 @@ def _release_stopped(sup: Supervision, ref: Any, meta: dict[str, str]) -> str:
     """Finish the release of a run whose committed step asked to stop (fenced by token)."""
     keys = ref.keys
     result = sup.scripts.release(keys=[keys.meta, keys.mailbox], args=[meta["token"]])
-    if _text(result[0]) != "stopped":
+    if text(result[0]) != "stopped":
         return "checked"
     sup.log_event("stopped", actor=ref.type_name, key=ref.key, reason="normal")
     return "stopped"
@@ -335,7 +332,7 @@ def _worker_lost(sup: Supervision, atype: Any, ref: Any, meta: dict[str, str]) -
     if head is None:
         # Nothing was queued, so no step can have been running: the worker died after
         # its last commit and before releasing. That is no crash; just free the lease.
-        released = _text(
+        released = text(
             sup.scripts.release(keys=[keys.meta, keys.mailbox], args=[meta["token"]])[0]
         )
         if released == "more":
@@ -369,7 +366,7 @@ def _worker_lost(sup: Supervision, atype: Any, ref: Any, meta: dict[str, str]) -
         keys=[keys.meta, keys.mailbox, keys.crashes, keys.attempts, keys.dead, keys.outbox],
         args=[meta["token"], record["seq"], json.dumps(record), atype.max_attempts, "1", 50],
     )
-    if _text(result[0]) != "crashed":
+    if text(result[0]) != "crashed":
         return "checked"
     if int(result[3]) == 1:
         sup.store.index_dead(ref.type_name, ref.key)

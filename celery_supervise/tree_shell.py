@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .codec import text
 from .decisions import Exit, RestartRecord, decide, describe
 from .specs import is_actor_child, split_actor_child
 from .store import run_pipeline
@@ -30,10 +31,6 @@ __all__ = ["decide_exit", "resume_supervisor", "supervisor_chain"]
 PLAN_TTL_SECONDS = 3600
 #: Statuses from which a collateral (strategy) restart takes an actor down and back up.
 RUNNING = "idle,active,backoff"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def child_id(type_name: str, key: str) -> str:
@@ -59,7 +56,7 @@ def read_histories(sup: Supervision) -> dict[str, list[RestartRecord]]:
     for name, rows in zip(names, pipe.execute(), strict=True):
         records = []
         for member, score in rows:
-            exit_id, _, child = _text(member).partition("\n")
+            exit_id, _, child = text(member).partition("\n")
             records.append(RestartRecord(exit_id, child, float(score)))
         out[name] = records
     return out
@@ -80,9 +77,9 @@ def decide_exit(
         exit_id = f"{child}#stop{meta.get('stopped_at')}"
         reason = "normal"
     plan_key = f"{sup.keyspace.prefix}:plan:{{{exit_id}}}"
-    if crashed and _text(sup.client.hget(ref.keys.meta, "crash_seq") or b"") != meta["crash_seq"]:
+    if crashed and text(sup.client.hget(ref.keys.meta, "crash_seq") or b"") != meta["crash_seq"]:
         return "checked"  # a newer crash: this exit was decided and overtaken meanwhile
-    if crashed and _text(sup.client.hget(ref.keys.meta, "status") or b"") != "crashed":
+    if crashed and text(sup.client.hget(ref.keys.meta, "status") or b"") != "crashed":
         return "checked"  # settled by a concurrent tick since our look
     stored = sup.client.get(plan_key)
     if stored is None:
@@ -143,6 +140,7 @@ def _settle(
 ) -> None:
     if meta.get("status") != "crashed":
         return
+
     def build(pipe: Any) -> None:
         if status == "backoff":
             sup.store.add_hint(pipe, ref.type_name, ref.key, delay)
@@ -272,7 +270,7 @@ def restart_subtree(
         sup.client.hset(
             sup.keyspace.supervisor(sname), mapping={"status": "running", "reason": reason}
         )
-        members = {_text(m) for m in sup.client.smembers(sup.keyspace.supervisor_members(sname))}
+        members = {text(m) for m in sup.client.smembers(sup.keyspace.supervisor_members(sname))}
         members |= {c for c in sup.tree.static_children(sname) if is_actor_child(c)}
         for child in sorted(members):
             sup.store.halt(

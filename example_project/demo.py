@@ -119,8 +119,7 @@ def start(run: Run) -> None:
             env={**run.env, "FLOWER_UNAUTHENTICATED_API": "true"},
             cwd=str(PROJECT_ROOT),
             log_dir=run.workdir,
-        ).start()
-        run.flower.wait_ready(30)
+        ).start_ready(30)
         run.flower_url = f"http://127.0.0.1:{port}"
         print(f"flower     {run.flower_url}")
 

@@ -269,6 +269,16 @@ class CeleryProcess:
         except FileNotFoundError:
             return ""
 
+    def start_ready(self, timeout: float = 30) -> CeleryProcess:
+        """Start, wait until ready, and kill it again if it never gets there."""
+        self.start()
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
@@ -312,13 +322,9 @@ def start_worker(
     if queues:
         args += ["-Q", queues]
     args += extra
-    proc = CeleryProcess(app, *args, env=env, name="worker", log_dir=log_dir).start()
-    try:
-        proc.wait_ready(ready_timeout)
-    except BaseException:
-        proc.kill()
-        raise
-    return proc
+    return CeleryProcess(app, *args, env=env, name="worker", log_dir=log_dir).start_ready(
+        ready_timeout
+    )
 
 
 def start_beat(
@@ -338,10 +344,6 @@ def start_beat(
         "--max-interval", "1",
         *extra,
     ]  # fmt: skip
-    proc = CeleryProcess(app, *args, env=env, name="beat", log_dir=schedule_dir).start()
-    try:
-        proc.wait_ready(ready_timeout)
-    except BaseException:
-        proc.kill()
-        raise
-    return proc
+    return CeleryProcess(app, *args, env=env, name="beat", log_dir=schedule_dir).start_ready(
+        ready_timeout
+    )

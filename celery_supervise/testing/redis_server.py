@@ -373,5 +373,3 @@ class RedisServer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
