@@ -796,40 +796,17 @@ def build_table(cfg: Config, r: dict[str, Any]) -> list[list[str]]:
     if "latency" in r:
         lat = r["latency"]
         s, w, base, ap = lat["send"], lat["wake"], lat["set"], lat["apply_async"]
-        ratio = s["p50"] / base["p50"]
-        row(
-            "send p50, ms (actor already scheduled)",
-            fmt(s["p50"], 3),
-            fmt(base["p50"], 3) + " (redis SET)",
-            ratio,
-            "<= 3x",
-            ratio <= 3,
-        )
-        row(
-            "send p99, ms (actor already scheduled)",
-            fmt(s["p99"], 3),
-            fmt(base["p99"], 3) + " (redis SET)",
-            s["p99"] / base["p99"],
-            "-",
-            None,
-        )
-        ratio = w["p50"] / base["p50"]
-        row(
-            "send p50, ms (wakes idle actor: + publish)",
-            fmt(w["p50"], 3),
-            fmt(base["p50"], 3) + " (redis SET)",
-            ratio,
-            "<= 3x",
-            ratio <= 3,
-        )
-        row(
-            "send p99, ms (wakes idle actor: + publish)",
-            fmt(w["p99"], 3),
-            fmt(base["p99"], 3) + " (redis SET)",
-            w["p99"] / base["p99"],
-            "-",
-            None,
-        )
+        for label, series in (("actor already scheduled", s), ("wakes idle actor: + publish", w)):
+            for pct in ("p50", "p99"):
+                ratio = series[pct] / base[pct]
+                row(
+                    f"send {pct}, ms ({label})",
+                    fmt(series[pct], 3),
+                    fmt(base[pct], 3) + " (redis SET)",
+                    ratio,
+                    "<= 3x" if pct == "p50" else "-",
+                    ratio <= 3 if pct == "p50" else None,
+                )
         row(
             "  for reference: apply_async p50 / p99, ms",
             "",
