@@ -20,9 +20,9 @@ install: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q
 
-## Only the tests that need no worker processes (seconds).
+## The pure core and the runtime against a real Redis: no worker processes (seconds).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q tests/test_specs.py tests/test_decisions.py tests/test_local.py
+	$(BIN)/python -m pytest -q tests/pure tests/redis
 
 ## The fault-injection suite alone.
 faults: $(STAMP)

@@ -5,7 +5,7 @@ mid-call the actor learns only "WorkerLost" and cannot know whether the card was
 so the call carries an idempotency key derived from the order, and a retry reuses it: the
 provider charges at most once however many times the subtask runs.
 
-This file is imported and run by tests/test_effects.py, so it stays correct.
+This file is imported and run by tests/workers/test_effects.py, so it stays correct.
 """
 
 from __future__ import annotations

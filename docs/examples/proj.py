@@ -1,7 +1,7 @@
 """The Celery app of the documentation's examples: what ``celery -A proj ...`` loads.
 
 Run from this directory (``cd docs/examples``) with a Redis at ``$REDIS_URL``.
-``tests/test_docs.py`` imports it against a throwaway Redis, so it stays correct.
+``tests/docs/test_docs.py`` imports it against a throwaway Redis, so it stays correct.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each function takes a ``celery_supervise.testing.LocalRunner``: it runs the actor tasks
 (``runner.run()``) and supervisor ticks (``runner.tick()``, ``runner.settle(seconds)``) in
-this process against a real Redis, exactly as workers and beat would. ``tests/test_docs.py``
+this process against a real Redis, exactly as workers and beat would. ``tests/docs/test_docs.py``
 calls every one of them.
 """
 

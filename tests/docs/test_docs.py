@@ -24,7 +24,7 @@ from celery import _state
 
 from celery_supervise.testing import LocalRunner
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 EXAMPLES = DOCS / "examples"
 #: Pages written by other people; everything else in docs/ follows the snippet rule.
