@@ -517,7 +517,7 @@ class TickTimer:
         if kind == "due":
             self.due.arm()
         t0 = time.perf_counter()
-        summary = run_tick(self.sup)
+        summary = run_tick(self.sup.runtime)
         elapsed = (time.perf_counter() - t0) * 1000
         if "skipped" in summary:
             raise AssertionError(f"tick skipped: {summary}")

@@ -1,150 +1,55 @@
 """``@actor``: declare an actor type, one Celery task per type.
 
 Like ``@shared_task``, the decorator does not need the app: the type is registered in a
-process-wide registry and its task is created on every app that finalizes. Using it on an
-app where ``Supervision(app)`` was not called raises ``NotInstalled``.
+process-wide registry (``registry``) and its task is created on every app that finalizes.
+Using it on an app where ``Supervision(app)`` was not called raises ``NotInstalled``.
+This module sits on top: its tasks call the runner through ``Supervision``.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
 from celery import shared_task
 
-from .errors import ActorNotRegistered, ConfigurationError, InvalidKey
+from .codec import encode
+from .context import Context
+from .decisions import RECOVERIES, RESTART_TYPES, Recovery, RestartType
+from .errors import ConfigurationError
+from .ref import ActorRef
+from .registry import ActorSpec, Handler, register, registered, same_handler
+from .runner import run_actor
+from .supervision import Supervision
 
-if TYPE_CHECKING:
-    from .context import Context
-    from .ref import ActorRef
-
-__all__ = ["RECOVERIES", "RESTART_TYPES", "ActorType", "actor", "registered", "validate_key"]
+__all__ = ["ActorType", "actor"]
 
 S = TypeVar("S")
-Handler = Callable[["Context", S, Any], "S | None"]
-
-RESTART_TYPES = ("permanent", "transient", "temporary")
-RECOVERIES = ("last_good", "reset")
-#: Longest actor key accepted (SPEC 1).
-MAX_KEY_LENGTH = 200
-
-_REGISTRY: dict[str, ActorType[Any]] = {}
 
 
-def validate_key(key: object) -> str:
-    if not isinstance(key, str):
-        raise InvalidKey(f"actor key must be a str, got {type(key).__name__} {key!r}")
-    if not key:
-        raise InvalidKey("actor key must not be empty")
-    if len(key) > MAX_KEY_LENGTH:
-        raise InvalidKey(f"actor key is {len(key)} characters, over the limit of {MAX_KEY_LENGTH}")
-    try:
-        key.encode()
-    except UnicodeEncodeError as exc:
-        raise InvalidKey(
-            f"actor key holds {key[exc.start : exc.end]!r} at {exc.start}, a lone surrogate "
-            f"(not valid Unicode, cannot be stored)"
-        ) from None
-    return key
+class ActorType(ActorSpec[S]):
+    """What ``@actor`` returns: the spec, its Celery task, and ``ref(key)``."""
 
-
-def registered(name: str) -> ActorType[Any]:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ActorNotRegistered(
-            f"no actor type named {name!r} (known: {', '.join(sorted(_REGISTRY)) or 'none'})"
-        ) from None
-
-
-def all_types() -> dict[str, ActorType[Any]]:
-    return dict(_REGISTRY)
-
-
-class ActorType(Generic[S]):
-    """One kind of actor: a handler plus the options that govern its instances."""
-
-    def __init__(
-        self,
-        handler: Handler[S],
-        *,
-        name: str,
-        initial: Any,
-        validate: Callable[[S], object] | None,
-        supervisor: str,
-        restart: str,
-        recovery: str,
-        max_attempts: int,
-        history: int,
-        time_limit: float | None,
-    ) -> None:
-        self.handler = handler
-        self.name = name
-        self.initial = initial
-        self.validate = validate
-        self.supervisor = supervisor
-        self.restart = restart
-        self.recovery = recovery
-        self.max_attempts = max_attempts
-        self.history = history
-        self.time_limit = time_limit
+    def __init__(self, handler: Handler[S], **options: Any) -> None:
+        super().__init__(handler, **options)
         self.__doc__ = handler.__doc__
         self.__wrapped__ = handler
-        self.task = shared_task(name=name, bind=True, ignore_result=True)(_make_task_body(name))
-
-    def __repr__(self) -> str:
-        return f"<actor {self.name}>"
+        self.task = shared_task(name=self.name, bind=True, ignore_result=True)(
+            _make_task_body(self.name)
+        )
 
     def __call__(self, ctx: Context, state: S, message: Any) -> S | None:
         return self.handler(ctx, state, message)
 
     def ref(self, key: str) -> ActorRef:
-        """A handle to the actor ``(this type, key)`` on the current Celery app."""
-        from .supervision import Supervision
-
+        """A handle to the actor ``(this type, key)`` on the app its task is bound to."""
         return Supervision.for_app(self.task.app).ref(self.name, key)
-
-    def initial_state(self, key: str) -> Any:
-        if callable(self.initial):
-            return self.initial(key)
-        return copy.deepcopy(self.initial)
-
-    def valid_initial(self, key: str) -> bytes:
-        """``initial(key)``, encoded, for a ``reset``; ``StateRejected`` if it is not a state
-        that may be committed (it fails ``validate``, or is not JSON)."""
-        from .codec import encode
-        from .errors import StateRejected, SuperviseError
-
-        state = self.initial_state(key)
-        try:
-            raw = encode(state, what=f"initial state of {self.name}:{key}")
-        except SuperviseError as exc:
-            raise StateRejected("unserializable_state", str(exc)) from None
-        problem = self.check(state)
-        if problem:
-            raise StateRejected(
-                "invalid_state", f"initial state of {self.name}:{key} fails validate: {problem}"
-            )
-        return raw
-
-    def check(self, state: Any) -> str | None:
-        """None if ``state`` passes ``validate``; otherwise why it does not."""
-        if self.validate is None:
-            return None
-        try:
-            ok = self.validate(state)
-        except Exception as exc:  # the invariant itself failed: the state is not valid
-            return f"validate raised {type(exc).__name__}: {exc}"
-        return None if ok else "validate returned False"
 
 
 def _make_task_body(name: str) -> Callable[..., Any]:
     def run(task: Any, key: str) -> dict[str, Any]:
-        from .runner import run_actor
-        from .supervision import Supervision
-
-        return run_actor(Supervision.for_app(task.app), registered(name), key, task)
+        sup = Supervision.for_app(task.app)
+        return run_actor(sup.runtime, registered(name), key, task)
 
     run.__name__ = name.rsplit(".", 1)[-1]
     run.__qualname__ = run.__name__
@@ -208,18 +113,11 @@ def _build(handler: Handler[Any], options: dict[str, Any]) -> ActorType[Any]:
         raise ConfigurationError(f"{where}: validate must be callable, got {validate!r}")
     initial = options.get("initial")
     if not callable(initial):
-        from .codec import encode
-
         try:
             encode(initial, what=f"{where}: initial")
         except Exception as exc:
             raise ConfigurationError(str(exc)) from None
-    existing = _REGISTRY.get(name)
-    if (
-        existing is not None
-        and existing.handler is not handler
-        and (getattr(existing.handler, "__code__", None) is not getattr(handler, "__code__", None))
-    ):
+    if not same_handler(name, handler):
         raise ConfigurationError(
             f"{where}: another actor type is already registered with this name"
         )
@@ -229,13 +127,13 @@ def _build(handler: Handler[Any], options: dict[str, Any]) -> ActorType[Any]:
         initial=initial,
         validate=validate,
         supervisor=supervisor,
-        restart=restart,
-        recovery=recovery,
+        restart=cast(RestartType, restart),
+        recovery=cast(Recovery, recovery),
         max_attempts=max_attempts,
         history=history,
         time_limit=float(time_limit) if time_limit is not None else None,
     )
-    _REGISTRY[name] = atype
+    register(atype)
     return atype
 
 

@@ -188,7 +188,7 @@ def supervise(ctx: click.Context, **kwargs: Any) -> None:
 # -- status ------------------------------------------------------------------------------------
 def status_report(sup: Supervision) -> dict[str, Any]:
     """What ``supervise status`` shows, without scanning any key space."""
-    from .actors import all_types
+    from .registry import all_types
     from .specs import is_actor_child, split_actor_child
 
     tree, ks, client = sup.tree, sup.keyspace, sup.client
@@ -371,7 +371,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 # -- one actor ---------------------------------------------------------------------------------
 def actor_report(sup: Supervision, ref: ActorRef, history: int) -> dict[str, Any]:
-    from .actors import registered
+    from .registry import registered
 
     atype = registered(ref.type_name)
     exists = bool(sup.client.exists(ref.keys.meta))
@@ -475,11 +475,13 @@ def dead_letters(
 ) -> None:
     """List the actors holding dead letters; with TYPE KEY, one actor's dead letters with
     their crash records, or requeue one."""
+    from .delivery import Delivery
+
     sup = _supervision(ctx)
     if type_name is None or key is None:
         if requeue is not None or type_name is not None:
             raise click.UsageError("give both TYPE and KEY (and --requeue only with them)")
-        held = sup.store.actors_with_dead_letters()
+        held = Delivery(sup.runtime).actors_with_dead_letters()
         if as_json:
             _print_json({"actors": [{"type": t, "key": k, "dead_letters": n} for t, k, n in held]})
             return
@@ -549,14 +551,14 @@ def resume(ctx: click.Context, target: str, as_json: bool) -> None:
             f"version {snap.version}"
         )
     else:
-        from .tree_shell import resume_supervisor
+        from .operations import resume_supervisor
 
         subtree = list(sup.tree.subtree(target))  # ConfigurationError names the known ones
         pipe = sup.client.pipeline(transaction=False)
         for name in subtree:
             pipe.scard(sup.keyspace.supervisor_members(name))
         flagged = sum(int(n) for n in pipe.execute())
-        resume_supervisor(sup, target)
+        resume_supervisor(sup.runtime, target)
         result = {
             "target": target,
             "kind": "supervisor",
@@ -583,7 +585,7 @@ def resume(ctx: click.Context, target: str, as_json: bool) -> None:
 @_operator_errors
 def restart(ctx: click.Context, type_name: str, key: str, reset: bool, as_json: bool) -> None:
     """Restart an actor now, from its last good state or (--reset) its initial state."""
-    from .actors import registered
+    from .registry import registered
 
     sup = _supervision(ctx)
     ref = _actor(sup, type_name, key, must_exist=True)
@@ -621,7 +623,7 @@ def tick(ctx: click.Context, as_json: bool) -> None:
     """Run one supervisor tick in this process and print its summary."""
     from .tick import run_tick
 
-    summary = run_tick(_supervision(ctx))
+    summary = run_tick(_supervision(ctx).runtime)
     if "redis" in str(summary.get("skipped", "")).lower():  # Redis went away mid-tick
         raise Unavailable(f"tick skipped: {summary['skipped']}")
     if as_json:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, assert_never
+from typing import Any, ClassVar, Literal, assert_never, get_args
 
 from celery_supervise.errors import ConfigurationError
 from celery_supervise.specs import (
@@ -37,6 +37,8 @@ from celery_supervise.specs import (
 )
 
 __all__ = [
+    "RECOVERIES",
+    "RESTART_TYPES",
     "Action",
     "ClearHistory",
     "Exit",
@@ -57,6 +59,7 @@ __all__ = [
     "decide",
     "describe",
     "next_backoff_level",
+    "parse_action",
     "restarts_in_window",
     "should_restart",
     "strategy_targets",
@@ -67,6 +70,9 @@ Recovery = Literal["last_good", "reset"]
 #: ``normal`` is ``ctx.stop()``; ``worker_lost`` is a step whose lease expired.
 ExitReason = Literal["crash", "worker_lost", "normal"]
 LimitCause = Literal["intensity", "consecutive_crashes"]
+#: The values of ``RestartType`` and ``Recovery``, for validating options.
+RESTART_TYPES: tuple[RestartType, ...] = get_args(RestartType)
+RECOVERIES: tuple[Recovery, ...] = get_args(Recovery)
 
 
 @dataclass(frozen=True)
@@ -400,3 +406,31 @@ def _escalate(
 def describe(action: Action) -> dict[str, Any]:
     """A JSON-able dict for the structured log line and Flower: ``{"action": "restart", ...}``."""
     return {"action": action.name, **dataclasses.asdict(action)}
+
+
+_ACTION_TYPES: dict[str, type[Action]] = {
+    cls.name: cls
+    for cls in (
+        RecordRestart,
+        RestartChild,
+        StopChild,
+        Quarantine,
+        NotifyParent,
+        StopSupervisor,
+        ClearHistory,
+        RootGaveUp,
+    )
+}
+
+
+def parse_action(data: Mapping[str, Any]) -> Action:
+    """The action ``describe`` wrote (a stored plan read back); ``ValueError`` if it is not
+    one (a plan written by another version, or garbage)."""
+    fields = {k: v for k, v in data.items() if k != "action"}
+    try:
+        cls = _ACTION_TYPES[data["action"]]
+        if cls is RecordRestart:
+            fields["record"] = RestartRecord(**fields["record"])
+        return cls(**fields)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not a stored plan action: {data!r} ({exc})") from None

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .codec import decode
+from .context import Effects
+from .delivery import Delivery
+from .isolation import Isolation
 from .keyspace import actor_member
-from .mailbox import Entry, header_json
+from .mailbox import header_json
+from .runtime import Runtime
+from .store import EncodedEffects
 
-if TYPE_CHECKING:
-    from .context import Context
-    from .runner import _Run
-    from .supervision import Supervision
-
-__all__ = ["encode_effects", "relay_outbox"]
+__all__ = ["MAX_SENDS_PER_STEP", "encode_effects", "relay_outbox"]
 
 log = logging.getLogger("celery_supervise")
 
@@ -32,95 +32,103 @@ log = logging.getLogger("celery_supervise")
 MAX_SENDS_PER_STEP = 1024
 
 
-def effect_id(run: _Run, kind: str, index: int) -> str:
-    """Deterministic id of one effect of the step about to commit as ``version + 1``."""
-    return f"{run.atype.name}:{run.key}@{run.version + 1}.{kind}{index}"
+def effect_id(type_name: str, key: str, version: int, kind: str, index: int) -> str:
+    """Deterministic id of one effect of the step that commits as ``version``."""
+    return f"{type_name}:{key}@{version}.{kind}{index}"
 
 
-Encoded = tuple[
-    list[bytes], list[tuple[str, bytes]], list[tuple[int, bytes]], list[tuple[str, bytes]]
-]
-
-
-def encode_effects(run: _Run, entry: Entry, ctx: Context) -> Encoded:
-    """Split a step's effects into (outbox entries, messages to self, timers, pending
-    subtask records)."""
+def encode_effects(
+    effects: Effects,
+    *,
+    type_name: str,
+    key: str,
+    version: int,
+    reply_to: str | None,
+    now_ms: int,
+) -> EncodedEffects:
+    """A step's effects as the commit takes them: the outbox (other slots), messages to
+    itself, timers and pending subtask records. ``version`` is the one the step commits as;
+    ``reply_to`` the message id an ``ask`` waits on (None: a plain send)."""
     outbox: list[bytes] = []
-    isolates: list[tuple[str, bytes]] = []
     selfs: list[tuple[str, bytes]] = []
-    timers: list[tuple[int, bytes]] = []
-    effects = ctx.effects
-    for i, (type_name, key, body) in enumerate(effects.sends):
-        mid = effect_id(run, "s", i)
-        if (type_name, key) == (run.atype.name, run.key):
+    sender = actor_member(type_name, key)
+    for i, (to_type, to_key, body) in enumerate(effects.sends):
+        mid = effect_id(type_name, key, version, "s", i)
+        if (to_type, to_key) == (type_name, key):
             selfs.append((header_json(mid), body))
-        else:
-            head = json.dumps(
-                {
-                    "kind": "send",
-                    "type": type_name,
-                    "key": key,
-                    "id": mid,
-                    "from": actor_member(run.atype.name, run.key),
-                    "ord": (run.version + 1) * MAX_SENDS_PER_STEP + i,
-                }
-            )
-            outbox.append(head[:-1].encode() + b',"message":' + body + b"}")
-    if effects.replies and entry.reply_wanted:
-        head = json.dumps({"kind": "reply", "id": entry.message_id})
-        outbox.append(head[:-1].encode() + b',"value":' + effects.replies[0] + b"}")
+            continue
+        ordinal = version * MAX_SENDS_PER_STEP + i
+        head = {
+            "kind": "send",
+            "type": to_type,
+            "key": to_key,
+            "id": mid,
+            "from": sender,
+            "ord": ordinal,
+        }
+        outbox.append(_with_raw(head, "message", body))
+    if effects.replies and reply_to is not None:
+        outbox.append(_with_raw({"kind": "reply", "id": reply_to}, "value", effects.replies[0]))
+    isolates: list[tuple[str, bytes]] = []
     for i, spec in enumerate(effects.isolates):
-        iso_id = effect_id(run, "i", i)
-        item = {"kind": "isolate", "id": iso_id, "type": run.atype.name, "key": run.key}
-        outbox.append(json.dumps({**item, "spec": spec}).encode())
-        isolates.append((iso_id, run.sup.isolation.pending_record(spec)))
-    for i, (delay, body) in enumerate(effects.timers):
-        mid = effect_id(run, "t", i)
-        timers.append((int(delay * 1000), header_json(mid, timer=True).encode() + b"\n" + body))
-    return outbox, selfs, timers, isolates
+        iso_id = effect_id(type_name, key, version, "i", i)
+        item = {"kind": "isolate", "id": iso_id, "type": type_name, "key": key, "spec": spec}
+        outbox.append(json.dumps(item).encode())
+        isolates.append((iso_id, Isolation.pending_record(spec, now_ms)))
+    timers = [
+        (
+            int(delay * 1000),
+            header_json(effect_id(type_name, key, version, "t", i), timer=True).encode()
+            + b"\n"
+            + body,
+        )
+        for i, (delay, body) in enumerate(effects.timers)
+    ]
+    return EncodedEffects(outbox, selfs, timers, isolates, effects.stop)
 
 
-def relay_outbox(sup: Supervision, type_name: str, key: str) -> int:
+def _with_raw(head: dict[str, Any], field: str, raw: bytes) -> bytes:
+    """``head`` as JSON with ``field`` set to already-encoded JSON ``raw`` (not re-encoded)."""
+    return json.dumps(head)[:-1].encode() + b',"' + field.encode() + b'":' + raw + b"}"
+
+
+def relay_outbox(rt: Runtime, type_name: str, key: str) -> int:
     """Apply every committed effect waiting in the actor's outbox; return how many."""
-    keys = sup.keyspace.actor(type_name, key)
+    keys = rt.keyspace.actor(type_name, key)
     relayed = 0
-    for raw in sup.client.lrange(keys.outbox, 0, -1):
+    for raw in rt.client.lrange(keys.outbox, 0, -1):
         try:
             item = decode(raw, what=f"outbox of {type_name}:{key}")
-            _apply(sup, item)
+            _apply(rt, item)
         except Exception:
             # Stop here: later entries wait, so one sender's messages to one receiver
             # keep their order (the receiver's watermark depends on it). The tick retries.
             log.exception("celery_supervise relay_failed actor=%s key=%s", type_name, key)
             break
         # redis-py types list values as str; the bytes read back are what LREM compares
-        sup.client.lrem(keys.outbox, 1, raw)  # type: ignore[arg-type]
+        rt.client.lrem(keys.outbox, 1, raw)  # type: ignore[arg-type]
         relayed += 1
     return relayed
 
 
-def _apply(sup: Supervision, item: dict[str, Any]) -> None:
+def _apply(rt: Runtime, item: dict[str, Any]) -> None:
     kind = item["kind"]
     if kind == "send":
         body = json.dumps(item["message"], separators=(",", ":"), ensure_ascii=False).encode()
-        sup.store.send(
+        Delivery(rt).send(
             item["type"],
             item["key"],
             [(item["id"], body, False)],
             origin=(item["from"], item["ord"]),
         )
     elif kind == "reply":
-        payload = json.dumps({"value": item["value"]}).encode()
-        pipe = sup.client.pipeline(transaction=False)
-        sup.store.push_reply(pipe, item["id"], payload)
-        pipe.execute()
+        Delivery(rt).push_reply(item["id"], json.dumps({"value": item["value"]}).encode())
     elif kind == "dead":
         header = item["header"]
         if header.get("reply"):
-            pipe = sup.client.pipeline(transaction=False)
-            sup.store.push_reply(pipe, header["id"], json.dumps({"dead": item["crashes"]}).encode())
-            pipe.execute()
+            notice = json.dumps({"dead": item["crashes"]}).encode()
+            Delivery(rt).push_reply(header["id"], notice)
     elif kind == "isolate":
-        sup.isolation.start(item)
+        Isolation(rt).start(item)
     else:
         raise ValueError(f"unknown outbox effect kind {kind!r}")

@@ -17,15 +17,15 @@ import json
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from celery import Celery
 
 from .codec import encode, text
 from .errors import SuperviseError
+from .keyspace import ActorKeys
 from .mailbox import header_json
-
-if TYPE_CHECKING:
-    from .keyspace import ActorKeys
-    from .supervision import Supervision
+from .runtime import Runtime
 
 __all__ = ["ISOLATED_TASK", "Isolation", "register_isolation_task"]
 
@@ -38,11 +38,12 @@ MARKS = ("published", "heartbeat", "started")
 
 
 class Isolation:
-    def __init__(self, sup: Supervision) -> None:
-        self.sup = sup
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
 
-    def pending_record(self, spec: dict[str, Any]) -> bytes:
-        now = int(time.time() * 1000)
+    @staticmethod
+    def pending_record(spec: dict[str, Any], now: int) -> bytes:
+        """What the commit stores for a subtask until its outcome arrives (``now``: ms)."""
         deadline = now + int(spec["timeout"] * 1000) if spec.get("timeout") else None
         return json.dumps(
             {
@@ -63,25 +64,31 @@ class Isolation:
             type_name, key = item["type"], item["key"]
         else:  # written before entries named their actor: the key may hold '@' and ':'
             type_name, key = iso_id.rsplit("@", 1)[0].split(":", 1)
-        keys = self.sup.keyspace.actor(type_name, key)
-        claimed = int(
-            self.sup.scripts.iso_mark(keys=[keys.isolates], args=[iso_id, "published", "now", "1"])
-        )
-        if claimed != 1:
+        keys = self.rt.keyspace.actor(type_name, key)
+        if self.mark(keys, iso_id, "published", claim=True) != 1:
             return  # already published by another relay, or already resolved
         self.publish(iso_id, type_name, key, spec)
 
     def publish(self, iso_id: str, type_name: str, key: str, spec: dict[str, Any]) -> None:
-        self.sup.dispatch(
+        self.rt.dispatch(
             ISOLATED_TASK,
             (type_name, key, iso_id, spec["tag"], spec["task"]),
             {"args": spec["args"], "kwargs": spec["kwargs"], "timeout": spec.get("timeout")},
             {"task_id": f"{iso_id}#{int(time.time() * 1000)}", **spec.get("options", {})},
         )
 
+    def mark(self, keys: ActorKeys, iso_id: str, name: str, *, claim: bool) -> int:
+        """Set mark ``name`` to Redis' now while the subtask is pending; with ``claim``, only
+        if it is not set yet. 1: set; 0: already set; -1: the outcome was delivered."""
+        return int(
+            self.rt.scripts.iso_mark(
+                keys=[keys.isolates], args=[iso_id, name, "now", "1" if claim else "0"]
+            )
+        )
+
     def deliver(self, type_name: str, key: str, iso_id: str, outcome: dict[str, Any]) -> int:
         """Deliver the outcome message unless one was already delivered. -1: already was."""
-        keys = self.sup.keyspace.actor(type_name, key)
+        keys = self.rt.keyspace.actor(type_name, key)
         try:
             body = encode(outcome, what="isolated subtask outcome")
         except SuperviseError as exc:
@@ -93,13 +100,13 @@ class Isolation:
                 }
             )
         result = int(
-            self.sup.scripts.iso_outcome(
+            self.rt.scripts.iso_outcome(
                 keys=[keys.meta, keys.mailbox, keys.isolates],
                 args=[iso_id, header_json(f"{iso_id}.outcome"), body],
             )
         )
         if result == 1:
-            self.sup.publish(type_name, key)
+            self.rt.publish(type_name, key)
         return result
 
     def pending(self, keys: ActorKeys) -> dict[str, dict[str, Any]]:
@@ -107,7 +114,7 @@ class Isolation:
         (``published``, ``heartbeat``: Redis ms), by isolate id."""
         records: dict[str, dict[str, Any]] = {}
         marks: list[tuple[str, str, int]] = []
-        for field_raw, value_raw in self.sup.client.hgetall(keys.isolates).items():
+        for field_raw, value_raw in self.rt.client.hgetall(keys.isolates).items():
             field, value = text(field_raw), text(value_raw)
             base, _, mark = field.rpartition("|")
             if mark in MARKS and base:
@@ -121,7 +128,7 @@ class Isolation:
 
     def check(self, type_name: str, key: str, keys: ActorKeys, now_ms: int) -> None:
         """Tick: time out, declare lost, or re-publish pending subtasks of one actor."""
-        lease_ms = self.sup.settings.lease_seconds * 1000
+        lease_ms = self.rt.settings.lease_seconds * 1000
         for iso_id, rec in self.pending(keys).items():
             error = None
             if rec.get("deadline") and now_ms >= rec["deadline"]:
@@ -135,7 +142,7 @@ class Isolation:
                     "error": {"type": error[0], "message": error[1]},
                 }
                 if self.deliver(type_name, key, iso_id, outcome) >= 0:
-                    self.sup.log_event(
+                    self.rt.events.record(
                         "isolate_failed", actor=type_name, key=key, tag=rec["tag"], error=error[0]
                     )
                 continue
@@ -143,17 +150,15 @@ class Isolation:
             if (
                 not rec.get("heartbeat")
                 and published
-                and now_ms - published > (self.sup.repair_after * 1000)
+                and now_ms - published > (self.rt.repair_after * 1000)
             ):
                 # Published but never started: its worker died holding it. Run it again.
-                self.sup.scripts.iso_mark(
-                    keys=[keys.isolates], args=[iso_id, "published", "now", "0"]
-                )
+                self.mark(keys, iso_id, "published", claim=False)
                 self.publish(iso_id, type_name, key, rec)
 
     def next_check_ms(self, keys: ActorKeys) -> float:
         """When the tick must look again: a lease from now, or the soonest deadline."""
-        soonest = time.time() * 1000 + self.sup.settings.lease_seconds * 1000
+        soonest = time.time() * 1000 + self.rt.settings.lease_seconds * 1000
         for rec in self.pending(keys).values():
             if rec.get("deadline"):
                 soonest = min(soonest, float(rec["deadline"]))
@@ -161,20 +166,16 @@ class Isolation:
 
 
 class _Heartbeat(threading.Thread):
-    def __init__(self, sup: Supervision, keys: ActorKeys, iso_id: str) -> None:
+    def __init__(self, rt: Runtime, keys: ActorKeys, iso_id: str) -> None:
         super().__init__(name="celery_supervise-isolate", daemon=True)
-        self.sup, self.keys, self.iso_id = sup, keys, iso_id
+        self.rt, self.keys, self.iso_id = rt, keys, iso_id
         self.stopped = threading.Event()
 
     def beat(self) -> int:
-        return int(
-            self.sup.scripts.iso_mark(
-                keys=[self.keys.isolates], args=[self.iso_id, "heartbeat", "now", "0"]
-            )
-        )
+        return Isolation(self.rt).mark(self.keys, self.iso_id, "heartbeat", claim=False)
 
     def run(self) -> None:
-        while not self.stopped.wait(self.sup.settings.lease_seconds / 3):
+        while not self.stopped.wait(self.rt.settings.lease_seconds / 3):
             try:
                 if self.beat() < 0:
                     return
@@ -182,8 +183,8 @@ class _Heartbeat(threading.Thread):
                 continue
 
 
-def register_isolation_task(sup: Supervision) -> None:
-    @sup.app.task(  # type: ignore[untyped-decorator]  # celery has no type hints
+def register_isolation_task(app: Celery, rt: Runtime) -> None:
+    @app.task(  # type: ignore[untyped-decorator]  # celery has no type hints
         name=ISOLATED_TASK, bind=True, ignore_result=True, shared=False
     )
     def isolated(
@@ -197,13 +198,11 @@ def register_isolation_task(sup: Supervision) -> None:
         kwargs: dict[str, Any],
         timeout: float | None,
     ) -> dict[str, Any]:
-        keys = sup.keyspace.actor(type_name, key)
-        heartbeat = _Heartbeat(sup, keys, iso_id)
+        keys = rt.keyspace.actor(type_name, key)
+        heartbeat = _Heartbeat(rt, keys, iso_id)
         # One run starts, however many copies of this task the broker hands out (a relay
         # retried, a republish after a lost worker, a late redelivery): the first claims it.
-        claimed = int(
-            sup.scripts.iso_mark(keys=[keys.isolates], args=[iso_id, "started", "now", "1"])
-        )
+        claimed = Isolation(rt).mark(keys, iso_id, "started", claim=True)
         if claimed < 0:
             return {"tag": tag, "skipped": "outcome already delivered"}
         if claimed == 0:
@@ -212,7 +211,7 @@ def register_isolation_task(sup: Supervision) -> None:
         heartbeat.start()
         try:
             try:
-                target = sup.app.tasks[task_name]
+                target = app.tasks[task_name]
                 result = target.apply(args=args, kwargs=kwargs, throw=False)
                 if result.successful():
                     outcome = {"isolated": tag, "ok": True, "result": result.result}
@@ -231,5 +230,5 @@ def register_isolation_task(sup: Supervision) -> None:
                 }
         finally:
             heartbeat.stopped.set()
-        delivered = sup.isolation.deliver(type_name, key, iso_id, outcome)
+        delivered = Isolation(rt).deliver(type_name, key, iso_id, outcome)
         return {"tag": tag, "ok": outcome["ok"], "delivered": delivered >= 0}

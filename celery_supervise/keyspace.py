@@ -41,6 +41,8 @@ def parse_actor_member(member: str) -> tuple[str, str]:
 class ActorKeys:
     """The keys of one actor; all in one cluster slot."""
 
+    type_name: str  #: the actor these keys belong to
+    key: str
     meta: str  #: hash: state, version, status, lease and fencing token, counters
     mailbox: str  #: list of pending entries, oldest first
     history: str  #: list of committed versions, newest first, capped at ``history``
@@ -71,6 +73,8 @@ class Keyspace:
     def actor(self, type_name: str, key: str) -> ActorKeys:
         base = f"{self.prefix}:a:{{{actor_member(type_name, key)}}}"
         return ActorKeys(
+            type_name=type_name,
+            key=key,
             meta=f"{base}:meta",
             mailbox=f"{base}:mbox",
             history=f"{base}:hist",
@@ -114,6 +118,11 @@ class Keyspace:
         """Capped stream of supervision decisions, for ``supervise status`` and Flower."""
         return f"{self.prefix}:events"
 
+    def plan(self, exit_id: str) -> str:
+        """The stored restart plan of one exit (kept an hour, so a tick that dies half-way
+        through it is finished by the next, which re-applies it instead of deciding again)."""
+        return f"{self.prefix}:plan:{{{_escape(exit_id)}}}"
+
     def supervisor(self, name: str) -> str:
         """Hash of one supervisor: status and counters."""
         return f"{self.prefix}:sup:{{{_escape(name)}}}"
@@ -121,6 +130,16 @@ class Keyspace:
     def supervisor_history(self, name: str) -> str:
         """Sorted set of restart records (member: exit id, score: time)."""
         return f"{self.prefix}:sup:{{{_escape(name)}}}:restarts"
+
+    @staticmethod
+    def restart_member(exit_id: str, child: str) -> str:
+        """A member of a supervisor's restart history: one per exit, naming its child."""
+        return f"{exit_id}\n{child}"
+
+    @staticmethod
+    def parse_restart_member(member: str) -> tuple[str, str]:
+        exit_id, _, child = member.partition("\n")
+        return exit_id, child
 
     def supervisor_members(self, name: str) -> str:
         """Set of actors under this supervisor that are stopped, crashed or quarantined."""

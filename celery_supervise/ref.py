@@ -6,23 +6,23 @@ import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .actors import validate_key
 from .codec import decode, encode
+from .context import in_handler
+from .delivery import Delivery, Outgoing
 from .errors import (
     AskNotAllowed,
     CorruptActorData,
     InvalidMessage,
     MessageTooLarge,
-    StateRejected,
     UnknownDeadLetter,
     UnknownVersion,
 )
-from .store import redis_errors
-
-if TYPE_CHECKING:
-    from .supervision import Supervision
+from .operations import restart_actor, rollback_actor, stop_actor
+from .registry import registered, validate_key
+from .runtime import Runtime, redis_errors
+from .store import ActorStore
 
 __all__ = ["ActorRef", "DeadLetter", "HistoryEntry", "Snapshot", "public_status"]
 
@@ -105,11 +105,11 @@ def _corrupt_entry(where: str, exc: BaseException, raw: Any) -> CorruptActorData
 class ActorRef:
     """A handle to one actor ``(type, key)``. Cheap to create; holds no connection."""
 
-    def __init__(self, supervision: Supervision, type_name: str, key: str) -> None:
-        self.supervision = supervision
+    def __init__(self, runtime: Runtime, type_name: str, key: str) -> None:
+        self.runtime = runtime
         self.type_name = type_name
         self.key = validate_key(key)
-        self.keys = supervision.keyspace.actor(type_name, key)
+        self.keys = runtime.keyspace.actor(type_name, key)
 
     def __repr__(self) -> str:
         return f"ActorRef({self.type_name!r}, {self.key!r})"
@@ -126,7 +126,7 @@ class ActorRef:
     # -- sending -------------------------------------------------------------------------
     def _encode(self, message: Any) -> bytes:
         body = encode(message, what="message")
-        limit = self.supervision.settings.max_message_bytes
+        limit = self.runtime.settings.max_message_bytes
         if len(body) > limit:
             raise MessageTooLarge(len(body), limit)
         return body
@@ -144,7 +144,7 @@ class ActorRef:
         given = list(message_ids) if message_ids is not None else [None] * len(messages)
         if len(given) != len(messages):
             raise InvalidMessage("send_many: message_ids must match messages in length")
-        batch = []
+        batch: list[Outgoing] = []
         for message, mid in zip(messages, given, strict=True):
             body = self._encode(message)
             if mid is None:
@@ -153,29 +153,27 @@ class ActorRef:
                 batch.append((_check_message_id(mid), body, True))
         if not batch:
             return []
-        self.supervision.store.send(self.type_name, self.key, batch)
+        Delivery(self.runtime).send(self.type_name, self.key, batch)
         return [mid for mid, _, _ in batch]
 
     def ask(self, message: Any, *, timeout: float = 10.0, message_id: str | None = None) -> Any:
         """Send and wait for the handler's ``ctx.reply``; see SPEC 2."""
-        from .context import in_handler
-
         if in_handler.get():
             raise AskNotAllowed(
                 "ref.ask() inside an actor handler would block the actor; use ctx.send and "
                 "have the other actor ctx.send back, or ctx.isolate"
             )
-        return self.supervision.store.ask(self, message, timeout=timeout, message_id=message_id)
+        return Delivery(self.runtime).ask(
+            self.keys, self._encode(message), timeout=timeout, message_id=message_id
+        )
 
     # -- inspecting ----------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
-        meta, pending, dead = self.supervision.store.read_meta(self.keys, with_dead=True)
+        meta, pending, dead = ActorStore(self.runtime).read_meta(self.keys)
         where = f"actor {self.type_name}:{self.key}"
         state_raw = meta.get("state")
         state = None
         if state_raw is None:  # nothing committed yet: the state its first step will see
-            from .actors import registered
-
             state = registered(self.type_name).initial_state(self.key)
         else:
             try:
@@ -207,7 +205,7 @@ class ActorRef:
         out = []
         where = f"history of {self.type_name}:{self.key}"
         with redis_errors(where):
-            raws = self.supervision.client.lrange(self.keys.history, 0, -1)
+            raws = self.runtime.client.lrange(self.keys.history, 0, -1)
         for raw in raws:
             try:
                 item = decode(raw, what=where)
@@ -231,7 +229,7 @@ class ActorRef:
 
     def _dead_raw(self) -> list[Any]:
         with redis_errors(f"dead letters of {self.type_name}:{self.key}"):
-            return list(self.supervision.client.lrange(self.keys.dead, 0, -1))
+            return list(self.runtime.client.lrange(self.keys.dead, 0, -1))
 
     def _dead(self, raw: Any) -> DeadLetter:
         where = f"dead letter of {self.type_name}:{self.key}"
@@ -250,30 +248,29 @@ class ActorRef:
 
     def requeue_dead_letter(self, message_id: str) -> str:
         """Put a dead letter back at the end of the mailbox (a fresh attempt count)."""
-        store = self.supervision.store
         for raw in self._dead_raw():
             letter = self._dead(raw)
             if letter.message_id == message_id:
-                store.requeue(self, raw, letter)
+                Delivery(self.runtime).requeue(
+                    self.keys, raw, letter.message_id, letter.seq, letter.message
+                )
                 return message_id
         raise UnknownDeadLetter(f"{self.type_name}:{self.key} has no dead letter {message_id!r}")
 
     # -- operating -----------------------------------------------------------------------
     def restart(self, recovery: str | None = None) -> str:
         """Restart now (from any status), with ``recovery`` or the type's own."""
-        return self.supervision.operator_restart(self, recovery=recovery)
+        return restart_actor(self.runtime, self.keys, recovery=recovery)
 
     def resume(self) -> str:
         """Bring a stopped or quarantined actor back (recovery last_good)."""
-        return self.supervision.operator_restart(self, recovery="last_good", only_halted=True)
+        return restart_actor(self.runtime, self.keys, recovery="last_good", only_halted=True)
 
     def rollback(self, version: int) -> int:
         """Restore the state of a committed ``version`` still in ``history()``, as a new
         version (history keeps both). The state must still pass ``validate``. A step in
         flight is fenced off; queued messages are then handled from the restored state.
         Returns the new version."""
-        from .actors import registered
-
         entry = next((h for h in self.history() if h.version == version), None)
         if entry is None:
             kept = [h.version for h in self.history()]
@@ -281,24 +278,9 @@ class ActorRef:
                 f"{self.type_name}:{self.key} has no version {version} in its history "
                 f"(kept: {kept})"
             )
-        atype = registered(self.type_name)
-        problem = atype.check(entry.state)
-        if problem:
-            raise StateRejected("invalid_state", f"version {version} fails validate: {problem}")
-        self.supervision.store.restart(
-            self,
-            mode="force",
-            recovery="reset",
-            initial=encode(entry.state, what=f"state of version {version}"),
-            history=atype.history,
-            clear_crashes=True,
-            rollback_of=version,
-        )
-        self.supervision.log_event(
-            "rollback", actor=self.type_name, key=self.key, to_version=version
-        )
+        rollback_actor(self.runtime, self.keys, version, entry.state)
         return self.snapshot().version
 
     def stop(self) -> str:
         """Stop the actor; its mailbox is kept and keeps accepting messages."""
-        return self.supervision.store.halt(self, "stopped", reason="operator")
+        return stop_actor(self.runtime, self.keys)

@@ -1,4 +1,5 @@
-"""The imperative shell around one actor's Redis keys: thin typed wrappers over the scripts.
+"""One actor's Redis keys: a typed method per script, each owning its key order, constants
+and reply decoding.
 
 Every state change of an actor is one script on the actor's own slot. The due-time index
 (other slots) only holds hints: written *before* the change they announce (``ZADD LT``,
@@ -8,88 +9,34 @@ tick checks against the actor's own keys and drops.
 
 from __future__ import annotations
 
-import logging
+import json
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+import traceback
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
-import redis
-
-from .codec import decode, encode, text
-from .errors import AskTimeout, CorruptActorData, MessageDeadLettered, RedisUnavailable
+from .codec import encode, text
+from .errors import CorruptActorData
 from .keyspace import ActorKeys, actor_member
-from .mailbox import header_json
+from .runtime import Runtime, patiently, redis_errors
 
-if TYPE_CHECKING:
-    from .ref import ActorRef, DeadLetter
-    from .supervision import Supervision
-
-__all__ = ["ActorStore", "patiently", "redis_errors", "run_pipeline"]
-
-T = TypeVar("T")
-log = logging.getLogger("celery_supervise")
+__all__ = [
+    "CRASHES_KEPT",
+    "ActorStore",
+    "Claim",
+    "CommitOutcome",
+    "CrashOutcome",
+    "CrashRecord",
+    "EncodedEffects",
+    "Look",
+    "text_dict",
+]
 
 #: Crash records kept per actor (the per-message records travel with dead letters).
 CRASHES_KEPT = 50
-#: How long an ``ask`` reply waits in Redis for its asker.
-REPLY_TTL_SECONDS = 300
-#: Longest single blocking read: under redis-py's 5 s socket timeout.
-BLOCK_SECONDS = 1.0
-#: How long a worker or tick waits for Redis to come back before giving up a call.
-REDIS_PATIENCE = 120.0
 
-
-@contextmanager
-def redis_errors(where: str) -> Iterator[None]:
-    """Turn Redis' complaints about data we did not write into ``CorruptActorData``, and a
-    Redis that does not answer into ``RedisUnavailable``."""
-    try:
-        yield
-    except redis.ResponseError as exc:
-        text = str(exc)
-        # A script that fails at run time ("user_script:N: attempt to compare number with
-        # nil") met a field it did not write: garbage, like the rest.
-        if any(m in text for m in ("CORRUPT", "WRONGTYPE", "not an integer", "user_script")):
-            raise CorruptActorData(f"{where}: {text}") from None
-        raise
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise RedisUnavailable(f"{where}: Redis did not answer ({exc})") from exc
-
-
-def patiently(fn: Callable[[], T], *, where: str, patience: float = REDIS_PATIENCE) -> T:
-    """Call ``fn`` until Redis answers (workers and ticks wait out an outage, SPEC 6.7).
-    ``fn`` must be safe to repeat: the scripts it runs recognise their own earlier success."""
-    delay = 0.1
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            with redis_errors(where):
-                return fn()
-        except RedisUnavailable:
-            if time.monotonic() > deadline:
-                raise
-            log.warning("celery_supervise redis_unavailable where=%r retry_in=%.1fs", where, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
-
-def run_pipeline(
-    sup: Supervision, build: Callable[[Any], None], *, client: redis.Redis | None = None
-) -> list[Any]:
-    """Build and execute a non-transactional pipeline: one round trip. Pipelines hold at
-    most one script; if Redis lost it (restart, flush), load them all and run again (safe:
-    a script refused with NOSCRIPT did not run)."""
-    for attempt in (1, 2):
-        pipe = (client or sup.client).pipeline(transaction=False)
-        build(pipe)
-        try:
-            return list(pipe.execute())
-        except redis.exceptions.NoScriptError:
-            if attempt == 2:
-                raise
-            sup.scripts.load_all()
-    raise AssertionError("unreachable")
+Release = Literal["more", "idle", "stopped", "stale"]
 
 
 def text_dict(raw: dict[Any, Any]) -> dict[str, str]:
@@ -111,190 +58,334 @@ def _utf8(value: Any) -> bool:
         return False
 
 
-class ActorStore:
-    def __init__(self, supervision: Supervision) -> None:
-        self.sup = supervision
+@dataclass(frozen=True)
+class CrashRecord:
+    """What is kept about one crash (SPEC 4): in the actor's crash list, in the attempts of
+    the message it is tied to (``seq``; 0 for none), and with that message if it dies."""
+
+    actor: str
+    key: str
+    version: int
+    message_id: str | None
+    seq: int
+    attempt: int
+    reason: str
+    type: str
+    message: str
+    traceback: str | None
+    worker: str | None
+    time: float
+
+    @classmethod
+    def of(
+        cls,
+        reason: str,
+        exc: BaseException | None,
+        *,
+        actor: str,
+        key: str,
+        version: int,
+        message_id: str | None,
+        seq: int,
+        attempt: int,
+        worker: str | None,
+        message: str = "",
+    ) -> CrashRecord:
+        return cls(
+            actor=actor,
+            key=key,
+            version=version,
+            message_id=message_id,
+            seq=seq,
+            attempt=attempt,
+            reason=reason,
+            type=type(exc).__name__ if exc else "WorkerLost" if reason == "worker_lost" else reason,
+            message=str(exc) if exc else message or reason,
+            traceback="".join(traceback.format_exception(exc)) if exc else None,
+            worker=worker,
+            time=time.time(),
+        )
+
+    def encode(self) -> bytes:
+        return encode(asdict(self), what="crash record")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What ``claim.lua`` granted: the lease (token), the committed state and a batch."""
+
+    outcome: Literal["ok", "empty", "busy", "expired", "halted"]
+    token: int = 0
+    version: int = 0
+    state: bytes | None = None
+    attempt_seq: int = 0
+    attempts: int = 0
+    entries: tuple[bytes, ...] = ()
+    #: The nearest supervisor above the actor that is stopped or quarantined, if any.
+    halted_by: str | None = None
+    #: Set when the meta hash holds fields this library did not write (the lease is held).
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class CommitOutcome:
+    ok: bool
+    version: int = 0
+    #: Why the commit was refused: stale | expired | moved.
+    refused: str | None = None
+
+
+@dataclass(frozen=True)
+class CrashOutcome:
+    crashed: bool
+    crash_seq: int = 0
+    attempt: int = 0
+    dead_lettered: bool = False
+    consecutive: int = 0
+
+
+@dataclass(frozen=True)
+class EncodedEffects:
+    """A step's effects as the commit script takes them (see ``effects.encode_effects``)."""
+
+    outbox: Sequence[bytes] = ()
+    selfs: Sequence[tuple[str, bytes]] = ()  #: (header json, body) of messages to itself
+    timers: Sequence[tuple[int, bytes]] = ()  #: (delay ms, entry) of durable timers
+    isolates: Sequence[tuple[str, bytes]] = ()  #: (isolate id, pending record)
+    stop: bool = False
+
+
+@dataclass(frozen=True)
+class Look:
+    """One actor's keys as one round trip saw them (the tick's view)."""
+
+    meta: dict[str, str]
+    pending: int
+    outbox: int
+    isolates: bool
+    next_timer: float | None
+    dead: int
 
     @property
-    def client(self) -> redis.Redis:
-        return self.sup.client
+    def status(self) -> str:
+        return self.meta.get("status", "idle")
 
-    def member(self, type_name: str, key: str) -> str:
-        return actor_member(type_name, key)
+    @property
+    def leased(self) -> bool:
+        return bool(self.meta.get("lease_until"))
+
+    def field_int(self, name: str, default: int = 0) -> int:
+        return int(self.meta.get(name) or default)
+
+
+class ActorStore:
+    """The scripts of one actor's lifecycle, called with the actor's keys."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
 
     def add_hint(self, pipe: Any, type_name: str, key: str, seconds_from_now: float) -> None:
         """Ask the tick to look at this actor no later than ``seconds_from_now``."""
-        member = self.member(type_name, key)
+        member = actor_member(type_name, key)
         pipe.zadd(
-            self.sup.keyspace.due_bucket(member),
+            self.rt.keyspace.due_bucket(member),
             {member: int((time.time() + seconds_from_now) * 1000)},
             lt=True,
         )
 
-    # -- sending -------------------------------------------------------------------------
-    def send(
+    def _run(self, where: str, build: Any) -> list[Any]:
+        """One pipelined round trip, repeated while Redis is away (SPEC 6.7)."""
+        return patiently(lambda: self.rt.pipeline(build), where=where)
+
+    # -- the step path (a worker holding the lease) ----------------------------------------
+    def claim(
         self,
-        type_name: str,
-        key: str,
-        batch: Sequence[tuple[str, bytes, bool | str]],
+        keys: ActorKeys,
         *,
-        reply: bool = False,
-        origin: tuple[str, int] | None = None,
-    ) -> list[int]:
-        """Append ``(message_id, body, dedup)`` entries; wake the actor if idle. ``dedup`` is
-        True for a caller-given id, or the dedup key itself (a key of this actor outside the
-        caller-id namespace, e.g. ``keys.requeued(seq)``).
-        ``origin`` = (sender member, ordinal) marks a relay from another actor's outbox."""
-        keys = self.sup.keyspace.actor(type_name, key)
-        args: list[Any] = [type_name, key, self.sup.settings.dedup_window, len(batch)]
-        dedup_keys = []
-        for mid, body, given in batch:
-            if origin is not None:
-                args += [header_json(mid, reply=reply), body, f"2:{origin[1]}"]
-                dedup_keys.append(keys.origin(origin[0]))
-                continue
-            args += [header_json(mid, reply=reply), body, "1" if given else "0"]
-            dedup_keys.append(given if isinstance(given, str) else keys.dedup(mid))
+        worker: str,
+        lease_ms: int,
+        batch: int,
+        nonce: str,
+        supervisors: Sequence[str],
+        hint_in: float,
+        where: str,
+    ) -> Claim:
+        """Take the lease and read a batch; the supervisors' statuses come in the same trip."""
+        type_name, key = keys.type_name, keys.key
 
         def build(pipe: Any) -> None:
-            # The hint before the append covers a client dying mid-pipeline; the one after
-            # covers a tick that, having read the actor empty, drops the hint in between
-            # (the tick re-checks after dropping; see tick._drop_if_unchanged).
-            self.add_hint(pipe, type_name, key, self.sup.repair_after)
-            self.sup.scripts.send(
-                keys=[keys.meta, keys.mailbox, *dedup_keys], args=args, client=pipe
+            for name in supervisors:
+                pipe.hget(self.rt.keyspace.supervisor(name), "status")
+            self.add_hint(pipe, type_name, key, hint_in)
+            self.rt.scripts.claim(
+                keys=[keys.meta, keys.mailbox], args=[worker, lease_ms, batch, nonce], client=pipe
             )
-            self.add_hint(pipe, type_name, key, self.sup.repair_after)
 
-        with redis_errors(f"actor {type_name}:{key}"):
-            result = run_pipeline(self.sup, build, client=self.sup.client_once)[-2]
-        if int(result[0]) == 1:
-            # The messages are durable now; a failed publish must not make the caller think
-            # they were not sent (a retry without caller ids would duplicate them). The hint
-            # written above makes the tick re-publish the run (``rewake``) after
-            # ``repair_after``.
-            try:
-                self.sup.publish(type_name, key)
-            except Exception as exc:
-                log.warning(
-                    "celery_supervise publish_failed actor=%s key=%s error=%r "
-                    "(messages are stored; the tick will wake the actor)",
-                    type_name,
-                    key,
-                    exc,
-                )
-        return [int(x) for x in result[1:]]
+        replies = self._run(where, build)
+        reply = replies[-1]
+        outcome = text(reply[0])
+        if outcome != "ok":
+            return Claim(outcome)  # type: ignore[arg-type]  # the script's own words
+        halted_by = next(
+            (
+                name
+                for name, status in zip(supervisors, replies, strict=False)
+                if status is not None and text(status) in ("stopped", "quarantined")
+            ),
+            None,
+        )
+        token = int(reply[1])  # HINCRBY'd by claim.lua: always an integer
+        try:
+            version, attempt_seq, attempts = int(reply[2]), int(reply[4]), int(reply[5])
+        except ValueError as exc:
+            return Claim("ok", token, halted_by=halted_by, problem=f"meta hash: {exc}")
+        return Claim(
+            "ok", token, version, reply[3], attempt_seq, attempts, tuple(reply[6:]), halted_by
+        )
 
-    def ask(self, ref: ActorRef, message: Any, *, timeout: float, message_id: str | None) -> Any:
-        import uuid
+    def commit(
+        self,
+        keys: ActorKeys,
+        *,
+        token: int,
+        seq: int,
+        state: bytes,
+        message_id: str,
+        history: int,
+        lease_ms: int,
+        effects: EncodedEffects,
+        hints: Sequence[float],
+        where: str,
+    ) -> CommitOutcome:
+        """Commit one step: state, version + 1, the entry consumed, its effects recorded."""
+        entry = '{"message_id":' + json.dumps(message_id, ensure_ascii=False) + ',"state":'
+        args: list[Any] = [
+            token,
+            seq,
+            state,
+            entry + state.decode() + "}",
+            history,
+            lease_ms,
+            "1" if effects.stop else "0",
+            len(effects.outbox),
+            len(effects.selfs),
+            len(effects.timers),
+            len(effects.isolates),
+            *effects.outbox,
+        ]
+        for pairs in (effects.selfs, effects.timers, effects.isolates):
+            for pair in pairs:
+                args += pair
+        commit_keys = [
+            keys.meta,
+            keys.mailbox,
+            keys.history,
+            keys.attempts,
+            keys.outbox,
+            keys.timers,
+            keys.isolates,
+        ]
 
-        mid = message_id or uuid.uuid4().hex
-        body = ref._encode(message)
-        reply_key = self.sup.keyspace.reply(mid)
-        self.send(ref.type_name, ref.key, [(mid, body, message_id is not None)], reply=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AskTimeout(
-                    f"no reply from {ref.type_name}:{ref.key} to message {mid!r} within "
-                    f"{timeout} s (the message stays queued and will still be handled)"
-                )
-            got = self.client.blpop([reply_key], timeout=max(0.01, min(left, BLOCK_SECONDS)))
-            if got:
-                answer = decode(got[1], what=f"reply to {mid!r}")
-                if "dead" in answer:
-                    raise MessageDeadLettered(mid, answer["dead"])
-                return answer["value"]
+        def build(pipe: Any) -> None:
+            for seconds in hints:
+                self.add_hint(pipe, keys.type_name, keys.key, seconds)
+            self.rt.scripts.commit(keys=commit_keys, args=args, client=pipe)
 
-    def index_dead(self, type_name: str, key: str) -> None:
-        """Note that this actor holds dead letters (after a crash script dead-lettered one)."""
-        self.client.zadd(self.sup.keyspace.dead_index, {self.member(type_name, key): time.time()})
+        reply = self._run(where, build)[-1]
+        if text(reply[0]) != "ok":
+            return CommitOutcome(False, refused=text(reply[0]))
+        return CommitOutcome(True, int(reply[1]))
 
-    def actors_with_dead_letters(self) -> list[tuple[str, str, int]]:
-        """(type, key, count) of every actor holding dead letters, most recent first; the
-        index is pruned of actors found to have none left."""
-        from .keyspace import parse_actor_member
+    def crash(
+        self,
+        keys: ActorKeys,
+        *,
+        token: int | str,
+        record: CrashRecord,
+        max_attempts: int,
+        only_if_expired: bool,
+        where: str,
+    ) -> CrashOutcome:
+        """Record a crash of the lease holder; count and maybe dead-letter its message."""
 
-        index = self.sup.keyspace.dead_index
-        members = [text(m) for m in self.client.zrevrange(index, 0, -1)]
-        pipe = self.client.pipeline(transaction=False)
-        for member in members:
-            pipe.llen(self.sup.keyspace.actor(*parse_actor_member(member)).dead)
-        out = []
-        for member, count in zip(members, pipe.execute(), strict=True):
-            if count:
-                out.append((*parse_actor_member(member), int(count)))
-            else:
-                self.client.zrem(index, member)
-        return out
+        def build(pipe: Any) -> None:
+            # The tick must look at this actor now: the hint goes first.
+            self.add_hint(pipe, keys.type_name, keys.key, 0)
+            self.rt.scripts.crash(
+                keys=[keys.meta, keys.mailbox, keys.crashes, keys.attempts, keys.dead, keys.outbox],
+                args=[
+                    token,
+                    record.seq,
+                    record.encode(),
+                    max_attempts,
+                    "1" if only_if_expired else "0",
+                    CRASHES_KEPT,
+                ],
+                client=pipe,
+            )
 
-    def push_reply(self, pipe: Any, message_id: str, payload: bytes) -> None:
-        key = self.sup.keyspace.reply(message_id)
-        pipe.rpush(key, payload)
-        pipe.expire(key, REPLY_TTL_SECONDS)
+        reply = self._run(where, build)[-1]
+        if text(reply[0]) != "crashed":
+            return CrashOutcome(False)
+        return CrashOutcome(True, int(reply[1]), int(reply[2]), int(reply[3]) == 1, int(reply[4]))
 
-    # -- reading -------------------------------------------------------------------------
-    @overload
-    def read_meta(self, keys: ActorKeys) -> tuple[dict[str, str], int]: ...
-    @overload
-    def read_meta(
-        self, keys: ActorKeys, *, with_dead: Literal[True]
-    ) -> tuple[dict[str, str], int, int]: ...
-    def read_meta(self, keys: ActorKeys, *, with_dead: bool = False) -> Any:
-        """(meta hash, mailbox length[, dead letter count]) in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hgetall(keys.meta)
-        pipe.llen(keys.mailbox)
-        if with_dead:
-            pipe.llen(keys.dead)
-        with redis_errors(keys.meta):
-            meta, pending, *dead = pipe.execute()
-        if with_dead:
-            return text_dict(meta), int(pending), int(dead[0])
-        return text_dict(meta), int(pending)
+    def release(self, keys: ActorKeys, token: int | str, *, where: str) -> Release:
+        """Give the lease back: 'more' (publish the next run), 'idle', 'stopped' or 'stale'."""
+        reply = self._run(
+            where,
+            lambda pipe: self.rt.scripts.release(
+                keys=[keys.meta, keys.mailbox], args=[token], client=pipe
+            ),
+        )[-1]
+        return text(reply[0])  # type: ignore[return-value]  # the script's own words
 
-    # -- operator and supervisor transitions -----------------------------------------------
+    def renew(self, keys: ActorKeys, token: int, lease_ms: int) -> bool:
+        """Extend the lease; False if it was lost (superseded or expired)."""
+        return bool(self.rt.scripts.renew(keys=[keys.meta], args=[token, lease_ms]))
+
+    # -- supervisor and operator transitions --------------------------------------------
     def halt(
         self,
-        ref: ActorRef,
+        keys: ActorKeys,
         status: str,
         *,
         reason: str,
         delay: float = 0.0,
-        only_from: str = "*",
+        only_from: Sequence[str] = (),
         cause: str = "",
     ) -> str:
+        """Stop, quarantine or back off an actor from outside its steps ('ok' | 'skip')."""
 
         def build(pipe: Any) -> None:
             if status == "backoff":
-                self.add_hint(pipe, ref.type_name, ref.key, delay)
-            self.sup.scripts.halt(
-                keys=[ref.keys.meta],
-                args=[status, reason, int(delay * 1000), only_from, cause],
+                self.add_hint(pipe, keys.type_name, keys.key, delay)
+            self.rt.scripts.halt(
+                keys=[keys.meta],
+                args=[status, reason, int(delay * 1000), ",".join(only_from) or "*", cause],
                 client=pipe,
             )
 
-        with redis_errors(f"actor {ref.type_name}:{ref.key}"):
-            result = run_pipeline(self.sup, build)[-1]
-        return str(result[0].decode() if isinstance(result[0], bytes) else result[0])
+        with redis_errors(f"actor {keys.type_name}:{keys.key}"):
+            return text(self.rt.pipeline(build)[-1][0])
 
     def restart(
         self,
-        ref: ActorRef,
+        keys: ActorKeys,
         *,
-        mode: str,
+        mode: Literal["due", "force"],
         recovery: str,
         initial: bytes | None,
         history: int,
         clear_crashes: bool,
         rollback_of: int | None = None,
     ) -> str:
+        """Bring a halted actor back ('woke' | 'idle' | 'skip'); publishes the run it wakes."""
+
         def build(pipe: Any) -> None:
             # If the run this restart publishes is lost, the tick repairs it from this hint.
-            self.add_hint(pipe, ref.type_name, ref.key, self.sup.repair_after)
-            self.sup.scripts.restart(
-                keys=[ref.keys.meta, ref.keys.mailbox, ref.keys.history],
+            self.add_hint(pipe, keys.type_name, keys.key, self.rt.repair_after)
+            self.rt.scripts.restart(
+                keys=[keys.meta, keys.mailbox, keys.history],
                 args=[
                     mode,
                     recovery,
@@ -306,19 +397,74 @@ class ActorStore:
                 client=pipe,
             )
 
-        with redis_errors(f"actor {ref.type_name}:{ref.key}"):
-            result = run_pipeline(self.sup, build)[-1]
-        outcome = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
+        with redis_errors(f"actor {keys.type_name}:{keys.key}"):
+            outcome = text(self.rt.pipeline(build)[-1][0])
         if outcome == "woke":
-            self.sup.publish(ref.type_name, ref.key)
+            self.rt.publish(keys.type_name, keys.key)
         return outcome
 
-    def requeue(self, ref: ActorRef, raw: Any, letter: DeadLetter) -> None:
-        """Move one dead letter back to the mailbox, exactly once: the send lands before the
-        removal (a crash in between loses nothing) and is deduplicated on the letter's
-        sequence number (so requeueing it again after such a crash does not send twice)."""
-        body = encode(letter.message, what="dead letter")
-        marker = ref.keys.requeued(letter.seq)
-        self.send(ref.type_name, ref.key, [(letter.message_id, body, marker)])
-        # redis-py types list values as str; the bytes read back are what LREM compares
-        self.client.lrem(ref.keys.dead, 1, raw)
+    def settle(
+        self,
+        keys: ActorKeys,
+        *,
+        crash_seq: str,
+        status: str,
+        delay: float,
+        level: int | str,
+        reason: str,
+    ) -> None:
+        """Apply the supervisor's decision about one crash, once (by its crash_seq)."""
+
+        def build(pipe: Any) -> None:
+            if status == "backoff":
+                self.add_hint(pipe, keys.type_name, keys.key, delay)
+            self.rt.scripts.settle(
+                keys=[keys.meta],
+                args=[crash_seq, status, int(delay * 1000), level, reason],
+                client=pipe,
+            )
+
+        self.rt.pipeline(build)
+
+    def rewake(self, keys: ActorKeys, *, base_ms: int, cap_ms: int) -> bool:
+        """Claim the right to re-publish a run whose task was lost; the caller publishes."""
+        return bool(self.rt.scripts.rewake(keys=[keys.meta, keys.mailbox], args=[base_ms, cap_ms]))
+
+    def fire_timers(self, keys: ActorKeys) -> tuple[bool, int]:
+        """Move due timers into the mailbox: (woke, how many fired)."""
+        woke, fired, _ = self.rt.scripts.fire_timers(keys=[keys.meta, keys.mailbox, keys.timers])
+        return bool(int(woke)), int(fired)
+
+    def notify_exit(self, type_name: str, key: str) -> None:
+        """An actor stopped normally: let the tick report it to its supervisor."""
+        self.rt.pipeline(lambda pipe: self.add_hint(pipe, type_name, key, 0))
+
+    # -- reading -------------------------------------------------------------------------
+    def read_meta(self, keys: ActorKeys) -> tuple[dict[str, str], int, int]:
+        """(meta hash, mailbox length, dead letter count) in one round trip."""
+        pipe = self.rt.client.pipeline(transaction=False)
+        pipe.hgetall(keys.meta)
+        pipe.llen(keys.mailbox)
+        pipe.llen(keys.dead)
+        with redis_errors(keys.meta):
+            meta, pending, dead = pipe.execute()
+        return text_dict(meta), int(pending), int(dead)
+
+    def look(self, keys: ActorKeys) -> Look:
+        """Everything the tick decides from, in one round trip."""
+        pipe = self.rt.client.pipeline(transaction=False)
+        pipe.hgetall(keys.meta)
+        pipe.llen(keys.mailbox)
+        pipe.llen(keys.outbox)
+        pipe.exists(keys.isolates)
+        pipe.zrange(keys.timers, 0, 0, withscores=True)
+        pipe.llen(keys.dead)
+        meta, pending, outbox, isolates, timer, dead = pipe.execute()
+        return Look(
+            meta=text_dict(meta),
+            pending=int(pending),
+            outbox=int(outbox),
+            isolates=bool(isolates),
+            next_timer=float(timer[0][1]) if timer else None,
+            dead=int(dead),
+        )

@@ -7,30 +7,25 @@ Installing validates the settings, registers the supervisor tick task and merges
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import weakref
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
+from celery import Celery, signals
 
-from .actors import registered, validate_key
 from .codec import text
-from .errors import ConfigurationError, NotInstalled
+from .errors import NotInstalled
+from .isolation import Isolation, register_isolation_task
 from .keyspace import Keyspace
+from .ref import ActorRef
+from .registry import registered, validate_key
+from .runtime import Dispatch, Runtime
 from .scripts import Scripts
 from .settings import Settings, read_settings
-from .store import ActorStore
-
-if TYPE_CHECKING:
-    from celery import Celery
-
-    from .ref import ActorRef
+from .specs import SupervisorTree, build_tree, parse_supervisor_spec
+from .tick import run_tick
 
 __all__ = ["TICK_TASK", "Supervision"]
 
@@ -38,8 +33,6 @@ log = logging.getLogger("celery_supervise")
 
 #: Name of the supervisor task run by beat.
 TICK_TASK = "celery_supervise.tick"
-#: Events kept in the capped decision stream.
-EVENTS_KEPT = 10_000
 
 
 _installed: weakref.WeakKeyDictionary[Any, Supervision] = weakref.WeakKeyDictionary()
@@ -50,8 +43,7 @@ class Supervision:
     """celery_supervise installed on a Celery app. ``Supervision(app)`` is idempotent."""
 
     app: Celery
-    settings: Settings
-    keyspace: Keyspace
+    runtime: Runtime
 
     def __new__(cls, app: Celery) -> Supervision:
         with _install_lock:
@@ -77,34 +69,51 @@ class Supervision:
             ) from None
 
     def _install(self, app: Celery) -> None:
-        from .specs import build_tree
-
         self.app = app
-        self.settings = read_settings(app)
-        self.keyspace = Keyspace(self.settings.key_prefix)
-        self.tree = build_tree(self.settings.supervisors, where_prefix="supervise_supervisors")
-        #: Set by a running tick: the decisions it made, returned as its result.
-        self.decisions: list[dict[str, Any]] | None = None
-        self.dispatcher: (
-            Callable[[str, tuple[Any, ...], dict[str, Any], dict[str, Any]], None] | None
-        ) = None
-        self._client: redis.Redis | None = None
-        self._once: redis.Redis | None = None
-        self._client_pid = 0
-        self._scripts: Scripts | None = None
-        self.store = ActorStore(self)
-        from .isolation import Isolation
-
-        self.isolation = Isolation(self)
+        settings = read_settings(app)
+        tree = build_tree(settings.supervisors, where_prefix="supervise_supervisors")
+        #: Set by ``celery_supervise.testing.LocalRunner``: tasks go to it, not the broker.
+        self.dispatcher: Dispatch | None = None
+        self.runtime = Runtime(settings, tree, self.dispatch)
         self._register_tasks()
         self._schedule_tick()
         self._connect_startup_check()
 
-    def _register_tasks(self) -> None:
-        from .isolation import register_isolation_task
-        from .tick import run_tick
+    # -- what the runtime holds, for callers of this object ----------------------------------
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
 
-        sup = self
+    @property
+    def keyspace(self) -> Keyspace:
+        return self.runtime.keyspace
+
+    @property
+    def tree(self) -> SupervisorTree:
+        return self.runtime.tree
+
+    @property
+    def client(self) -> redis.Redis:
+        return self.runtime.client
+
+    @property
+    def client_once(self) -> redis.Redis:
+        return self.runtime.client_once
+
+    @property
+    def scripts(self) -> Scripts:
+        return self.runtime.scripts
+
+    @property
+    def repair_after(self) -> float:
+        return self.runtime.repair_after
+
+    @property
+    def isolation(self) -> Isolation:
+        return Isolation(self.runtime)
+
+    def _register_tasks(self) -> None:
+        rt = self.runtime
 
         @self.app.task(  # type: ignore[untyped-decorator]  # celery has no type hints
             name=TICK_TASK,
@@ -116,15 +125,13 @@ class Supervision:
             resultrepr_maxsize=16384,
         )
         def tick(task: Any) -> dict[str, Any]:
-            return run_tick(sup)
+            return run_tick(rt)
 
-        register_isolation_task(self)
+        register_isolation_task(self.app, rt)
         self.tick_task = tick
 
     def _connect_startup_check(self) -> None:
         # Connected here, when the user installs us on their app -- never at import time.
-        from celery import signals
-
         def on_start(sender: Any = None, **_: Any) -> None:
             if getattr(sender, "app", self.app) is self.app:
                 for warning in self.check_redis():
@@ -182,62 +189,18 @@ class Supervision:
         """Declare (or replace) a supervisor, as a ``supervise_supervisors`` entry would.
         Validated now: unknown keys, bad values, cycles, unknown parents raise
         ``ConfigurationError``. Declare it in every process (module level, like tasks)."""
-        from .specs import parse_supervisor_spec
-
-        self.tree = self.tree.with_spec(
+        self.runtime.tree = self.tree.with_spec(
             parse_supervisor_spec(name, spec, where=f"supervision.supervisor({name!r})")
         )
 
-    # -- connections (per process) ---------------------------------------------------------
-    @property
-    def client(self) -> redis.Redis:
-        if self._client is None or self._client_pid != os.getpid():
-            self._client = self._connect(retries=2)
-            self._once = self._connect(retries=0)
-            self._client_pid = os.getpid()
-            self._scripts = None
-        return self._client
-
-    @property
-    def client_once(self) -> redis.Redis:
-        """A client that never repeats a command by itself. ``send`` uses it: a send whose
-        reply was lost may have been applied, and only the caller can decide to retry (safely,
-        with a ``message_id``)."""
-        self.client  # noqa: B018  (connects both clients in this process)
-        assert self._once is not None
-        return self._once
-
-    def _connect(self, *, retries: int) -> redis.Redis:
-        return redis.Redis.from_url(
-            self.settings.redis_url,
-            socket_connect_timeout=2.0,
-            socket_timeout=5.0,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
-            health_check_interval=30,
-        )
-
-    @property
-    def scripts(self) -> Scripts:
-        client = self.client
-        if self._scripts is None:
-            self._scripts = Scripts(client)
-        return self._scripts
-
-    @property
-    def repair_after(self) -> float:
-        """Seconds after which a scheduled actor nobody picked up is woken again."""
-        return max(2 * self.settings.lease_seconds, 2 * self.settings.tick_interval)
-
     # -- actors ----------------------------------------------------------------------------
     def ref(self, type_name: str, key: str) -> ActorRef:
-        from .ref import ActorRef
-
         registered(type_name)
-        return ActorRef(self, type_name, validate_key(key))
+        return ActorRef(self.runtime, type_name, validate_key(key))
 
     def publish(self, type_name: str, key: str) -> None:
         """Schedule one task run of the actor (its Celery task carries only the key)."""
-        self.dispatch(type_name, (key,), {}, {})
+        self.runtime.publish(type_name, key)
 
     def dispatch(
         self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
@@ -248,60 +211,3 @@ class Supervision:
             self.dispatcher(name, args, kwargs, options)
         else:
             self.app.send_task(name, args=args, kwargs=kwargs, **options)
-
-    def relay_outbox(self, type_name: str, key: str) -> int:
-        from .effects import relay_outbox
-
-        return relay_outbox(self, type_name, key)
-
-    def operator_restart(
-        self, ref: ActorRef, *, recovery: str | None, only_halted: bool = False
-    ) -> str:
-        atype = registered(ref.type_name)
-        recovery = recovery or atype.recovery
-        if recovery not in ("last_good", "reset"):
-            raise ConfigurationError(f"recovery must be 'last_good' or 'reset', got {recovery!r}")
-        initial = atype.valid_initial(ref.key) if recovery == "reset" else None
-        if only_halted:
-            snap = ref.snapshot()
-            if snap.status not in ("stopped", "quarantined", "backoff"):
-                return "skip"
-        outcome = self.store.restart(
-            ref,
-            mode="force",
-            recovery=recovery,
-            initial=initial,
-            history=atype.history,
-            clear_crashes=True,
-        )
-        self.log_event(
-            "operator_restart", actor=ref.type_name, key=ref.key, recovery=recovery, outcome=outcome
-        )
-        return outcome
-
-    def notify_exit(self, type_name: str, key: str) -> None:
-        """An actor stopped normally: let the tick report it to its supervisor."""
-        pipe = self.client.pipeline(transaction=False)
-        self.store.add_hint(pipe, type_name, key, 0)
-        pipe.execute()
-
-    # -- decisions, reported one way ---------------------------------------------------------
-    def log_event(self, event: str, **fields: Any) -> None:
-        """One structured log line per decision, also kept in a capped Redis stream."""
-        record = {"event": event, **fields}
-        if self.decisions is not None:
-            self.decisions.append(record)
-        log.info(
-            "celery_supervise %s",
-            json.dumps(record, sort_keys=True, default=str),
-            extra={"celery_supervise": record},
-        )
-        try:
-            self.client.xadd(
-                self.keyspace.events,
-                {"event": json.dumps(record, default=str)},
-                maxlen=EVENTS_KEPT,
-                approximate=True,
-            )
-        except redis.RedisError:
-            log.warning("celery_supervise could not record event %s in Redis", event)

@@ -1,40 +1,41 @@
 """The supervisor tick: ``celery_supervise.tick``, run by beat every ``tick_interval``.
 
 A tick reads only the *due* part of the sharded hint index (``ZRANGEBYSCORE -inf now``),
-so its cost grows with what is due, never with how many actors exist. For each due actor
-it re-reads the actor's own keys -- the only source of truth -- and acts: crash a step whose
-lease expired (``worker_lost``), decide a crash through the supervision tree, restart a
-backoff that is due, fire due timers, relay an orphaned outbox, re-publish a run whose Celery
-task was lost. Every transition is a compare-and-set script on the actor, so two ticks at
-once (two beats, a slow tick) cannot double-act; a lock merely saves the wasted work.
+so its cost grows with what is due, never with how many actors exist. Each due actor is
+looked at once (one pipelined read of its own keys, the only source of truth), then put
+through an ordered list of checks of one shape -- expire a lost lease, decide an exit,
+restart a backoff that is due, check isolated subtasks, fire timers, relay an orphaned
+outbox -- and, if any acted, looked at once more to re-publish a lost run and set its next
+hint. Every transition is a compare-and-set script on the actor, so two ticks at once (two
+beats, a slow tick) cannot double-act; a lock merely saves the wasted work.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
-from .actors import registered
 from .codec import text
+from .crashes import record_crash
+from .delivery import Delivery
+from .effects import relay_outbox
 from .errors import ActorNotRegistered, CorruptActorData, RedisUnavailable, StateRejected
-from .keyspace import parse_actor_member
+from .isolation import Isolation
+from .keyspace import ActorKeys, parse_actor_member
 from .mailbox import Entry
-from .store import redis_errors, text_dict
+from .registry import ActorSpec, registered
+from .runtime import EventLog, Runtime, redis_errors
+from .store import ActorStore, CrashRecord, Look
+from .tree_shell import decide_exit
 
-if TYPE_CHECKING:
-    from .supervision import Supervision
-
-__all__ = ["run_tick"]
+__all__ = ["TickReport", "run_tick", "visit"]
 
 log = logging.getLogger("celery_supervise")
 
-#: What reading a field we did not write raises (``int("x")``, bad JSON, a list where a dict
-#: was stored): the visited actor is reported as corrupt, the tick goes on with the others.
-_GARBAGE_ERRORS = (AttributeError, KeyError, TypeError, ValueError)
 #: Most due hints read from one bucket per tick; the rest wait for the next tick.
 DUE_PER_BUCKET = 500
 #: How long a tick waits before looking again at an actor whose visit raised (ms).
@@ -45,341 +46,344 @@ DECISIONS_IN_RESULT = 50
 REPAIR_CAP = 300.0
 
 
-def redis_now_ms(sup: Supervision) -> int:
-    seconds, micros = sup.client.time()
-    return int(seconds) * 1000 + int(micros) // 1000
+@dataclass
+class TickReport:
+    """What one tick did: outcomes counted, and the decisions it made (Flower shows them)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    ms: int = 0
+    skipped: str | None = None
+
+    def as_result(self) -> dict[str, Any]:
+        """The task result: ``{"skipped": why}`` or the counts, ``ms`` and decisions."""
+        if self.skipped is not None:
+            return {"skipped": self.skipped}
+        result: dict[str, Any] = {**self.counts, "ms": self.ms}
+        if self.decisions:
+            result["decisions"] = self.decisions[:DECISIONS_IN_RESULT]
+        return result
 
 
-def run_tick(sup: Supervision) -> dict[str, Any]:
+def run_tick(rt: Runtime) -> dict[str, Any]:
     """One supervisor tick. Returns a summary (shown as the task result in Flower).
     With Redis away it returns at once: the next tick, a beat interval later, resumes."""
     try:
         with redis_errors("tick"):
-            return _tick(sup)
+            return _tick(rt).as_result()
     except RedisUnavailable as exc:
         log.warning("celery_supervise tick_skipped reason=redis_unavailable error=%s", exc)
         return {"skipped": "redis unavailable"}
 
 
-def _tick(sup: Supervision) -> dict[str, Any]:
-    client = sup.client
+def _tick(rt: Runtime) -> TickReport:
     holder = uuid.uuid4().hex
     # Short enough that a tick killed with its worker delays the next by seconds only;
     # overlapping ticks are safe anyway (every transition is compare-and-set).
-    lock_ms = int(max(sup.settings.tick_interval * 5, 3.0) * 1000)
-    if not client.set(sup.keyspace.tick_lock, holder, nx=True, px=lock_ms):
-        return {"skipped": "another tick is running"}
+    lock_ms = int(max(rt.settings.tick_interval * 5, 3.0) * 1000)
+    if not rt.client.set(rt.keyspace.tick_lock, holder, nx=True, px=lock_ms):
+        return TickReport(skipped="another tick is running")
     started = time.monotonic()
-    counts: dict[str, Any] = {}
-    sup.decisions = []
+    report = TickReport()
     try:
-        now = redis_now_ms(sup)
-        pipe = client.pipeline(transaction=False)
-        buckets = sup.keyspace.all_due()
-        for bucket in buckets:
-            pipe.zrangebyscore(bucket, "-inf", now, start=0, num=DUE_PER_BUCKET, withscores=True)
-        for bucket, due in zip(buckets, pipe.execute(), strict=True):
-            for member_raw, score in due:
-                member = text(member_raw)
-                try:
-                    outcome = visit(sup, bucket, member, float(score), now)
-                except (CorruptActorData, ActorNotRegistered) as exc:
-                    # Garbage in the actor's keys, or a type no process declares: named in
-                    # an event; nothing else is touched, and the tick goes on (SPEC 6.6).
-                    outcome = "corrupt"
-                    sup.log_event("corrupt_actor", member=member, error=str(exc))
-                    _drop_hint(sup, bucket, member, float(score))
-                except RedisUnavailable:
-                    raise
-                except Exception as exc:
-                    # Anything else (a field that is not what we wrote, a bug) must neither
-                    # stop the tick for every other actor nor lose this one: it is logged
-                    # and looked at again a little later.
-                    log.exception("celery_supervise tick_visit_failed member=%s", member)
-                    outcome = "failed"
-                    sup.log_event("tick_visit_failed", member=member, error=repr(exc))
-                    retry = redis_now_ms(sup) + RETRY_FAILED_VISIT_MS
-                    _move_hint(sup, bucket, member, float(score), retry)
-                counts[outcome] = counts.get(outcome, 0) + 1
+        with EventLog.collect() as report.decisions:
+            now = rt.now_ms()
+            for bucket, member, score in _due(rt, now):
+                outcome = _visit_safely(rt, bucket, member, score, now)
+                report.counts[outcome] = report.counts.get(outcome, 0) + 1
     finally:
-        sup.scripts.tick_lock(keys=[sup.keyspace.tick_lock], args=[holder])
-        decisions, sup.decisions = sup.decisions, None
-    counts["ms"] = int((time.monotonic() - started) * 1000)
-    if decisions:
-        # The tick's result is what Flower shows: restarts, quarantines, escalations and
-        # dead letters decided in this tick, readable without opening Redis.
-        counts["decisions"] = decisions[:DECISIONS_IN_RESULT]
-    return counts
+        rt.scripts.tick_lock(keys=[rt.keyspace.tick_lock], args=[holder])
+    report.ms = int((time.monotonic() - started) * 1000)
+    return report
 
 
-def _drop_hint(sup: Supervision, bucket: str, member: str, score: float) -> None:
-    _move_hint(sup, bucket, member, score, None)
+def _due(rt: Runtime, now: int) -> list[tuple[str, str, float]]:
+    """(bucket, member, score) of every hint due at ``now``, in one round trip."""
+    pipe = rt.client.pipeline(transaction=False)
+    buckets = rt.keyspace.all_due()
+    for bucket in buckets:
+        pipe.zrangebyscore(bucket, "-inf", now, start=0, num=DUE_PER_BUCKET, withscores=True)
+    return [
+        (bucket, text(member), float(score))
+        for bucket, due in zip(buckets, pipe.execute(), strict=True)
+        for member, score in due
+    ]
 
 
-def _move_hint(sup: Supervision, bucket: str, member: str, old: float, new: float | None) -> None:
+def _visit_safely(rt: Runtime, bucket: str, member: str, score: float, now: int) -> str:
+    try:
+        return visit(rt, bucket, member, score, now)
+    except (CorruptActorData, ActorNotRegistered) as exc:
+        # Garbage in the actor's keys, or a type no process declares: named in an event;
+        # nothing else is touched, and the tick goes on (SPEC 6.6).
+        rt.events.record("corrupt_actor", member=member, error=str(exc))
+        move_hint(rt, bucket, member, score, None)
+        return "corrupt"
+    except RedisUnavailable:
+        raise
+    except Exception as exc:
+        # Anything else (a field that is not what we wrote, a bug) must neither stop the
+        # tick for every other actor nor lose this one: it is logged and looked at again a
+        # little later.
+        log.exception("celery_supervise tick_visit_failed member=%s", member)
+        rt.events.record("tick_visit_failed", member=member, error=repr(exc))
+        move_hint(rt, bucket, member, score, rt.now_ms() + RETRY_FAILED_VISIT_MS)
+        return "failed"
+
+
+def move_hint(rt: Runtime, bucket: str, member: str, old: float, new: float | None) -> None:
     """Replace the hint we read (``old``) by ``new`` (None: drop it) unless someone moved
     it meanwhile; a hint moved earlier by a worker is kept (it is more urgent)."""
-    sup.scripts.hint_move(keys=[bucket], args=[member, old, "" if new is None else new])
+    rt.scripts.hint_move(keys=[bucket], args=[member, old, "" if new is None else new])
 
 
 @dataclass
-class _Look:
-    """One actor's keys as one round trip saw them."""
+class Visit:
+    """One due actor being looked at by one tick."""
 
-    meta: dict[str, str]
-    pending: int
-    outbox: int
-    isolates: bool
-    next_timer: float | None
-
-    @property
-    def status(self) -> str:
-        return self.meta.get("status", "idle")
+    rt: Runtime
+    atype: ActorSpec[Any]
+    keys: ActorKeys
+    now: int
 
     @property
-    def leased(self) -> bool:
-        return bool(self.meta.get("lease_until"))
+    def store(self) -> ActorStore:
+        return ActorStore(self.rt)
 
 
-def _look(sup: Supervision, keys: Any) -> _Look:
-    pipe = sup.client.pipeline(transaction=False)
-    pipe.hgetall(keys.meta)
-    pipe.llen(keys.mailbox)
-    pipe.llen(keys.outbox)
-    pipe.exists(keys.isolates)
-    pipe.zrange(keys.timers, 0, 0, withscores=True)
-    meta, pending, outbox, isolates, timer = pipe.execute()
-    return _Look(
-        meta=text_dict(meta),
-        pending=int(pending),
-        outbox=int(outbox),
-        isolates=bool(isolates),
-        next_timer=float(timer[0][1]) if timer else None,
-    )
+#: A check acts on what the look shows and returns its outcome, or None if it had nothing
+#: to do. Checks run in this order, each on the same look.
+Check = Callable[[Visit, Look], "str | None"]
 
 
-def visit(sup: Supervision, bucket: str, member: str, score: float, now: int | None = None) -> str:
-    """Look at one due actor; act on what its own keys say; set its next hint.
-
-    One pipelined read to look; a script per action actually taken; one script to move the
-    hint. A visit that finds nothing to do costs two round trips."""
+def visit(rt: Runtime, bucket: str, member: str, score: float, now: int | None = None) -> str:
+    """Look at one due actor; act on what its own keys say; set its next hint."""
     type_name, key = parse_actor_member(member)
-    atype = registered(type_name)
-    ref = sup.ref(type_name, key)
-    keys = ref.keys
-    outcome = "checked"
+    v = Visit(rt, registered(type_name), rt.keyspace.actor(type_name, key), now or rt.now_ms())
     with redis_errors(f"actor {type_name}:{key}"):
-        look = _look(sup, keys)
+        look = v.store.look(v.keys)
         if not look.meta:
-            _drop_hint(sup, bucket, member, score)
+            move_hint(rt, bucket, member, score, None)
             return "gone"
-        if now is None:
-            now = redis_now_ms(sup)
-        changed = False
-        lease_until = look.meta.get("lease_until")
-        if lease_until and int(lease_until) <= now:
-            if look.meta.get("stop_requested") == "1":
-                # The step that called ctx.stop() committed, then its worker died before
-                # releasing: that is the normal exit it asked for, not a crash (SPEC 6.4).
-                outcome = _release_stopped(sup, ref, look.meta)
-            else:
-                outcome = _worker_lost(sup, atype, ref, look.meta)
-            changed = True
-        if changed:
-            look = _look(sup, keys)
-        if look.outbox and not look.leased:
-            sup.relay_outbox(type_name, key)
-            changed = True
-        if look.status == "crashed" or (
-            look.status == "stopped"
-            and look.meta.get("stopped_normally") == "1"
-            and look.meta.get("exit_reported") != look.meta.get("stopped_at")
-        ):
-            from .tree_shell import decide_exit
-
-            if sup.client.llen(keys.dead):  # repair the index if its writer died
-                sup.store.index_dead(type_name, key)
-            outcome = decide_exit(sup, atype, ref, look.meta)
-            look = _look(sup, keys)
-        if look.status == "backoff" and int(look.meta.get("restart_at", "0")) <= now:
-            recovery = look.meta.get("recovery") or atype.recovery
-            try:
-                initial = atype.valid_initial(key) if recovery == "reset" else None
-            except StateRejected as exc:
-                # Committed state always passes validate (SPEC 6.5): an actor whose reset
-                # state would not is kept as it is, quarantined, for an operator.
-                sup.store.halt(
-                    ref, "quarantined", reason=f"reset refused: {exc}", only_from="backoff"
-                )
-                sup.log_event(
-                    "quarantine",
-                    actor=type_name,
-                    key=key,
-                    cause="reset_state_invalid",
-                    error=str(exc),
-                )
-                outcome = "quarantined"
-            else:
-                result = sup.store.restart(
-                    ref,
-                    mode="due",
-                    recovery=recovery,
-                    initial=initial,
-                    history=atype.history,
-                    clear_crashes=False,
-                )
-                if result in ("woke", "idle"):
-                    sup.log_event("restarted", actor=type_name, key=key, recovery=recovery)
-                    outcome = "restarted"
-            changed = True
-        if look.isolates:
-            sup.isolation.check(type_name, key, keys, now)
-            changed = True
-        if look.next_timer is not None and look.next_timer <= now:
-            woke, fired, _ = (
-                int(x) for x in sup.scripts.fire_timers(keys=[keys.meta, keys.mailbox, keys.timers])
-            )
-            if woke:
-                sup.publish(type_name, key)
-            if fired:
-                outcome = "timers"
-            changed = True
-        if changed:
-            look = _look(sup, keys)
-        if _needs_rewake(sup, look, now):
-            base = int(sup.repair_after * 1000)
-            if sup.scripts.rewake(
-                keys=[keys.meta, keys.mailbox], args=[base, int(REPAIR_CAP * 1000)]
-            ):
-                sup.publish(type_name, key)
-                sup.log_event("rewoken", actor=type_name, key=key, pending=look.pending)
-                outcome = "rewoken"
-                look = _look(sup, keys)
-        due = _next_due(sup, look, now)
+        outcomes = [o for check in CHECKS if (o := check(v, look)) is not None]
+        if outcomes:
+            look = v.store.look(v.keys)
+        rewoken = rewake(v, look)
+        if rewoken:
+            outcomes.append(rewoken)
+            look = v.store.look(v.keys)
+        due = next_due(rt, look, v.now)
         if due is None:
-            _drop_if_unchanged(sup, bucket, member, score, keys, look)
+            drop_if_unchanged(rt, bucket, member, score, v.keys, look)
         else:
-            _move_hint(sup, bucket, member, score, due)
+            move_hint(rt, bucket, member, score, due)
+    return outcomes[-1] if outcomes else "checked"
+
+
+# -- the checks, in order ----------------------------------------------------------------
+def expire_lease(v: Visit, look: Look) -> str | None:
+    """A lease that ran out: the normal exit a committed ``ctx.stop()`` asked for, or a
+    ``worker_lost`` crash; either exit is decided at once, not a tick later."""
+    lease_until = look.meta.get("lease_until")
+    if not lease_until or int(lease_until) > v.now:
+        return None
+    if look.meta.get("stop_requested") == "1":
+        # The step that called ctx.stop() committed, then its worker died before
+        # releasing: that is the normal exit it asked for, not a crash (SPEC 6.4).
+        outcome = release_stopped(v, look)
+    else:
+        outcome = worker_lost(v, look)
+    if outcome in ("worker_lost", "stopped"):
+        decide_exit(v.rt, v.atype, v.keys)
     return outcome
 
 
-def _drop_if_unchanged(
-    sup: Supervision, bucket: str, member: str, score: float, keys: Any, look: _Look
+def decide(v: Visit, look: Look) -> str | None:
+    """A crash (or a normal stop) its supervisor has not decided yet."""
+    stopped = (
+        look.status == "stopped"
+        and look.meta.get("stopped_normally") == "1"
+        and look.meta.get("exit_reported") != look.meta.get("stopped_at")
+    )
+    if look.status != "crashed" and not stopped:
+        return None
+    if look.dead:  # repair the index if its writer died
+        Delivery(v.rt).index_dead(v.keys.type_name, v.keys.key)
+    return decide_exit(v.rt, v.atype, v.keys)
+
+
+def restart_due(v: Visit, look: Look) -> str | None:
+    """A backoff whose time has come: restart, with the recovery it was decided with."""
+    if look.status != "backoff" or look.field_int("restart_at") > v.now:
+        return None
+    recovery = look.meta.get("recovery") or v.atype.recovery
+    try:
+        initial = v.atype.valid_initial(v.keys.key) if recovery == "reset" else None
+    except StateRejected as exc:
+        # Committed state always passes validate (SPEC 6.5): an actor whose reset state
+        # would not is kept as it is, quarantined, for an operator.
+        v.store.halt(v.keys, "quarantined", reason=f"reset refused: {exc}", only_from=["backoff"])
+        v.rt.events.record(
+            "quarantine",
+            actor=v.keys.type_name,
+            key=v.keys.key,
+            cause="reset_state_invalid",
+            error=str(exc),
+        )
+        return "quarantined"
+    result = v.store.restart(
+        v.keys,
+        mode="due",
+        recovery=recovery,
+        initial=initial,
+        history=v.atype.history,
+        clear_crashes=False,
+    )
+    if result not in ("woke", "idle"):
+        return "checked"
+    v.rt.events.record("restarted", actor=v.keys.type_name, key=v.keys.key, recovery=recovery)
+    return "restarted"
+
+
+def check_isolates(v: Visit, look: Look) -> str | None:
+    if not look.isolates:
+        return None
+    Isolation(v.rt).check(v.keys.type_name, v.keys.key, v.keys, v.now)
+    return "checked"
+
+
+def fire_timers(v: Visit, look: Look) -> str | None:
+    if look.next_timer is None or look.next_timer > v.now:
+        return None
+    woke, fired = v.store.fire_timers(v.keys)
+    if woke:
+        v.rt.publish(v.keys.type_name, v.keys.key)
+    return "timers" if fired else "checked"
+
+
+def relay_orphaned(v: Visit, look: Look) -> str | None:
+    """Committed effects whose worker died before relaying them."""
+    if not look.outbox or look.leased:
+        return None
+    relay_outbox(v.rt, v.keys.type_name, v.keys.key)
+    return "checked"
+
+
+CHECKS: tuple[Check, ...] = (
+    expire_lease,
+    relay_orphaned,
+    decide,
+    restart_due,
+    check_isolates,
+    fire_timers,
+)
+
+
+# -- after the checks: repair a lost run, set the next hint --------------------------------
+def rewake(v: Visit, look: Look) -> str | None:
+    """Re-publish the run of an actor whose scheduled task was lost."""
+    if not _needs_rewake(v.rt, look, v.now):
+        return None
+    base = int(v.rt.repair_after * 1000)
+    if not v.store.rewake(v.keys, base_ms=base, cap_ms=int(REPAIR_CAP * 1000)):
+        return None
+    v.rt.publish(v.keys.type_name, v.keys.key)
+    v.rt.events.record("rewoken", actor=v.keys.type_name, key=v.keys.key, pending=look.pending)
+    return "rewoken"
+
+
+def drop_if_unchanged(
+    rt: Runtime, bucket: str, member: str, score: float, keys: ActorKeys, look: Look
 ) -> None:
     """Drop the hint of an actor that needs nothing -- unless a message arrived since we
     looked. A send writes its hint before *and after* its append, and this re-check runs
     after the drop, so one of the two always sees the other: either the re-check sees the
     new sequence number and puts the hint back, or the send's second hint lands after the
     drop."""
-    _drop_hint(sup, bucket, member, score)
-    if text(sup.client.hget(keys.meta, "seq") or b"") != look.meta.get("seq", ""):
-        sup.client.zadd(bucket, {member: redis_now_ms(sup)})
+    move_hint(rt, bucket, member, score, None)
+    if text(rt.client.hget(keys.meta, "seq") or b"") != look.meta.get("seq", ""):
+        rt.client.zadd(bucket, {member: rt.now_ms()})
 
 
-def _repair_wait_ms(sup: Supervision, meta: dict[str, str]) -> float:
+def _repair_wait_ms(rt: Runtime, look: Look) -> float:
     """How long a scheduled actor may wait for its run before it is re-published."""
-    rewakes = int(meta.get("rewakes", "0"))
-    return float(min(sup.repair_after * 2**rewakes, REPAIR_CAP)) * 1000
+    return float(min(rt.repair_after * 2 ** look.field_int("rewakes"), REPAIR_CAP)) * 1000
 
 
-def _needs_rewake(sup: Supervision, look: _Look, now: int) -> bool:
+def _needs_rewake(rt: Runtime, look: Look, now: int) -> bool:
     if look.status not in ("idle", "active") or not look.pending or look.leased:
         return False
     if look.meta.get("sched") != "1":
         return True
-    return now - int(look.meta.get("sched_at", "0")) >= _repair_wait_ms(sup, look.meta)
+    return now - look.field_int("sched_at") >= _repair_wait_ms(rt, look)
 
 
-def _next_due(sup: Supervision, look: _Look, now: int) -> float | None:
+def next_due(rt: Runtime, look: Look, now: int) -> float | None:
     """When this actor next needs the tick, from its own keys; None if never."""
     candidates: list[float] = []
     if look.next_timer is not None:
         candidates.append(look.next_timer)
     if look.leased:
-        candidates.append(int(look.meta["lease_until"]) + 1)
+        candidates.append(look.field_int("lease_until") + 1)
     if look.status == "backoff":
-        candidates.append(int(look.meta.get("restart_at", "0")))
+        candidates.append(look.field_int("restart_at"))
     elif look.status == "crashed":
         candidates.append(now)
     if look.status in ("idle", "active") and look.pending and not look.leased:
-        candidates.append(int(look.meta.get("sched_at", "0")) + _repair_wait_ms(sup, look.meta))
+        candidates.append(look.field_int("sched_at") + _repair_wait_ms(rt, look))
     if look.outbox:
-        candidates.append(now + sup.settings.lease_seconds * 1000)
+        candidates.append(now + rt.settings.lease_seconds * 1000)
     if look.isolates:
-        candidates.append(
-            sup.isolation.next_check_ms(
-                sup.keyspace.actor(look.meta.get("type", ""), look.meta.get("key", ""))
-            )
-        )
+        keys = rt.keyspace.actor(look.meta.get("type", ""), look.meta.get("key", ""))
+        candidates.append(Isolation(rt).next_check_ms(keys))
     return min(candidates) if candidates else None
 
 
-def _release_stopped(sup: Supervision, ref: Any, meta: dict[str, str]) -> str:
+# -- lease expiry ----------------------------------------------------------------------------
+def release_stopped(v: Visit, look: Look) -> str:
     """Finish the release of a run whose committed step asked to stop (fenced by token)."""
-    keys = ref.keys
-    result = sup.scripts.release(keys=[keys.meta, keys.mailbox], args=[meta["token"]])
-    if text(result[0]) != "stopped":
+    if v.store.release(v.keys, look.meta["token"], where=str(v.keys.meta)) != "stopped":
         return "checked"
-    sup.log_event("stopped", actor=ref.type_name, key=ref.key, reason="normal")
+    v.rt.events.record("stopped", actor=v.keys.type_name, key=v.keys.key, reason="normal")
     return "stopped"
 
 
-def _worker_lost(sup: Supervision, atype: Any, ref: Any, meta: dict[str, str]) -> str:
+def worker_lost(v: Visit, look: Look) -> str:
     """The step's lease expired: record a ``worker_lost`` crash (fenced by the token)."""
-    keys = ref.keys
-    head = sup.client.lindex(keys.mailbox, 0)
-    entry = None
+    keys, meta = v.keys, look.meta
+    head = v.rt.client.lindex(keys.mailbox, 0)
     if head is None:
         # Nothing was queued, so no step can have been running: the worker died after
         # its last commit and before releasing. That is no crash; just free the lease.
-        released = text(
-            sup.scripts.release(keys=[keys.meta, keys.mailbox], args=[meta["token"]])[0]
-        )
+        released = v.store.release(keys, meta["token"], where=str(keys.meta))
         if released == "more":
-            sup.publish(ref.type_name, ref.key)
+            v.rt.publish(keys.type_name, keys.key)
         return f"released_{released}"
-    if head is not None:
-        try:
-            entry = Entry.parse(head, where=f"actor {ref.type_name}:{ref.key}")
-        except CorruptActorData:
-            entry = None
+    try:
+        entry: Entry | None = Entry.parse(head, where=f"actor {keys.type_name}:{keys.key}")
+    except CorruptActorData:
+        entry = None
     attempt = (
-        int(meta.get("attempts", "0")) + 1
-        if entry and meta.get("attempt_seq") == str(entry.seq)
-        else 1
+        look.field_int("attempts") + 1 if entry and meta.get("attempt_seq") == str(entry.seq) else 1
     )
-    record = {
-        "actor": ref.type_name,
-        "key": ref.key,
-        "version": int(meta.get("version", "0")),
-        "message_id": entry.message_id if entry else None,
-        "seq": entry.seq if entry else 0,
-        "attempt": attempt,
-        "reason": "worker_lost",
-        "type": "WorkerLost",
-        "message": f"lease of {meta.get('lease_owner')} expired mid-step",
-        "traceback": None,
-        "worker": meta.get("lease_owner"),
-        "time": time.time(),
-    }
-    result = sup.scripts.crash(
-        keys=[keys.meta, keys.mailbox, keys.crashes, keys.attempts, keys.dead, keys.outbox],
-        args=[meta["token"], record["seq"], json.dumps(record), atype.max_attempts, "1", 50],
-    )
-    if text(result[0]) != "crashed":
-        return "checked"
-    if int(result[3]) == 1:
-        sup.store.index_dead(ref.type_name, ref.key)
-    sup.log_event(
-        "crash",
-        actor=ref.type_name,
-        key=ref.key,
-        reason="worker_lost",
+    record = CrashRecord.of(
+        "worker_lost",
+        None,
+        actor=keys.type_name,
+        key=keys.key,
+        version=look.field_int("version"),
+        message_id=entry.message_id if entry else None,
+        seq=entry.seq if entry else 0,
+        attempt=attempt,
         worker=meta.get("lease_owner"),
-        message_id=record["message_id"],
-        attempt=int(result[2]),
-        dead_lettered=bool(int(result[3])),
-        consecutive=int(result[4]),
+        message=f"lease of {meta.get('lease_owner')} expired mid-step",
     )
-    sup.relay_outbox(ref.type_name, ref.key)
-    return "worker_lost"
+    outcome = record_crash(
+        v.rt,
+        keys,
+        record,
+        token=meta["token"],
+        max_attempts=v.atype.max_attempts,
+        only_if_expired=True,
+    )
+    return "worker_lost" if outcome.crashed else "checked"

@@ -12,282 +12,293 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .codec import text
-from .decisions import Exit, RestartRecord, decide, describe
-from .specs import is_actor_child, split_actor_child
-from .store import run_pipeline
+from .decisions import (
+    Action,
+    ClearHistory,
+    Exit,
+    NotifyParent,
+    Quarantine,
+    RecordRestart,
+    RestartChild,
+    RestartRecord,
+    RootGaveUp,
+    StopChild,
+    StopSupervisor,
+    decide,
+    describe,
+    parse_action,
+)
+from .keyspace import ActorKeys, Keyspace
+from .registry import ActorSpec
+from .runtime import Runtime
+from .specs import SupervisorTree, is_actor_child, split_actor_child
+from .store import ActorStore
 
-if TYPE_CHECKING:
-    from .actors import ActorType
-    from .ref import ActorRef
-    from .supervision import Supervision
-
-__all__ = ["decide_exit", "resume_supervisor", "supervisor_chain"]
+__all__ = ["decide_exit", "restart_subtree", "stop_subtree", "supervisor_chain"]
 
 #: How long a stored plan is kept (it is only needed until the exit is settled).
 PLAN_TTL_SECONDS = 3600
 #: Statuses from which a collateral (strategy) restart takes an actor down and back up.
-RUNNING = "idle,active,backoff"
+RUNNING = ("idle", "active", "backoff")
 
 
 def child_id(type_name: str, key: str) -> str:
     return f"{type_name}:{key}"
 
 
-def supervisor_chain(sup: Supervision, type_name: str, key: str, type_supervisor: str) -> list[str]:
+def supervisor_chain(
+    tree: SupervisorTree, type_name: str, key: str, type_supervisor: str
+) -> list[str]:
     """The actor's supervisor and its ancestors up to root."""
-    name: str | None = sup.tree.supervisor_of_actor(child_id(type_name, key), type_supervisor)
+    name: str | None = tree.supervisor_of_actor(child_id(type_name, key), type_supervisor)
     chain = []
     while name is not None:
         chain.append(name)
-        name = sup.tree.parent(name)
+        name = tree.parent(name)
     return chain
 
 
-def read_histories(sup: Supervision) -> dict[str, list[RestartRecord]]:
-    pipe = sup.client.pipeline(transaction=False)
-    names = sup.tree.names()
+def read_histories(rt: Runtime) -> dict[str, list[RestartRecord]]:
+    pipe = rt.client.pipeline(transaction=False)
+    names = rt.tree.names()
     for name in names:
-        pipe.zrange(sup.keyspace.supervisor_history(name), 0, -1, withscores=True)
+        pipe.zrange(rt.keyspace.supervisor_history(name), 0, -1, withscores=True)
     out: dict[str, list[RestartRecord]] = {}
     for name, rows in zip(names, pipe.execute(), strict=True):
-        records = []
-        for member, score in rows:
-            exit_id, _, child = text(member).partition("\n")
-            records.append(RestartRecord(exit_id, child, float(score)))
-        out[name] = records
+        out[name] = [
+            RestartRecord(*Keyspace.parse_restart_member(text(member)), float(score))
+            for member, score in rows
+        ]
     return out
 
 
-def decide_exit(
-    sup: Supervision, atype: ActorType[Any], ref: ActorRef, meta: dict[str, str]
-) -> str:
-    """Decide (or re-apply the stored decision for) this actor's latest exit."""
-    child = child_id(ref.type_name, ref.key)
-    supervisor = sup.tree.supervisor_of_actor(child, atype.supervisor)
-    crashed = meta.get("status") == "crashed"
-    if crashed:
-        exit_id = f"{child}#{meta['crash_seq']}"
-        last = json.loads(meta.get("last_crash") or "{}")
-        reason = "worker_lost" if last.get("reason") == "worker_lost" else "crash"
-    else:
-        exit_id = f"{child}#stop{meta.get('stopped_at')}"
-        reason = "normal"
-    plan_key = f"{sup.keyspace.prefix}:plan:{{{exit_id}}}"
-    if crashed and text(sup.client.hget(ref.keys.meta, "crash_seq") or b"") != meta["crash_seq"]:
-        return "checked"  # a newer crash: this exit was decided and overtaken meanwhile
-    if crashed and text(sup.client.hget(ref.keys.meta, "status") or b"") != "crashed":
-        return "checked"  # settled by a concurrent tick since our look
-    stored = sup.client.get(plan_key)
-    if stored is None:
-        now = time.time()
-        last_at = meta.get("last_crash_at")
-        exit = Exit(
-            exit_id=exit_id,
-            child=child,
-            supervisor=supervisor,
-            reason=reason,  # type: ignore[arg-type]
-            at=now,
-            restart_type=atype.restart,  # type: ignore[arg-type]
-            consecutive_crashes=max(1, int(meta.get("crashes_in_row", "1"))) if crashed else 0,
-            backoff_level=int(meta.get("backoff_level", "0")),
-            previous_crash_at=int(last_at) / 1000 if last_at else None,
+def _exit_of(rt: Runtime, atype: ActorSpec[Any], keys: ActorKeys, meta: dict[str, str]) -> Exit:
+    """The exit the actor's meta hash describes: its latest crash, or a normal stop."""
+    child = child_id(keys.type_name, keys.key)
+    supervisor = rt.tree.supervisor_of_actor(child, atype.supervisor)
+    if meta.get("status") != "crashed":
+        return Exit(
+            f"{child}#stop{meta.get('stopped_at')}",
+            child,
+            supervisor,
+            "normal",
+            time.time(),
+            atype.restart,
+            0,
+            int(meta.get("backoff_level", "0")),
         )
-        plan = [describe(a) for a in decide(sup.tree, exit, read_histories(sup), now)]
-        sup.client.set(plan_key, json.dumps(plan), nx=True, ex=PLAN_TTL_SECONDS)
-        stored = sup.client.get(plan_key)
-    if stored is None:  # decided and applied by a concurrent tick since we looked
-        return "checked"
-    plan = json.loads(stored)
-    names_me = any(
-        a.get("child") == child and a["action"] in ("restart", "stop", "quarantine") for a in plan
+    last = json.loads(meta.get("last_crash") or "{}")
+    last_at = meta.get("last_crash_at")
+    return Exit(
+        exit_id=f"{child}#{meta['crash_seq']}",
+        child=child,
+        supervisor=supervisor,
+        reason="worker_lost" if last.get("reason") == "worker_lost" else "crash",
+        at=time.time(),
+        restart_type=atype.restart,
+        consecutive_crashes=max(1, int(meta.get("crashes_in_row", "1"))),
+        backoff_level=int(meta.get("backoff_level", "0")),
+        previous_crash_at=int(last_at) / 1000 if last_at else None,
     )
-    if crashed and not names_me:
+
+
+def _stored_plan(rt: Runtime, exit: Exit) -> list[Action] | None:
+    """The plan for ``exit``: decided now and stored, or the one a tick stored before."""
+    plan_key = rt.keyspace.plan(exit.exit_id)
+    stored = rt.client.get(plan_key)
+    if stored is None:
+        plan = decide(rt.tree, exit, read_histories(rt), exit.at)
+        rt.client.set(
+            plan_key, json.dumps([describe(a) for a in plan]), nx=True, ex=PLAN_TTL_SECONDS
+        )
+        stored = rt.client.get(plan_key)
+    if stored is None:  # decided and applied by a concurrent tick since we looked
+        return None
+    return [parse_action(a) for a in json.loads(stored)]
+
+
+def decide_exit(rt: Runtime, atype: ActorSpec[Any], keys: ActorKeys) -> str:
+    """Decide (or re-apply the stored decision for) this actor's latest exit."""
+    meta = {text(k): text(v) for k, v in rt.client.hgetall(keys.meta).items()}
+    crashed = meta.get("status") == "crashed"
+    if not crashed and not _unreported_stop(meta):
+        return "checked"  # settled by a concurrent tick since our look
+    exit = _exit_of(rt, atype, keys, meta)
+    plan = _stored_plan(rt, exit)
+    if plan is None:
+        return "checked"
+    if crashed and not any(_names(a, exit.child) for a in plan):
         # The plan stops this actor's supervisor (escalation) instead of deciding about the
         # actor: record it as stopped by that supervisor *before* applying the plan, so the
         # supervisor's restart -- perhaps in this very plan -- brings it back too.
-        sup.client.sadd(sup.keyspace.supervisor_members(supervisor), child)
-    finish: Callable[[], None] | None = None
+        rt.client.sadd(rt.keyspace.supervisor_members(exit.supervisor), exit.child)
+    shell = _PlanShell(rt, keys, meta, exit)
+    finish: Callable[[], object] | None = None
     for action in plan:
-        finish = _apply(sup, action, ref, meta) or finish
-        fields = {("notice" if k == "event" else k): v for k, v in action.items()}
-        sup.log_event("decision", exit_id=exit_id, reason=reason, **fields)
+        finish = shell.apply(action) or finish
+        fields = {("notice" if k == "event" else k): v for k, v in describe(action).items()}
+        rt.events.record("decision", exit_id=exit.exit_id, reason=exit.reason, **fields)
     # The exited actor is settled last: until then it still reads 'crashed' (or its
     # normal exit is unreported), so a tick that dies mid-plan leaves it for the next
     # tick, which re-applies the stored plan.
     if finish is not None:
         finish()
     elif crashed:  # not named by the plan (its supervisor was stopped): it stays stopped
-        _settle(sup, ref, meta, "stopped", 0.0, None, "supervisor stopped")
+        shell.settle("stopped", 0.0, None, "supervisor stopped")
     if not crashed:
-        sup.client.hset(ref.keys.meta, "exit_reported", meta.get("stopped_at", ""))
+        rt.client.hset(keys.meta, "exit_reported", meta.get("stopped_at", ""))
     # The plan stays until it expires: a tick that looked before this one settled the actor
     # finds it (or the status check above stops it) instead of deciding the exit again.
-    return plan[-1]["action"] if plan else "checked"
+    return plan[-1].name if plan else "checked"
 
 
-def _settle(
-    sup: Supervision,
-    ref: ActorRef,
-    meta: dict[str, str],
-    status: str,
-    delay: float,
-    level: int | None,
-    reason: str,
-) -> None:
-    if meta.get("status") != "crashed":
-        return
-
-    def build(pipe: Any) -> None:
-        if status == "backoff":
-            sup.store.add_hint(pipe, ref.type_name, ref.key, delay)
-        sup.scripts.settle(
-            keys=[ref.keys.meta],
-            args=[
-                meta["crash_seq"],
-                status,
-                int(delay * 1000),
-                level if level is not None else meta.get("backoff_level", "0"),
-                reason,
-            ],
-            client=pipe,
-        )
-
-    run_pipeline(sup, build)
-
-
-def _actor_ref(sup: Supervision, child: str) -> ActorRef:
-    type_name, key = split_actor_child(child)
-    return sup.ref(type_name, key)
-
-
-def _apply(
-    sup: Supervision, action: dict[str, Any], ref: ActorRef, meta: dict[str, str]
-) -> Callable[[], None] | None:
-    """Apply one action; an action on the exited actor itself is returned, to run last."""
-    kind = action["action"]
-    me = child_id(ref.type_name, ref.key)
-    ks = sup.keyspace
-    if kind == "record_restart":
-        record = action["record"]
-        hist = ks.supervisor_history(action["supervisor"])
-        sup.client.zadd(hist, {f"{record['exit_id']}\n{record['child']}": record["at"]})
-        period = sup.tree.spec(action["supervisor"]).period
-        sup.client.zremrangebyscore(hist, "-inf", record["at"] - max(period * 2, 60))
-    elif kind == "restart":
-        delay = max(0.0, action["restart_at"] - time.time())
-        child = action["child"]
-        if child == me and meta.get("status") == "crashed":
-            level = action["backoff_level"]
-            return lambda: _settle(sup, ref, meta, "backoff", delay, level, "restart")
-        if child == me:  # a permanent actor that stopped normally comes back
-            return lambda: _restart_stopped(sup, ref)
-        elif is_actor_child(child):
-            sup.store.halt(
-                _actor_ref(sup, child),
-                "backoff",
-                reason=f"restart:{me}",
-                delay=delay,
-                only_from=RUNNING,
-                cause=action["cause_exit_id"],
-            )
-        else:
-            restart_subtree(
-                sup, child, delay, reason=f"restart:{me}", cause=action["cause_exit_id"]
-            )
-    elif kind == "stop" and action["child"] == me:
-        return lambda: _settle(sup, ref, meta, "stopped", 0.0, None, ref_reason(sup, ref))
-    elif kind == "quarantine":
-        if action["child"] == me:
-            why = f"limit:{action['cause']}"
-            return lambda: _settle(sup, ref, meta, "quarantined", 0.0, None, why)
-        else:
-            sup.client.hset(
-                ks.supervisor(action["child"]),
-                mapping={"status": "quarantined", "reason": f"limit:{action['cause']}"},
-            )
-    elif kind == "stop_supervisor":
-        stop_subtree(
-            sup,
-            action["supervisor"],
-            reason=f"escalated:{me}",
-            cause=action["cause_exit_id"] + ":stop",
-        )
-    elif kind == "clear_history":
-        sup.client.delete(ks.supervisor_history(action["supervisor"]))
-    elif kind == "root_gave_up":
-        sup.client.hset(
-            ks.supervisor("root"), mapping={"status": "stopped", "reason": "root gave up"}
-        )
-    return None
-
-
-def _restart_stopped(sup: Supervision, ref: ActorRef) -> None:
-    sup.store.restart(
-        ref, mode="force", recovery="last_good", initial=None, history=1, clear_crashes=False
+def _unreported_stop(meta: dict[str, str]) -> bool:
+    return (
+        meta.get("status") == "stopped"
+        and meta.get("stopped_normally") == "1"
+        and meta.get("exit_reported") != meta.get("stopped_at")
     )
 
 
-def ref_reason(sup: Supervision, ref: ActorRef) -> str:
-    from .actors import registered
-
-    return f"{registered(ref.type_name).restart} actor not restarted"
+def _names(action: Action, child: str) -> bool:
+    return isinstance(action, RestartChild | StopChild | Quarantine) and action.child == child
 
 
-def stop_subtree(sup: Supervision, name: str, *, reason: str, cause: str = "") -> None:
+class _PlanShell:
+    """Applies one exit's plan; an action on the exited actor itself is returned, to run
+    last (see ``decide_exit``)."""
+
+    def __init__(self, rt: Runtime, keys: ActorKeys, meta: dict[str, str], exit: Exit) -> None:
+        self.rt, self.keys, self.meta, self.exit = rt, keys, meta, exit
+        self.store = ActorStore(rt)
+
+    def apply(self, action: Action) -> Callable[[], object] | None:
+        me, ks = self.exit.child, self.rt.keyspace
+        match action:
+            case RecordRestart(supervisor=name, record=record):
+                hist = ks.supervisor_history(name)
+                self.rt.client.zadd(
+                    hist, {ks.restart_member(record.exit_id, record.child): record.at}
+                )
+                period = self.rt.tree.spec(name).period
+                self.rt.client.zremrangebyscore(hist, "-inf", record.at - max(period * 2, 60))
+            case RestartChild(child=child) if child == me:
+                return self.restart_me(action)
+            case RestartChild(child=child, cause_exit_id=cause) if is_actor_child(child):
+                delay = max(0.0, action.restart_at - time.time())
+                self.store.halt(
+                    _keys(self.rt, child),
+                    "backoff",
+                    reason=f"restart:{me}",
+                    delay=delay,
+                    only_from=RUNNING,
+                    cause=cause,
+                )
+            case RestartChild(child=child, cause_exit_id=cause):
+                delay = max(0.0, action.restart_at - time.time())
+                restart_subtree(self.rt, child, delay, reason=f"restart:{me}", cause=cause)
+            case StopChild(child=child) if child == me:
+                why = f"{self.exit.restart_type} actor not restarted"
+                return lambda: self.settle("stopped", 0.0, None, why)
+            case Quarantine(child=child, cause=cause) if child == me:
+                return lambda: self.settle("quarantined", 0.0, None, f"limit:{cause}")
+            case Quarantine(child=child, cause=cause):
+                self.rt.client.hset(
+                    ks.supervisor(child),
+                    mapping={"status": "quarantined", "reason": f"limit:{cause}"},
+                )
+            case StopSupervisor(supervisor=name, cause_exit_id=cause):
+                stop_subtree(self.rt, name, reason=f"escalated:{me}", cause=cause + ":stop")
+            case ClearHistory(supervisor=name):
+                self.rt.client.delete(ks.supervisor_history(name))
+            case RootGaveUp():
+                self.rt.client.hset(
+                    ks.supervisor("root"), mapping={"status": "stopped", "reason": "root gave up"}
+                )
+            case StopChild() | NotifyParent():
+                pass  # a sibling's stop needs no write here; a notice is only reported
+        return None
+
+    def restart_me(self, action: RestartChild) -> Callable[[], object]:
+        if self.meta.get("status") == "crashed":
+            delay = max(0.0, action.restart_at - time.time())
+            return lambda: self.settle("backoff", delay, action.backoff_level, "restart")
+        # a permanent actor that stopped normally comes back
+        return lambda: self.store.restart(
+            self.keys,
+            mode="force",
+            recovery="last_good",
+            initial=None,
+            history=1,
+            clear_crashes=False,
+        )
+
+    def settle(self, status: str, delay: float, level: int | None, reason: str) -> None:
+        if self.meta.get("status") != "crashed":
+            return
+        self.store.settle(
+            self.keys,
+            crash_seq=self.meta["crash_seq"],
+            status=status,
+            delay=delay,
+            level=level if level is not None else self.meta.get("backoff_level", "0"),
+            reason=reason,
+        )
+
+
+def _keys(rt: Runtime, child: str) -> ActorKeys:
+    return rt.keyspace.actor(*split_actor_child(child))
+
+
+def stop_subtree(rt: Runtime, name: str, *, reason: str, cause: str = "") -> None:
     """Stop every supervisor of the subtree and its static actor children. Dynamic children
     are stopped the next time they run (their run checks their supervisors' status), so no
     scan of all actors is ever needed; each one so stopped is recorded for the restart."""
-    for sname in sup.tree.subtree(name):
-        sup.client.hset(
-            sup.keyspace.supervisor(sname), mapping={"status": "stopped", "reason": reason}
+    store = ActorStore(rt)
+    for sname in rt.tree.subtree(name):
+        rt.client.hset(
+            rt.keyspace.supervisor(sname), mapping={"status": "stopped", "reason": reason}
         )
-        for child in sup.tree.static_children(sname):
-            if is_actor_child(child):
-                target = _actor_ref(sup, child)
-                if (
-                    sup.store.halt(
-                        target,
-                        "stopped",
-                        reason=f"supervisor:{sname}",
-                        only_from=RUNNING + ",crashed",
-                        cause=cause,
-                    )
-                    == "ok"
-                ):
-                    sup.client.sadd(sup.keyspace.supervisor_members(sname), child)
+        for child in rt.tree.static_children(sname):
+            if not is_actor_child(child):
+                continue
+            halted = store.halt(
+                _keys(rt, child),
+                "stopped",
+                reason=f"supervisor:{sname}",
+                only_from=(*RUNNING, "crashed"),
+                cause=cause,
+            )
+            if halted == "ok":
+                rt.client.sadd(rt.keyspace.supervisor_members(sname), child)
 
 
-def restart_subtree(
-    sup: Supervision, name: str, delay: float, *, reason: str, cause: str = ""
-) -> None:
+def restart_subtree(rt: Runtime, name: str, delay: float, *, reason: str, cause: str = "") -> None:
     """Restart a supervisor: every actor it stopped (static or dynamic) comes back after
     ``delay``; its histories are cleared by the plan's ClearHistory actions."""
-    for sname in sup.tree.subtree(name):
-        sup.client.hset(
-            sup.keyspace.supervisor(sname), mapping={"status": "running", "reason": reason}
+    store = ActorStore(rt)
+    for sname in rt.tree.subtree(name):
+        rt.client.hset(
+            rt.keyspace.supervisor(sname), mapping={"status": "running", "reason": reason}
         )
-        members = {text(m) for m in sup.client.smembers(sup.keyspace.supervisor_members(sname))}
-        members |= {c for c in sup.tree.static_children(sname) if is_actor_child(c)}
+        members = {text(m) for m in rt.client.smembers(rt.keyspace.supervisor_members(sname))}
+        members |= {c for c in rt.tree.static_children(sname) if is_actor_child(c)}
         for child in sorted(members):
-            sup.store.halt(
-                _actor_ref(sup, child),
+            store.halt(
+                _keys(rt, child),
                 "backoff",
                 reason=reason,
                 delay=delay,
-                only_from=RUNNING + ",stopped,crashed",
+                only_from=(*RUNNING, "stopped", "crashed"),
                 cause=cause,
             )
-        sup.client.delete(sup.keyspace.supervisor_members(sname))
+        rt.client.delete(rt.keyspace.supervisor_members(sname))
 
 
-def resume_supervisor(sup: Supervision, name: str) -> None:
-    """Operator: bring a stopped or quarantined supervisor (and its subtree) back."""
-    sup.tree.spec(name)
-    for sname in sup.tree.subtree(name):
-        sup.client.delete(sup.keyspace.supervisor_history(sname))
-    restart_subtree(sup, name, 0.0, reason="operator resume")
-    sup.log_event("resume_supervisor", supervisor=name)
+def forget_histories(rt: Runtime, names: Sequence[str]) -> None:
+    for sname in names:
+        rt.client.delete(rt.keyspace.supervisor_history(sname))

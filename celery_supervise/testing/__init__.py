@@ -144,7 +144,7 @@ class LocalRunner:
         """One supervisor tick, then the runs it scheduled."""
         from celery_supervise.tick import run_tick
 
-        summary: dict[str, Any] = run_tick(self.supervision)
+        summary: dict[str, Any] = run_tick(self.supervision.runtime)
         self.run()
         return summary
 

@@ -190,7 +190,7 @@ def test_bad_message_ids_are_refused(bank: ModuleType, redis_client: redis.Redis
 @given(name=st.text(max_size=40).filter(lambda n: not n.startswith(("bank.", "tree.", "shop."))))
 def test_unknown_actor_types_are_refused(bank: ModuleType, redis_client: redis.Redis,
                                          name: str) -> None:
-    from celery_supervise.actors import all_types
+    from celery_supervise.registry import all_types
 
     if name in all_types():
         return

@@ -10,9 +10,10 @@ import pytest
 import redis
 
 from celery_supervise import isolation as isolation_module
-from celery_supervise import tick as tick_module
 from celery_supervise import tree_shell
 from celery_supervise.keyspace import actor_member
+from celery_supervise.operations import resume_supervisor
+from celery_supervise.store import ActorStore
 from celery_supervise.testing import LocalRunner
 
 
@@ -45,7 +46,7 @@ def test_send_during_a_tick_visit_keeps_its_repair_hint(
     local.run()
     bucket, member = _hint(bank, "bank.account", "hint")
     redis_client.zadd(bucket, {member: 1})  # the leftover hint has come due
-    real_look = tick_module._look
+    real_look = ActorStore.look
     sent: list[bool] = []
 
     def look_then_client_sends(s: Any, keys: Any) -> Any:
@@ -59,7 +60,7 @@ def test_send_during_a_tick_visit_keeps_its_repair_hint(
                 sup.dispatcher = local._enqueue
         return look
 
-    monkeypatch.setattr(tick_module, "_look", look_then_client_sends)
+    monkeypatch.setattr(ActorStore, "look", look_then_client_sends)
     local.tick()
     monkeypatch.undo()
     assert ref.snapshot().pending == 1
@@ -130,18 +131,18 @@ def test_dynamic_child_stopped_by_supervisor_comes_back_with_it(
     sup = bank.supervision
     ref = sup.ref("tree.dynamic", "orphan")
     ref.send("hello")  # its run is queued
-    tree_shell.stop_subtree(sup, "dynesc", reason="escalated:test")
-    real_halt = sup.store.halt
+    tree_shell.stop_subtree(sup.runtime, "dynesc", reason="escalated:test")
+    real_halt = ActorStore.halt
 
     def halt_then_die(*args: Any, **kwargs: Any) -> str:
         real_halt(*args, **kwargs)
         raise RuntimeError("worker died before SADD to the members set")
 
-    monkeypatch.setattr(sup.store, "halt", halt_then_die)
+    monkeypatch.setattr(ActorStore, "halt", halt_then_die)
     local.run()
     monkeypatch.undo()
     assert ref.snapshot().status == "stopped"
-    tree_shell.resume_supervisor(sup, "dynesc")
+    resume_supervisor(sup.runtime, "dynesc")
     local.settle(1.0)
     snap = ref.snapshot()
     assert (snap.status, snap.pending, snap.state) == ("idle", 0, {"n": 1})

@@ -373,7 +373,7 @@ def test_requeue_interrupted_between_send_and_removal_applies_once(
     bad = ref.send("poison")
     local.settle(2.5)
     (letter,) = ref.dead_letters()
-    store = bank.supervision.store
+    store = bank.supervision
 
     def dies_before_removal(*args: Any, **kwargs: Any) -> int:
         raise SystemExit("client killed")

@@ -58,7 +58,8 @@ def test_concurrent_ticks_decide_and_restart_once(
     def tick_now() -> None:
         barrier.wait()
         try:
-            tick_module.visit(bank.supervision, bucket, member, score)  # no lock: a 2nd beat
+            # no lock: a 2nd beat
+            tick_module.visit(bank.supervision.runtime, bucket, member, score)
         except BaseException as exc:
             errors.append(exc)
 
@@ -86,22 +87,22 @@ def test_tick_killed_half_way_is_completed_by_the_next(
     bank: ModuleType, local: LocalRunner, redis_client: redis.Redis, monkeypatch: Any
 ) -> None:
     members = _group(bank, local)
-    real_apply = tree_shell._apply
+    real_apply = tree_shell._PlanShell.apply
     applied: list[str] = []
 
-    def dies_after_two(sup: Any, action: dict[str, Any], ref: Any, meta: Any) -> None:
+    def dies_after_two(shell: Any, action: Any) -> Any:
         if len(applied) == 2:
             raise SystemExit("tick process killed")
-        applied.append(action["action"])
-        real_apply(sup, action, ref, meta)
+        applied.append(action.name)
+        return real_apply(shell, action)
 
-    monkeypatch.setattr(tree_shell, "_apply", dies_after_two)
+    monkeypatch.setattr(tree_shell._PlanShell, "apply", dies_after_two)
     with pytest.raises(SystemExit):
         local.tick()
     redis_client.delete("t:tick:lock")  # the killed tick never released it
     assert applied == ["record_restart", "restart"]
     assert members[0].snapshot().status == "backoff"
-    monkeypatch.setattr(tree_shell, "_apply", real_apply)
+    monkeypatch.setattr(tree_shell._PlanShell, "apply", real_apply)
     local.tick()
     # the stored plan was re-applied, not re-decided: one history entry, one restart each
     assert redis_client.zcard("t:sup:{escalating}:restarts") == 1

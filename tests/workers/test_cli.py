@@ -108,7 +108,7 @@ def test_status_shows_the_tree(bank: ModuleType, bank_env: dict[str, str]) -> No
     nodes = {n["name"]: n for n in report["supervisors"]}
     assert [n["name"] for n in report["supervisors"]] == list(tree.names())
     assert report["recent_events"] == [] and report["key_prefix"] == "t"
-    from celery_supervise.actors import all_types
+    from celery_supervise.registry import all_types
 
     for name, node in nodes.items():
         spec = tree.spec(name)

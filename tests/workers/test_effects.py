@@ -20,7 +20,8 @@ import pytest
 import redis
 
 from celery_supervise import AskNotAllowed, AskTimeout, MessageDeadLettered
-from celery_supervise.actors import registered
+from celery_supervise.effects import relay_outbox
+from celery_supervise.registry import registered
 from tests.harness import wait_until
 
 GATEWAY = "gateway"
@@ -207,7 +208,7 @@ def test_sends_happen_iff_the_step_commits(
         {"kind": "send", "type": "shop.receiver", "key": "b",
          "id": f"shop.sender:a@{newest.version}.s0", "from": "shop.sender:a",
          "ord": newest.version * 1024, "message": {"n": 11, "from": "a"}}))
-    bank.supervision.relay_outbox("shop.sender", "a")
+    relay_outbox(bank.supervision.runtime, "shop.sender", "a")
     time.sleep(0.5)
     assert b.snapshot().state["got"] == want
     assert redis_client.llen(a.keys.outbox) == 0
@@ -233,12 +234,12 @@ def test_effects_survive_a_worker_dying_right_after_the_commit(
         raise _WorkerDied
 
     monkeypatch.setattr(runner._Run, "commit", commit_then_die)
-    monkeypatch.setattr(sup, "relay_outbox", lambda *a: 0)
+    monkeypatch.setattr(runner, "relay_outbox", lambda *a: 0)
     shop.sender.ref("a2").send({"n": 1, "to": "b2"})
     shop.stopper.ref("s2").send({"stop": True})
     for type_name, key in (("shop.sender", "a2"), ("shop.stopper", "s2")):
         with pytest.raises(_WorkerDied):
-            runner.run_actor(sup, registered(type_name), key, None)
+            runner.run_actor(sup.runtime, registered(type_name), key, None)
     monkeypatch.undo()
 
     workers("w1", concurrency=2)

@@ -120,9 +120,9 @@ def test_escalation_restarts_the_group_then_gives_up_as_otp_would(
     assert {e["child"] for e in restarts} >= {"tree.member:m1", "tree.member:m2"}
     # members keep accepting messages while stopped, and an operator brings the group back
     members[1].send("after")
-    from celery_supervise.tree_shell import resume_supervisor
+    from celery_supervise.operations import resume_supervisor
 
-    resume_supervisor(bank.supervision, "escalating")
+    resume_supervisor(bank.supervision.runtime, "escalating")
     wait_until(lambda: members[1].snapshot().state == {"n": 2}, 30)
 
 

@@ -1,0 +1,52 @@
+"""The one crash path, shared by a worker whose step failed and a tick that found a lease
+expired: record the crash (fenced by the token), index a dead letter, report it, and relay
+what the crash script put in the outbox (a dead-letter notice to an asker)."""
+
+from __future__ import annotations
+
+from .delivery import Delivery
+from .effects import relay_outbox
+from .keyspace import ActorKeys
+from .runtime import Runtime
+from .store import ActorStore, CrashOutcome, CrashRecord
+
+__all__ = ["record_crash"]
+
+
+def record_crash(
+    rt: Runtime,
+    keys: ActorKeys,
+    record: CrashRecord,
+    *,
+    token: int | str,
+    max_attempts: int,
+    only_if_expired: bool = False,
+) -> CrashOutcome:
+    """Record ``record`` against the lease ``token``; nothing happens for a stale token
+    (someone else crashed, committed or took the lease meanwhile)."""
+    outcome = ActorStore(rt).crash(
+        keys,
+        token=token,
+        record=record,
+        max_attempts=max_attempts,
+        only_if_expired=only_if_expired,
+        where=f"actor {keys.type_name}:{keys.key}",
+    )
+    if not outcome.crashed:
+        return outcome
+    if outcome.dead_lettered:
+        Delivery(rt).index_dead(keys.type_name, keys.key)
+    rt.events.record(
+        "crash",
+        actor=keys.type_name,
+        key=keys.key,
+        reason=record.reason,
+        error=f"{record.type}: {record.message}",
+        worker=record.worker,
+        message_id=record.message_id,
+        attempt=outcome.attempt,
+        dead_lettered=outcome.dead_lettered,
+        consecutive=outcome.consecutive,
+    )
+    relay_outbox(rt, keys.type_name, keys.key)
+    return outcome

@@ -1,0 +1,152 @@
+"""How messages get into mailboxes and answers back to askers.
+
+``send.lua`` appends to one actor's mailbox and decides, in the same script, whether the
+actor must be woken; only then is a Celery task published. Replies to an ``ask`` go to a
+short-lived list the asker blocks on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from .codec import decode, encode, text
+from .errors import AskTimeout, MessageDeadLettered
+from .keyspace import ActorKeys, actor_member, parse_actor_member
+from .mailbox import header_json
+from .runtime import Runtime, redis_errors
+from .store import ActorStore
+
+__all__ = ["BLOCK_SECONDS", "REPLY_TTL_SECONDS", "Delivery", "Outgoing"]
+
+log = logging.getLogger("celery_supervise")
+
+#: How long an ``ask`` reply waits in Redis for its asker.
+REPLY_TTL_SECONDS = 300
+#: Longest single blocking read: under redis-py's 5 s socket timeout.
+BLOCK_SECONDS = 1.0
+
+#: ``(message_id, body, dedup)``: ``dedup`` is True for a caller-given id, False for none,
+#: or the dedup key itself (a key of the actor outside the caller-id namespace).
+Outgoing = tuple[str, bytes, bool | str]
+
+
+class Delivery:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.store = ActorStore(runtime)
+
+    def send(
+        self,
+        type_name: str,
+        key: str,
+        batch: Sequence[Outgoing],
+        *,
+        reply: bool = False,
+        origin: tuple[str, int] | None = None,
+    ) -> list[int]:
+        """Append the batch; wake the actor if idle. ``origin`` = (sender member, ordinal)
+        marks a relay from another actor's outbox. Returns the seqs (see ``send.lua``)."""
+        keys = self.rt.keyspace.actor(type_name, key)
+        args: list[Any] = [type_name, key, self.rt.settings.dedup_window, len(batch)]
+        dedup_keys = []
+        for mid, body, given in batch:
+            if origin is not None:
+                args += [header_json(mid, reply=reply), body, f"2:{origin[1]}"]
+                dedup_keys.append(keys.origin(origin[0]))
+                continue
+            args += [header_json(mid, reply=reply), body, "1" if given else "0"]
+            dedup_keys.append(given if isinstance(given, str) else keys.dedup(mid))
+
+        def build(pipe: Any) -> None:
+            # The hint before the append covers a client dying mid-pipeline; the one after
+            # covers a tick that, having read the actor empty, drops the hint in between
+            # (the tick re-checks after dropping; see tick.drop_if_unchanged).
+            self.store.add_hint(pipe, type_name, key, self.rt.repair_after)
+            self.rt.scripts.send(
+                keys=[keys.meta, keys.mailbox, *dedup_keys], args=args, client=pipe
+            )
+            self.store.add_hint(pipe, type_name, key, self.rt.repair_after)
+
+        with redis_errors(f"actor {type_name}:{key}"):
+            result = self.rt.pipeline(build, client=self.rt.client_once)[-2]
+        if int(result[0]) == 1:
+            self._wake(type_name, key)
+        return [int(x) for x in result[1:]]
+
+    def _wake(self, type_name: str, key: str) -> None:
+        # The messages are durable now; a failed publish must not make the caller think
+        # they were not sent (a retry without caller ids would duplicate them). The hint
+        # written with them makes the tick re-publish the run after ``repair_after``.
+        try:
+            self.rt.publish(type_name, key)
+        except Exception as exc:
+            log.warning(
+                "celery_supervise publish_failed actor=%s key=%s error=%r "
+                "(messages are stored; the tick will wake the actor)",
+                type_name,
+                key,
+                exc,
+            )
+
+    def ask(self, keys: ActorKeys, body: bytes, *, timeout: float, message_id: str | None) -> Any:
+        """Send ``body`` and wait for the handler's reply (or the dead-letter notice)."""
+        mid = message_id or uuid.uuid4().hex
+        reply_key = self.rt.keyspace.reply(mid)
+        self.send(keys.type_name, keys.key, [(mid, body, message_id is not None)], reply=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AskTimeout(
+                    f"no reply from {keys.type_name}:{keys.key} to message {mid!r} within "
+                    f"{timeout} s (the message stays queued and will still be handled)"
+                )
+            got = self.rt.client.blpop([reply_key], timeout=max(0.01, min(left, BLOCK_SECONDS)))
+            if got:
+                answer = decode(got[1], what=f"reply to {mid!r}")
+                if "dead" in answer:
+                    raise MessageDeadLettered(mid, answer["dead"])
+                return answer["value"]
+
+    def push_reply(self, message_id: str, payload: bytes) -> None:
+        key = self.rt.keyspace.reply(message_id)
+        pipe = self.rt.client.pipeline(transaction=False)
+        pipe.rpush(key, payload)
+        pipe.expire(key, REPLY_TTL_SECONDS)
+        pipe.execute()
+
+    def requeue(self, keys: ActorKeys, raw: Any, message_id: str, seq: int, message: Any) -> None:
+        """Move one dead letter back to the mailbox, exactly once: the send lands before the
+        removal (a crash in between loses nothing) and is deduplicated on the letter's
+        sequence number (so requeueing it again after such a crash does not send twice)."""
+        body = encode(message, what="dead letter")
+        self.send(keys.type_name, keys.key, [(message_id, body, keys.requeued(seq))])
+        # redis-py types list values as str; the bytes read back are what LREM compares
+        self.rt.client.lrem(keys.dead, 1, raw)
+
+    # -- the dead-letter index -------------------------------------------------------------
+    def index_dead(self, type_name: str, key: str) -> None:
+        """Note that this actor holds dead letters (after a crash script dead-lettered one)."""
+        self.rt.client.zadd(
+            self.rt.keyspace.dead_index, {actor_member(type_name, key): time.time()}
+        )
+
+    def actors_with_dead_letters(self) -> list[tuple[str, str, int]]:
+        """(type, key, count) of every actor holding dead letters, most recent first; the
+        index is pruned of actors found to have none left."""
+        client, index = self.rt.client, self.rt.keyspace.dead_index
+        members = [text(m) for m in client.zrevrange(index, 0, -1)]
+        pipe = client.pipeline(transaction=False)
+        for member in members:
+            pipe.llen(self.rt.keyspace.actor(*parse_actor_member(member)).dead)
+        out = []
+        for member, count in zip(members, pipe.execute(), strict=True):
+            if count:
+                out.append((*parse_actor_member(member), int(count)))
+            else:
+                client.zrem(index, member)
+        return out

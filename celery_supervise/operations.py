@@ -1,0 +1,83 @@
+"""What an operator can do (``ActorRef`` methods and the CLI call these): restart, resume,
+rollback, stop an actor; requeue a dead letter; resume a supervisor. Each is one
+compare-and-set script on the actor (or the supervisor's subtree), so it fences off a step
+in flight, and each is reported as an event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .codec import encode
+from .errors import ConfigurationError, StateRejected
+from .keyspace import ActorKeys
+from .registry import registered
+from .runtime import Runtime
+from .store import ActorStore
+from .tree_shell import forget_histories, restart_subtree
+
+__all__ = ["restart_actor", "resume_supervisor", "rollback_actor", "stop_actor"]
+
+#: Statuses ``resume`` acts on; from any other it is refused ("skip").
+HALTED = ("stopped", "quarantined", "backoff")
+
+
+def restart_actor(
+    rt: Runtime, keys: ActorKeys, *, recovery: str | None, only_halted: bool = False
+) -> str:
+    """Restart now (from any status, or with ``only_halted`` only a halted one)."""
+    atype = registered(keys.type_name)
+    recovery = recovery or atype.recovery
+    if recovery not in ("last_good", "reset"):
+        raise ConfigurationError(f"recovery must be 'last_good' or 'reset', got {recovery!r}")
+    initial = atype.valid_initial(keys.key) if recovery == "reset" else None
+    store = ActorStore(rt)
+    if only_halted:
+        meta, _, _ = store.read_meta(keys)
+        status = meta.get("status")
+        if status not in HALTED and status != "crashed":
+            return "skip"
+    outcome = store.restart(
+        keys,
+        mode="force",
+        recovery=recovery,
+        initial=initial,
+        history=atype.history,
+        clear_crashes=True,
+    )
+    rt.events.record(
+        "operator_restart", actor=keys.type_name, key=keys.key, recovery=recovery, outcome=outcome
+    )
+    return outcome
+
+
+def rollback_actor(rt: Runtime, keys: ActorKeys, version: int, state: Any) -> None:
+    """Commit ``state`` (that of ``version``, from history) as a new version, if it still
+    passes ``validate``; a step in flight is fenced off."""
+    atype = registered(keys.type_name)
+    problem = atype.check(state)
+    if problem:
+        raise StateRejected("invalid_state", f"version {version} fails validate: {problem}")
+    ActorStore(rt).restart(
+        keys,
+        mode="force",
+        recovery="reset",
+        initial=encode(state, what=f"state of version {version}"),
+        history=atype.history,
+        clear_crashes=True,
+        rollback_of=version,
+    )
+    rt.events.record("rollback", actor=keys.type_name, key=keys.key, to_version=version)
+
+
+def stop_actor(rt: Runtime, keys: ActorKeys) -> str:
+    """Stop the actor; its mailbox is kept and keeps accepting messages."""
+    return ActorStore(rt).halt(keys, "stopped", reason="operator")
+
+
+def resume_supervisor(rt: Runtime, name: str) -> None:
+    """Bring a stopped or quarantined supervisor (and its subtree) back."""
+    rt.tree.spec(name)  # ConfigurationError names the known supervisors
+    subtree = rt.tree.subtree(name)
+    forget_histories(rt, subtree)
+    restart_subtree(rt, name, 0.0, reason="operator resume")
+    rt.events.record("resume_supervisor", supervisor=name)

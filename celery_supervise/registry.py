@@ -1,0 +1,143 @@
+"""Actor types as the runtime sees them: a handler with its validated options, by name.
+
+``@actor`` (``actors.py``) builds an ``ActorSpec`` and registers it here, process-wide, like
+``@shared_task``; the layers below (runner, tick, store) look types up by name and never
+import ``actors`` (which sits above them, because its tasks call the runner).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from .codec import encode
+from .decisions import Recovery, RestartType
+from .errors import ActorNotRegistered, InvalidKey, StateRejected, SuperviseError
+
+if TYPE_CHECKING:
+    from .context import Context
+
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "ActorSpec",
+    "Handler",
+    "all_types",
+    "register",
+    "registered",
+    "validate_key",
+]
+
+S = TypeVar("S")
+Handler = Callable[["Context", S, Any], "S | None"]
+
+#: Longest actor key accepted (SPEC 1).
+MAX_KEY_LENGTH = 200
+
+_REGISTRY: dict[str, ActorSpec[Any]] = {}
+
+
+def validate_key(key: object) -> str:
+    if not isinstance(key, str):
+        raise InvalidKey(f"actor key must be a str, got {type(key).__name__} {key!r}")
+    if not key:
+        raise InvalidKey("actor key must not be empty")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidKey(f"actor key is {len(key)} characters, over the limit of {MAX_KEY_LENGTH}")
+    try:
+        key.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidKey(
+            f"actor key holds {key[exc.start : exc.end]!r} at {exc.start}, a lone surrogate "
+            f"(not valid Unicode, cannot be stored)"
+        ) from None
+    return key
+
+
+def registered(name: str) -> ActorSpec[Any]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ActorNotRegistered(
+            f"no actor type named {name!r} (known: {', '.join(sorted(_REGISTRY)) or 'none'})"
+        ) from None
+
+
+def all_types() -> dict[str, ActorSpec[Any]]:
+    return dict(_REGISTRY)
+
+
+def register(spec: ActorSpec[Any]) -> None:
+    _REGISTRY[spec.name] = spec
+
+
+def same_handler(name: str, handler: Callable[..., Any]) -> bool:
+    """True if no other handler is registered under ``name`` (a re-import is the same)."""
+    existing = _REGISTRY.get(name)
+    return (
+        existing is None
+        or existing.handler is handler
+        or getattr(existing.handler, "__code__", None) is getattr(handler, "__code__", None)
+    )
+
+
+class ActorSpec(Generic[S]):
+    """One kind of actor: a handler plus the options that govern its instances."""
+
+    def __init__(
+        self,
+        handler: Handler[S],
+        *,
+        name: str,
+        initial: Any,
+        validate: Callable[[S], object] | None,
+        supervisor: str,
+        restart: RestartType,
+        recovery: Recovery,
+        max_attempts: int,
+        history: int,
+        time_limit: float | None,
+    ) -> None:
+        self.handler = handler
+        self.name = name
+        self.initial = initial
+        self.validate = validate
+        self.supervisor = supervisor
+        self.restart: RestartType = restart
+        self.recovery: Recovery = recovery
+        self.max_attempts = max_attempts
+        self.history = history
+        self.time_limit = time_limit
+
+    def __repr__(self) -> str:
+        return f"<actor {self.name}>"
+
+    def initial_state(self, key: str) -> Any:
+        if callable(self.initial):
+            return self.initial(key)
+        return copy.deepcopy(self.initial)
+
+    def valid_initial(self, key: str) -> bytes:
+        """``initial(key)``, encoded, for a ``reset``; ``StateRejected`` if it is not a state
+        that may be committed (it fails ``validate``, or is not JSON)."""
+        state = self.initial_state(key)
+        try:
+            raw = encode(state, what=f"initial state of {self.name}:{key}")
+        except SuperviseError as exc:
+            raise StateRejected("unserializable_state", str(exc)) from None
+        problem = self.check(state)
+        if problem:
+            raise StateRejected(
+                "invalid_state", f"initial state of {self.name}:{key} fails validate: {problem}"
+            )
+        return raw
+
+    def check(self, state: Any) -> str | None:
+        """None if ``state`` passes ``validate``; otherwise why it does not."""
+        if self.validate is None:
+            return None
+        try:
+            ok = self.validate(state)
+        except Exception as exc:  # the invariant itself failed: the state is not valid
+            return f"validate raised {type(exc).__name__}: {exc}"
+        return None if ok else "validate returned False"

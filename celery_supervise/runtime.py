@@ -1,0 +1,204 @@
+"""The low-level runtime every layer above takes: connections, scripts, keys, settings, the
+event log and a way to publish tasks.
+
+It knows nothing of Celery (``publish`` and ``dispatch`` are callables handed in by
+``Supervision``) and nothing of the layers above it, so every import runs downward:
+``supervision`` -> ``runner`` / ``tick`` -> ``tree_shell`` -> ``effects`` -> ``store`` ->
+``runtime`` -> ``scripts`` / ``keyspace`` / ``settings``. Connections are made lazily in
+each process (after a prefork fork, never inherited).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from .errors import CorruptActorData, RedisUnavailable
+from .keyspace import Keyspace
+from .scripts import Scripts
+from .settings import Settings
+from .specs import SupervisorTree
+
+__all__ = ["EVENTS_KEPT", "Dispatch", "EventLog", "Runtime", "patiently", "redis_errors"]
+
+T = TypeVar("T")
+log = logging.getLogger("celery_supervise")
+
+#: How long a worker or tick waits for Redis to come back before giving up a call.
+REDIS_PATIENCE = 120.0
+
+#: Events kept in the capped decision stream.
+EVENTS_KEPT = 10_000
+
+#: ``dispatch(task_name, args, kwargs, options)``: publish one Celery task.
+Dispatch = Callable[[str, tuple[Any, ...], dict[str, Any], dict[str, Any]], None]
+
+#: Decisions recorded while a collector is active in this context (a tick's report).
+_collector: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar(
+    "celery_supervise_collector", default=None
+)
+
+
+@contextlib.contextmanager
+def redis_errors(where: str) -> Iterator[None]:
+    """Turn Redis' complaints about data we did not write into ``CorruptActorData``, and a
+    Redis that does not answer into ``RedisUnavailable``."""
+    try:
+        yield
+    except redis.ResponseError as exc:
+        text = str(exc)
+        # A script that fails at run time ("user_script:N: attempt to compare number with
+        # nil") met a field it did not write: garbage, like the rest.
+        if any(m in text for m in ("CORRUPT", "WRONGTYPE", "not an integer", "user_script")):
+            raise CorruptActorData(f"{where}: {text}") from None
+        raise
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise RedisUnavailable(f"{where}: Redis did not answer ({exc})") from exc
+
+
+def patiently(fn: Callable[[], T], *, where: str, patience: float = REDIS_PATIENCE) -> T:
+    """Call ``fn`` until Redis answers (workers and ticks wait out an outage, SPEC 6.7).
+    ``fn`` must be safe to repeat: the scripts it runs recognise their own earlier success."""
+    delay = 0.1
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            with redis_errors(where):
+                return fn()
+        except RedisUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("celery_supervise redis_unavailable where=%r retry_in=%.1fs", where, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+class EventLog:
+    """One structured log line per decision, also kept in a capped Redis stream."""
+
+    def __init__(self, client: Callable[[], redis.Redis], stream: str) -> None:
+        self._client = client
+        self.stream = stream
+
+    def record(self, event: str, **fields: Any) -> None:
+        record = {"event": event, **fields}
+        collected = _collector.get()
+        if collected is not None:
+            collected.append(record)
+        log.info(
+            "celery_supervise %s",
+            json.dumps(record, sort_keys=True, default=str),
+            extra={"celery_supervise": record},
+        )
+        try:
+            self._client().xadd(
+                self.stream,
+                {"event": json.dumps(record, default=str)},
+                maxlen=EVENTS_KEPT,
+                approximate=True,
+            )
+        except redis.RedisError:
+            log.warning("celery_supervise could not record event %s in Redis", event)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def collect() -> Iterator[list[dict[str, Any]]]:
+        """Also gather every event recorded in this context (a tick's decisions)."""
+        gathered: list[dict[str, Any]] = []
+        token = _collector.set(gathered)
+        try:
+            yield gathered
+        finally:
+            _collector.reset(token)
+
+
+class Runtime:
+    """What one process needs to act on actors: built once by ``Supervision``."""
+
+    def __init__(self, settings: Settings, tree: SupervisorTree, dispatch: Dispatch) -> None:
+        self.settings = settings
+        self.keyspace = Keyspace(settings.key_prefix)
+        #: The supervision tree; replaced (never mutated) when a supervisor is declared.
+        self.tree = tree
+        self.dispatch = dispatch
+        self.events = EventLog(lambda: self.client, self.keyspace.events)
+        self._client: redis.Redis | None = None
+        self._once: redis.Redis | None = None
+        self._client_pid = 0
+        self._scripts: Scripts | None = None
+
+    def publish(self, type_name: str, key: str) -> None:
+        """Schedule one task run of the actor (its Celery task carries only the key)."""
+        self.dispatch(type_name, (key,), {}, {})
+
+    @property
+    def repair_after(self) -> float:
+        """Seconds after which a scheduled actor nobody picked up is woken again."""
+        return max(2 * self.settings.lease_seconds, 2 * self.settings.tick_interval)
+
+    # -- connections (per process) ---------------------------------------------------------
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None or self._client_pid != os.getpid():
+            self._client = self._connect(retries=2)
+            self._once = self._connect(retries=0)
+            self._client_pid = os.getpid()
+            self._scripts = None
+        return self._client
+
+    @property
+    def client_once(self) -> redis.Redis:
+        """A client that never repeats a command by itself. ``send`` uses it: a send whose
+        reply was lost may have been applied, and only the caller can decide to retry (safely,
+        with a ``message_id``)."""
+        self.client  # noqa: B018  (connects both clients in this process)
+        assert self._once is not None
+        return self._once
+
+    def _connect(self, *, retries: int) -> redis.Redis:
+        return redis.Redis.from_url(
+            self.settings.redis_url,
+            socket_connect_timeout=2.0,
+            socket_timeout=5.0,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
+            health_check_interval=30,
+        )
+
+    @property
+    def scripts(self) -> Scripts:
+        client = self.client
+        if self._scripts is None:
+            self._scripts = Scripts(client)
+        return self._scripts
+
+    def pipeline(
+        self, build: Callable[[Any], None], *, client: redis.Redis | None = None
+    ) -> list[Any]:
+        """Build and execute a non-transactional pipeline: one round trip. Pipelines hold at
+        most one script; if Redis lost it (restart, flush), load them all and run again
+        (safe: a script refused with NOSCRIPT did not run)."""
+        for attempt in (1, 2):
+            pipe = (client or self.client).pipeline(transaction=False)
+            build(pipe)
+            try:
+                return list(pipe.execute())
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                self.scripts.load_all()
+        raise AssertionError("unreachable")
+
+    def now_ms(self) -> int:
+        """Redis' clock, in ms: the one clock every process compares against."""
+        seconds, micros = self.client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
