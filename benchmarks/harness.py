@@ -1,0 +1,141 @@
+"""What every benchmark shares: the run's configuration, the processes it started, and
+small measuring helpers (Redis clock, percentiles, CPU time from /proc)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from celery_supervise.testing import start_beat, start_worker, wait_until
+
+ACTOR_APP = "benchmarks.actor_app"
+PLAIN_APP = "benchmarks.plain_app"
+KEY_PREFIX = "bench"
+
+
+class Config:
+    def __init__(self, quick: bool, concurrency: int, prefetch: int) -> None:
+        self.quick = quick
+        self.concurrency = concurrency
+        self.prefetch = prefetch
+        self.actors = 20
+        self.per_actor = 100 if quick else 500
+        self.throughput_trials = 1 if quick else 3
+        self.latency_samples = 1000 if quick else 5000
+        self.idle_small = 1_000
+        self.idle_big = 100_000 if quick else 1_000_000
+        self.due_actors = 10
+        self.many_due = 1_000
+        self.ticks = 30 if quick else 200
+        self.step_seconds = 2.0
+        self.recovery_trials = 1 if quick else 4
+        self.plain_recovery_trials = 1 if quick else 2
+        self.visibility_timeout = 10  # reduced, for the plain baseline only
+        self.restore_interval = 1
+
+
+# -- process bookkeeping --------------------------------------------------------------------
+
+
+class Processes:
+    """Everything this run started; ``kill_all`` is called whatever happens."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.live: list[Any] = []
+
+    def worker(self, app: str, name: str, env: dict[str, str], concurrency: int) -> Any:
+        proc = start_worker(
+            app,
+            concurrency=concurrency,
+            hostname=f"{name}@%h",
+            env=env,
+            log_dir=self.log_dir,
+            ready_timeout=60,
+        )
+        self.live.append(proc)
+        return proc
+
+    def beat(self, app: str, env: dict[str, str]) -> Any:
+        proc = start_beat(app, env=env, schedule_dir=self.log_dir / f"beat-{len(self.live)}")
+        self.live.append(proc)
+        return proc
+
+    def kill(self, proc: Any) -> None:
+        proc.kill()
+        with contextlib.suppress(ValueError):
+            self.live.remove(proc)
+
+    def kill_all(self) -> None:
+        for proc in list(self.live):
+            with contextlib.suppress(Exception):
+                proc.kill()
+        self.live.clear()
+
+
+# -- small helpers ----------------------------------------------------------------------------
+
+
+def redis_ms(client: redis.Redis) -> int:
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
+) -> Any:
+    return wait_until(predicate, timeout=timeout, interval=interval, message=what)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+class CpuMeter:
+    """CPU seconds spent by this process, one worker (main + pool) and Redis meanwhile."""
+
+    def __init__(self, worker: Any, redis_pid: int) -> None:
+        self.groups = {
+            "worker main": [worker.pid],
+            "pool children": worker.child_pids(),
+            "redis": [redis_pid],
+        }
+        self.start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        t = os.times()
+        out = {"sender (this process)": t.user + t.system}
+        for name, pids in self.groups.items():
+            out[name] = sum(cpu_seconds(p) for p in pids)
+        return out
+
+    def stop(self) -> dict[str, float]:
+        end = self._read()
+        return {k: round(end[k] - self.start[k], 2) for k in end}
+
+
+def meta_fields(client: redis.Redis, keys: list[str], *fields: str) -> list[list[Any]]:
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hmget(key, list(fields))
+    return pipe.execute()

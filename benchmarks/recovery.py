@@ -1,0 +1,143 @@
+"""Recovery: a worker is SIGKILLed (its whole process group) in the middle of a 2 s step;
+time from the kill until the message is committed by another worker, with the library
+defaults (lease 5 s, tick 1 s, beat running).
+
+Baseline: a plain ``acks_late=True`` task on the Redis broker, whose redelivery waits for
+``visibility_timeout`` (default 3600 s, not waited for); measured with a reduced
+visibility_timeout and restore sweep, stated.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from types import ModuleType
+from typing import Any
+
+import redis
+
+from benchmarks.harness import (
+    ACTOR_APP,
+    KEY_PREFIX,
+    PLAIN_APP,
+    Config,
+    Processes,
+    redis_ms,
+    wait_for,
+)
+
+
+def _owner(workers: list[Any], pid: int) -> Any:
+    for worker in workers:
+        if pid == worker.pid or pid in worker.child_pids():
+            return worker
+    raise AssertionError(f"pid {pid} belongs to none of the workers")
+
+
+def _recovery_phases(
+    client: redis.Redis, events: str, key: str, killed_at: int, committed_at: int
+) -> dict[str, float]:
+    """Seconds from the kill to each decision the tick logged (stream ids are Redis ms)."""
+    phases: dict[str, float] = {}
+    for entry_id, fields in client.xrange(events, min=str(killed_at)):
+        record = json.loads(fields[b"event"])
+        if record.get("key") != key:
+            continue
+        at = int(entry_id.decode().split("-")[0])
+        name = record["event"] + (f":{record['reason']}" if "reason" in record else "")
+        phases.setdefault(name, (at - killed_at) / 1000)
+    phases["committed"] = (committed_at - killed_at) / 1000
+    return phases
+
+
+def bench_recovery(
+    cfg: Config,
+    procs: Processes,
+    env: dict[str, str],
+    client: redis.Redis,
+    actors: ModuleType,
+    plain: ModuleType,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"step_seconds": cfg.step_seconds}
+    kill_after = cfg.step_seconds / 2
+
+    # celery_supervise: library defaults (lease 5 s, tick 1 s), beat running ------------------
+    client.flushdb()
+    sup = actors.supervision
+    out["lease_seconds"] = sup.settings.lease_seconds
+    out["tick_interval"] = sup.settings.tick_interval
+    workers = [procs.worker(ACTOR_APP, f"rec-{i}", env, cfg.concurrency) for i in range(2)]
+    procs.beat(ACTOR_APP, env)
+    trials: list[float] = []
+    phases: list[dict[str, float]] = []
+    # Where in the step the worker dies matters: its lease is renewed every lease/3, so a
+    # kill just after a renewal leaves the longest lease to run out (the worst case).
+    just_renewed = sup.settings.lease_seconds / 3 + 0.1
+    offsets = [kill_after]
+    if just_renewed < cfg.step_seconds - 0.1:
+        offsets.append(just_renewed)
+    out["kill_offsets"] = []
+    for trial in range(cfg.recovery_trials):
+        offset = offsets[trial % len(offsets)] if cfg.recovery_trials > 1 else offsets[-1]
+        out["kill_offsets"].append(offset)
+        ref = actors.slow.ref(f"r{trial}")
+        started_key = f"{KEY_PREFIX}:started:{ref.key}"
+        ref.send({"sleep": cfg.step_seconds})
+        pid = int(wait_for(lambda k=started_key: client.get(k), 30, "slow step started"))
+        time.sleep(offset)
+        victim = _owner(workers, pid)
+        killed_at = redis_ms(client)
+        procs.kill(victim)
+        workers.remove(victim)
+        meta = ref.keys.meta
+        wait_for(
+            lambda m=meta: client.hget(m, "version") == b"1", 120, "message committed elsewhere"
+        )
+        committed_at = int(client.hget(meta, "committed_at") or 0)
+        state = json.loads(client.hget(meta, "state") or b"null")
+        if state != {"done": 1}:
+            raise AssertionError(f"recovered actor state is {state!r}, expected done=1")
+        trials.append((committed_at - killed_at) / 1000)
+        phases.append(
+            _recovery_phases(client, sup.keyspace.events, ref.key, killed_at, committed_at)
+        )
+        if trial + 1 < cfg.recovery_trials:
+            workers.append(procs.worker(ACTOR_APP, f"rec-r{trial}", env, cfg.concurrency))
+    out["actor_trials"] = trials
+    out["actor_phases"] = phases
+    procs.kill_all()
+
+    # plain Celery, acks_late=True, reduced visibility_timeout --------------------------------
+    client.flushdb()
+    penv = dict(
+        env,
+        BENCH_VISIBILITY_TIMEOUT=str(cfg.visibility_timeout),
+        BENCH_RESTORE_INTERVAL=str(cfg.restore_interval),
+    )
+    workers = [procs.worker(PLAIN_APP, f"prec-{i}", penv, cfg.concurrency) for i in range(2)]
+    plain_trials: list[float] = []
+    for trial in range(cfg.plain_recovery_trials):
+        token = f"p{trial}"
+        started_key = f"{KEY_PREFIX}:started:{token}"
+        plain.slow.apply_async((token, cfg.step_seconds))
+        pid = int(wait_for(lambda k=started_key: client.get(k), 30, "plain slow task started"))
+        time.sleep(kill_after)
+        victim = _owner(workers, pid)
+        killed_at = redis_ms(client)
+        procs.kill(victim)
+        workers.remove(victim)
+        key = plain.state_key(token)
+        wait_for(
+            lambda k=key: client.hget(k, "version"),
+            cfg.visibility_timeout + 120,
+            "plain task redelivered and finished",
+            interval=0.1,
+        )
+        plain_trials.append((int(client.hget(key, "committed_at") or 0) - killed_at) / 1000)
+        if trial + 1 < cfg.plain_recovery_trials:
+            workers.append(procs.worker(PLAIN_APP, f"prec-r{trial}", penv, cfg.concurrency))
+    out["plain_trials"] = plain_trials
+    out["visibility_timeout"] = cfg.visibility_timeout
+    procs.kill_all()
+    client.flushdb()
+    return out

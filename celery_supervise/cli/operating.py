@@ -1,0 +1,128 @@
+"""The operating commands: ``resume``, ``restart`` and ``tick``. Each acts through the same
+calls a program would use (``ActorRef``, ``resume_supervisor``, ``run_tick``) and prints
+what it did in one line (or ``--json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from celery.bin.base import CeleryCommand
+
+from .base import Unavailable, actor_ref, json_option, operator_errors, supervise, supervision
+from .render import echo, print_json, tick_text
+
+__all__ = ["restart", "resume", "tick"]
+
+
+@supervise.command(cls=CeleryCommand)
+@click.argument("target")
+@json_option
+@click.pass_context
+@operator_errors
+def resume(ctx: click.Context, target: str, as_json: bool) -> None:
+    """Resume a stopped or quarantined actor (TYPE:KEY) or supervisor (NAME)."""
+    # Imported here, not at the top: every `celery` command imports this package.
+    from ..specs import is_actor_child, split_actor_child
+
+    sup = supervision(ctx)
+    if is_actor_child(target):
+        ref = actor_ref(sup, *split_actor_child(target), must_exist=True)
+        outcome = ref.resume()
+        snap = ref.snapshot()
+        result: dict[str, Any] = {
+            "target": target,
+            "kind": "actor",
+            "outcome": "skipped" if outcome == "skip" else "resumed",
+            "status": snap.status,
+            "version": snap.version,
+        }
+        text = (
+            f"{target} is {snap.status}, not stopped or quarantined: nothing to resume"
+            if outcome == "skip"
+            else f"resumed {target} from its last good state: now {snap.status}, "
+            f"version {snap.version}"
+        )
+    else:
+        # The tree shell is runtime: not loaded by every `celery` command.
+        from ..operations import resume_supervisor
+
+        subtree = list(sup.tree.subtree(target))  # ConfigurationError names the known ones
+        pipe = sup.client.pipeline(transaction=False)
+        for name in subtree:
+            pipe.scard(sup.keyspace.supervisor_members(name))
+        flagged = sum(int(n) for n in pipe.execute())
+        resume_supervisor(sup.runtime, target)
+        result = {
+            "target": target,
+            "kind": "supervisor",
+            "outcome": "resumed",
+            "subtree": subtree,
+            "flagged_actors_restarted": flagged,
+        }
+        text = (
+            f"resumed supervisor {target} (subtree: {', '.join(subtree)}); its restart "
+            f"histories are cleared and {flagged} stopped actor(s) restart"
+        )
+    if as_json:
+        print_json(result)
+    else:
+        echo(ctx, text)
+
+
+@supervise.command(cls=CeleryCommand)
+@click.argument("type_name", metavar="TYPE")
+@click.argument("key")
+@click.option("--reset", is_flag=True, help="Restart from the initial state (recovery reset).")
+@json_option
+@click.pass_context
+@operator_errors
+def restart(ctx: click.Context, type_name: str, key: str, reset: bool, as_json: bool) -> None:
+    """Restart an actor now, from its last good state or (--reset) its initial state."""
+    # Imported here, not at the top: every `celery` command imports this package.
+    from ..registry import registered
+
+    sup = supervision(ctx)
+    ref = actor_ref(sup, type_name, key, must_exist=True)
+    recovery = "reset" if reset else registered(type_name).recovery
+    outcome = ref.restart(recovery="reset" if reset else None)
+    snap = ref.snapshot()
+    if as_json:
+        print_json(
+            {
+                "actor": f"{type_name}:{key}",
+                "recovery": recovery,
+                "outcome": "skipped" if outcome == "skip" else "restarted",
+                "status": snap.status,
+                "version": snap.version,
+            }
+        )
+    elif outcome == "skip":
+        echo(
+            ctx,
+            f"{type_name}:{key} is {snap.status}: a {recovery} restart applies only to a "
+            f"halted actor (stopped, quarantined, backoff); --reset restarts any actor",
+        )
+    else:
+        echo(
+            ctx,
+            f"restarted {type_name}:{key} ({recovery}): now {snap.status}, version {snap.version}",
+        )
+
+
+@supervise.command(cls=CeleryCommand)
+@json_option
+@click.pass_context
+@operator_errors
+def tick(ctx: click.Context, as_json: bool) -> None:
+    """Run one supervisor tick in this process and print its summary."""
+    # The tick is runtime: not loaded by every `celery` command.
+    from ..tick import run_tick
+
+    summary = run_tick(supervision(ctx).runtime)
+    if "redis" in str(summary.get("skipped", "")).lower():  # Redis went away mid-tick
+        raise Unavailable(f"tick skipped: {summary['skipped']}")
+    if as_json:
+        print_json(summary)
+    else:
+        tick_text(ctx, summary)

@@ -1,0 +1,288 @@
+"""What the reading commands show, read from Redis into dataclasses; nothing is printed here.
+
+``dataclasses.asdict`` of each result is exactly its ``--json`` output. Nothing scans Redis:
+``tree_status`` reads the supervisors' own keys, the static children named in the specs and
+the capped events stream, in one pipelined round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..codec import text
+
+if TYPE_CHECKING:
+    from ..ref import ActorRef, DeadLetter, HistoryEntry
+    from ..supervision import Supervision
+
+__all__ = [
+    "ActorChild",
+    "ActorDeadLetters",
+    "ActorReport",
+    "DeadLetterHolder",
+    "Flagged",
+    "Restart",
+    "Restarts",
+    "SupervisorChild",
+    "SupervisorStatus",
+    "TreeStatus",
+    "actor_dead_letters",
+    "actor_report",
+    "dead_letter_holders",
+    "tree_status",
+]
+
+#: Decisions shown by ``status`` (newest of the capped events stream).
+EVENTS_SHOWN = 20
+#: Restarts listed per supervisor by ``status``.
+RESTARTS_SHOWN = 5
+#: Flagged (stopped/crashed/quarantined) actors listed per supervisor by ``status``.
+FLAGGED_SHOWN = 20
+
+
+# -- status ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Restart:
+    exit_id: str
+    child: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Restarts:
+    #: Restarts inside the supervisor's intensity period.
+    in_period: int
+    #: Restarts its history still holds.
+    kept: int
+    #: The newest ``RESTARTS_SHOWN``, newest first.
+    recent: list[Restart]
+
+
+@dataclass(frozen=True)
+class Flagged:
+    """Stopped, crashed or quarantined actors under one supervisor."""
+
+    count: int
+    shown: list[str]
+
+
+@dataclass(frozen=True)
+class ActorChild:
+    child: str
+    status: str  # "absent" until the actor has received a message
+    kind: str = "actor"
+
+
+@dataclass(frozen=True)
+class SupervisorChild:
+    child: str
+    kind: str = "supervisor"
+
+
+@dataclass(frozen=True)
+class SupervisorStatus:
+    name: str
+    parent: str | None
+    depth: int
+    status: str
+    reason: str | None
+    strategy: str
+    intensity: int
+    period: float
+    on_limit: str
+    max_consecutive_crashes: int
+    backoff: dict[str, Any]
+    children: list[ActorChild | SupervisorChild]
+    actor_types: list[str]
+    restarts: Restarts
+    flagged: Flagged
+
+
+@dataclass(frozen=True)
+class TreeStatus:
+    key_prefix: str
+    tick_interval: float
+    tick_running: bool
+    now: float
+    #: Depth first, as the tree names them.
+    supervisors: list[SupervisorStatus]
+    #: Actor types whose supervisor is not in this process's tree.
+    unplaced_types: list[str]
+    #: Oldest first; each an event record with its stream ``id`` and ``at`` (seconds).
+    recent_events: list[dict[str, Any]]
+
+
+def tree_status(sup: Supervision) -> TreeStatus:
+    """What ``supervise status`` shows, without scanning any key space."""
+    # Imported here, not at the top: every `celery` command imports this package.
+    from ..registry import all_types
+    from ..ref import public_status
+    from ..specs import is_actor_child, split_actor_child
+
+    tree, ks, client = sup.tree, sup.keyspace, sup.client
+    names = tree.names()
+    types_by_sup: dict[str, list[str]] = {}
+    unplaced: list[str] = []
+    for type_name, atype in sorted(all_types().items()):
+        if atype.supervisor in tree:
+            types_by_sup.setdefault(atype.supervisor, []).append(type_name)
+        else:
+            unplaced.append(type_name)
+    actor_children = [c for n in names for c in tree.static_children(n) if is_actor_child(c)]
+
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(ks.supervisor(name))
+        pipe.zrange(ks.supervisor_history(name), 0, -1, withscores=True)
+        pipe.scard(ks.supervisor_members(name))
+        pipe.srandmember(ks.supervisor_members(name), FLAGGED_SHOWN)
+    for child in actor_children:
+        pipe.hget(ks.actor(*split_actor_child(child)).meta, "status")
+    pipe.xrevrange(ks.events, count=EVENTS_SHOWN)
+    pipe.exists(ks.tick_lock)
+    results = pipe.execute()
+    now = time.time()
+
+    child_status = {
+        child: public_status(text(raw)) if raw is not None else "absent"
+        for child, raw in zip(actor_children, results[4 * len(names) : -2], strict=True)
+    }
+    supervisors = []
+    for i, name in enumerate(names):
+        raw_hash, history, flagged_count, flagged = results[4 * i : 4 * i + 4]
+        fields = {text(k): text(v) for k, v in raw_hash.items()}
+        spec = tree.spec(name)
+        restarts: list[Restart] = []
+        in_period = 0
+        for member, score in history:
+            exit_id, _, child = text(member).partition("\n")
+            restarts.append(Restart(exit_id=exit_id, child=child, at=float(score)))
+            in_period += float(score) >= now - spec.period
+        depth, parent = 0, spec.parent
+        while parent is not None:
+            depth, parent = depth + 1, tree.parent(parent)
+        supervisors.append(
+            SupervisorStatus(
+                name=name,
+                parent=spec.parent,
+                depth=depth,
+                status=fields.get("status", "running"),
+                reason=fields.get("reason"),
+                strategy=spec.strategy,
+                intensity=spec.intensity,
+                period=spec.period,
+                on_limit=spec.on_limit,
+                max_consecutive_crashes=spec.max_consecutive_crashes,
+                backoff=vars(spec.backoff),
+                children=[
+                    ActorChild(child=c, status=child_status[c])
+                    if is_actor_child(c)
+                    else SupervisorChild(child=c)
+                    for c in tree.static_children(name)
+                ],
+                actor_types=types_by_sup.get(name, []),
+                restarts=Restarts(
+                    in_period=in_period,
+                    kept=len(restarts),
+                    recent=restarts[-RESTARTS_SHOWN:][::-1],
+                ),
+                flagged=Flagged(count=int(flagged_count), shown=sorted(text(m) for m in flagged)),
+            )
+        )
+    events = []
+    for entry_id, entry in reversed(results[-2]):
+        record = json.loads(text(entry.get(b"event", b"{}")))
+        stream_id = text(entry_id)
+        events.append({"id": stream_id, "at": int(stream_id.split("-")[0]) / 1000, **record})
+    return TreeStatus(
+        key_prefix=ks.prefix,
+        tick_interval=sup.settings.tick_interval,
+        tick_running=bool(results[-1]),
+        now=now,
+        supervisors=supervisors,
+        unplaced_types=unplaced,
+        recent_events=events,
+    )
+
+
+# -- one actor ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ActorReport:
+    type: str
+    key: str
+    #: False until the actor has received a message; the other fields are then defaults.
+    exists: bool
+    #: The supervisor that owns it (a dynamic child's, where the tree places it).
+    supervisor: str
+    status: str
+    halt_reason: str | None
+    version: int
+    pending: int
+    consecutive_crashes: int
+    last_crash: dict[str, Any] | None
+    state: Any
+    dead_letters: int
+    #: Newest first.
+    history: list[HistoryEntry]
+
+
+def actor_report(sup: Supervision, ref: ActorRef, history: int) -> ActorReport:
+    """What ``supervise actor TYPE KEY`` shows, with the newest ``history`` versions."""
+    # Imported here, not at the top: every `celery` command imports this package.
+    from ..registry import registered
+
+    atype = registered(ref.type_name)
+    exists = bool(sup.client.exists(ref.keys.meta))
+    snap = ref.snapshot()
+    versions = ref.history()[:history] if history else []
+    supervisor = atype.supervisor
+    if supervisor in sup.tree:  # else the type names a supervisor this process never declared
+        supervisor = sup.tree.supervisor_of_actor(f"{ref.type_name}:{ref.key}", supervisor)
+    return ActorReport(
+        type=ref.type_name,
+        key=ref.key,
+        exists=exists,
+        supervisor=supervisor,
+        status=snap.status,
+        halt_reason=snap.halt_reason,
+        version=snap.version,
+        pending=snap.pending,
+        consecutive_crashes=snap.consecutive_crashes,
+        last_crash=snap.last_crash,
+        state=snap.state,
+        dead_letters=int(sup.client.llen(ref.keys.dead)),
+        history=versions,
+    )
+
+
+# -- dead letters ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DeadLetterHolder:
+    type: str
+    key: str
+    dead_letters: int
+
+
+def dead_letter_holders(sup: Supervision) -> list[DeadLetterHolder]:
+    """Every actor holding dead letters, most recent first (from the index, no scan)."""
+    from ..delivery import Delivery  # runtime: not loaded by every `celery` command
+
+    return [
+        DeadLetterHolder(type=t, key=k, dead_letters=n)
+        for t, k, n in Delivery(sup.runtime).actors_with_dead_letters()
+    ]
+
+
+@dataclass(frozen=True)
+class ActorDeadLetters:
+    #: ``TYPE:KEY``
+    actor: str
+    dead_letters: list[DeadLetter]
+
+
+def actor_dead_letters(ref: ActorRef) -> ActorDeadLetters:
+    """One actor's dead letters, with their crash records (tracebacks included)."""
+    return ActorDeadLetters(actor=f"{ref.type_name}:{ref.key}", dead_letters=ref.dead_letters())

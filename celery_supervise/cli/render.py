@@ -1,0 +1,215 @@
+"""Printing: a result as ``--json`` or as text for a terminal (colours follow Celery's
+``--no-color``, through the ``CLIContext`` that ``celery`` puts in ``ctx.obj``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from .queries import ActorChild
+
+if TYPE_CHECKING:
+    from .queries import ActorDeadLetters, ActorReport, DeadLetterHolder, TreeStatus
+
+__all__ = [
+    "actor_text",
+    "dead_letter_holders_text",
+    "dead_letters_text",
+    "echo",
+    "print_json",
+    "status_text",
+    "tick_text",
+]
+
+#: Longest state printed in text form; ``--json`` always has all of it.
+STATE_SHOWN_CHARS = 2000
+
+_STATUS_COLORS = {
+    "running": "green",
+    "idle": "green",
+    "active": "cyan",
+    "backoff": "yellow",
+    "stopped": "red",
+    "quarantined": "red",
+}
+
+
+def print_json(data: Any) -> None:
+    """``data`` (a dataclass from ``queries`` or plain JSON data) as indented JSON."""
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        data = dataclasses.asdict(data)
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def echo(ctx: click.Context, text: str = "") -> None:
+    ctx.obj.echo(text)
+
+
+def _style(ctx: click.Context, text: str, **styles: Any) -> str:
+    return str(ctx.obj.style(text, **styles))
+
+
+def _status(ctx: click.Context, status: str) -> str:
+    return _style(ctx, status, fg=_STATUS_COLORS.get(status, "white"), bold=True)
+
+
+def _when(at: float | None, now: float | None = None) -> str:
+    if not at:
+        return "-"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+    ago = max(0.0, (now or time.time()) - at)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if ago >= size:
+            return f"{stamp} ({int(ago // size)}{unit} ago)"
+    return f"{stamp} ({ago:.0f}s ago)"
+
+
+def _compact(value: Any, limit: int = 80) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe_crash(crash: dict[str, Any], now: float) -> str:
+    return (
+        f"{crash.get('type')}: {_compact(crash.get('message'), 120)} (attempt "
+        f"{crash.get('attempt')}, worker {crash.get('worker')}, {_when(crash.get('time'), now)})"
+    )
+
+
+def status_text(ctx: click.Context, report: TreeStatus) -> None:
+    now = report.now
+    tick = "a tick is running now" if report.tick_running else "no tick running now"
+    echo(
+        ctx,
+        f"Supervision tree (key prefix {report.key_prefix!r}, tick every "
+        f"{report.tick_interval:g} s; {tick})",
+    )
+    for node in report.supervisors:
+        pad = "    " * node.depth
+        # A running supervisor's reason is only its last transition ("operator resume").
+        halted = node.reason and node.status != "running"
+        reason = f" ({node.reason})" if halted else ""
+        echo(ctx)
+        echo(ctx, f"{pad}{_style(ctx, node.name, bold=True)}  {_status(ctx, node.status)}{reason}")
+        pad += "  "
+        echo(
+            ctx,
+            f"{pad}{node.strategy}, intensity {node.intensity} per {node.period:g} s, "
+            f"on_limit {node.on_limit}, max_consecutive_crashes "
+            f"{node.max_consecutive_crashes}",
+        )
+        restarts = node.restarts
+        line = f"{pad}restarts: {restarts.in_period} in the last {node.period:g} s"
+        echo(ctx, line + (f" ({restarts.kept} kept)" if restarts.kept else ""))
+        for r in restarts.recent:
+            echo(ctx, f"{pad}  {_when(r.at, now)}  {r.child}  (exit {r.exit_id})")
+        types = ", ".join(node.actor_types) or "(none)"
+        echo(ctx, f"{pad}actor types: {types}")
+        if node.children:
+            echo(ctx, f"{pad}static children:")
+            for c in node.children:
+                what = _status(ctx, c.status) if isinstance(c, ActorChild) else "supervisor"
+                echo(ctx, f"{pad}  {c.child}  {what}")
+        flagged = node.flagged
+        if flagged.count:
+            more = f" (showing {len(flagged.shown)})" if flagged.count > len(flagged.shown) else ""
+            echo(ctx, f"{pad}stopped/crashed/quarantined actors: {flagged.count}{more}")
+            for member in flagged.shown:
+                echo(ctx, f"{pad}  {member}")
+    if report.unplaced_types:
+        echo(ctx)
+        echo(
+            ctx,
+            "actor types whose supervisor is not in the tree: " + ", ".join(report.unplaced_types),
+        )
+    echo(ctx)
+    events = report.recent_events
+    echo(ctx, f"Recent decisions ({len(events)}, oldest first):" if events else "No decisions yet.")
+    for event in events:
+        # Nested values (a decision's restart record) and repeats are in --json.
+        details = " ".join(
+            f"{k}={_compact(v, 60)}"
+            for k, v in event.items()
+            if k not in ("id", "at", "event")
+            and v is not None
+            and not isinstance(v, dict | list)
+            and not (k == "cause_exit_id" and v == event.get("exit_id"))
+        )
+        kind = _style(ctx, event["event"], bold=True)
+        echo(ctx, f"  {_when(event['at'], now)}  {kind}  {details}")
+
+
+def actor_text(ctx: click.Context, report: ActorReport) -> None:
+    now = time.time()
+    name = f"{report.type}:{report.key}"
+    echo(ctx, f"{_style(ctx, name, bold=True)}  (supervisor {report.supervisor})")
+    if not report.exists:
+        echo(ctx, "  no such actor yet: it exists once it has received a message")
+        return
+    reason = f" ({report.halt_reason})" if report.halt_reason else ""
+    echo(ctx, f"  status               {_status(ctx, report.status)}{reason}")
+    echo(ctx, f"  version              {report.version}")
+    echo(ctx, f"  pending messages     {report.pending}")
+    echo(ctx, f"  consecutive crashes  {report.consecutive_crashes}")
+    echo(ctx, f"  dead letters         {report.dead_letters}")
+    last = report.last_crash
+    echo(ctx, f"  last crash           {_describe_crash(last, now) if last else '-'}")
+    state = json.dumps(report.state, indent=2, sort_keys=True, default=str)
+    if len(state) > STATE_SHOWN_CHARS:
+        state = state[:STATE_SHOWN_CHARS] + "\n... (truncated; --json shows all of it)"
+    echo(ctx, "  state:")
+    for line in state.splitlines():
+        echo(ctx, f"    {line}")
+    if report.history:
+        echo(ctx, "  history (newest first):")
+        for h in report.history:
+            how = "reset to initial state" if h.reset else f"message {h.message_id}"
+            echo(ctx, f"    v{h.version}  {_when(h.at, now)}  {how}")
+
+
+def dead_letter_holders_text(ctx: click.Context, held: list[DeadLetterHolder]) -> None:
+    echo(ctx, f"{len(held)} actor(s) hold dead letters")
+    for h in held:
+        echo(ctx, f"  {h.type} {h.key}: {h.dead_letters}")
+    if held:
+        echo(ctx, "(details: supervise dead-letters TYPE KEY)")
+
+
+def dead_letters_text(ctx: click.Context, report: ActorDeadLetters) -> None:
+    now = time.time()
+    letters = report.dead_letters
+    echo(ctx, f"{report.actor}: {len(letters)} dead letter(s)")
+    for d in letters:
+        echo(ctx)
+        echo(ctx, f"- message {d.message_id}  (seq {d.seq})")
+        echo(ctx, f"    sent {_when(d.sent_at, now)}, dead-lettered {_when(d.dead_at, now)}")
+        echo(ctx, f"    message: {_compact(d.message, 200)}")
+        for i, crash in enumerate(d.crashes, 1):
+            echo(ctx, f"    crash {i}: {_describe_crash(crash, now)}")
+    if letters:
+        echo(ctx)
+        echo(ctx, "(tracebacks: --json; requeue one: --requeue MESSAGE_ID)")
+
+
+def tick_text(ctx: click.Context, summary: dict[str, Any]) -> None:
+    """One line for ``run_tick``'s summary, then one JSON line per decision it took."""
+    if "skipped" in summary:
+        echo(ctx, f"tick skipped: {summary['skipped']}")
+        return
+    counts = dict(summary)
+    ms = counts.pop("ms", 0)
+    decisions = counts.pop("decisions", [])
+    visited = sum(counts.values())
+    outcomes = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    echo(
+        ctx,
+        f"tick: {visited} due actor(s) visited"
+        + (f" ({outcomes})" if outcomes else "")
+        + f" in {ms} ms",
+    )
+    for decision in decisions:
+        echo(ctx, "  " + json.dumps(decision, sort_keys=True, default=str))
