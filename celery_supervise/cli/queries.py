@@ -118,8 +118,8 @@ class TreeStatus:
 def tree_status(sup: Supervision) -> TreeStatus:
     """What ``supervise status`` shows, without scanning any key space."""
     # Imported here, not at the top: every `celery` command imports this package.
-    from ..registry import all_types
     from ..ref import public_status
+    from ..registry import all_types
     from ..specs import is_actor_child, split_actor_child
 
     tree, ks, client = sup.tree, sup.keyspace, sup.client
