@@ -30,7 +30,6 @@ def record_crash(
         record=record,
         max_attempts=max_attempts,
         only_if_expired=only_if_expired,
-        where=f"actor {keys.type_name}:{keys.key}",
     )
     if not outcome.crashed:
         return outcome

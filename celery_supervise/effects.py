@@ -49,24 +49,7 @@ def encode_effects(
     """A step's effects as the commit takes them: the outbox (other slots), messages to
     itself, timers and pending subtask records. ``version`` is the one the step commits as;
     ``reply_to`` the message id an ``ask`` waits on (None: a plain send)."""
-    outbox: list[bytes] = []
-    selfs: list[tuple[str, bytes]] = []
-    sender = actor_member(type_name, key)
-    for i, (to_type, to_key, body) in enumerate(effects.sends):
-        mid = effect_id(type_name, key, version, "s", i)
-        if (to_type, to_key) == (type_name, key):
-            selfs.append((header_json(mid), body))
-            continue
-        ordinal = version * MAX_SENDS_PER_STEP + i
-        head = {
-            "kind": "send",
-            "type": to_type,
-            "key": to_key,
-            "id": mid,
-            "from": sender,
-            "ord": ordinal,
-        }
-        outbox.append(_with_raw(head, "message", body))
+    selfs, outbox = _sends(effects, type_name, key, version)
     if effects.replies and reply_to is not None:
         outbox.append(_with_raw({"kind": "reply", "id": reply_to}, "value", effects.replies[0]))
     isolates: list[tuple[str, bytes]] = []
@@ -75,16 +58,30 @@ def encode_effects(
         item = {"kind": "isolate", "id": iso_id, "type": type_name, "key": key, "spec": spec}
         outbox.append(json.dumps(item).encode())
         isolates.append((iso_id, Isolation.pending_record(spec, now_ms)))
-    timers = [
-        (
-            int(delay * 1000),
-            header_json(effect_id(type_name, key, version, "t", i), timer=True).encode()
-            + b"\n"
-            + body,
-        )
-        for i, (delay, body) in enumerate(effects.timers)
-    ]
+    timers = []
+    for i, (delay, body) in enumerate(effects.timers):
+        header = header_json(effect_id(type_name, key, version, "t", i), timer=True)
+        timers.append((int(delay * 1000), header.encode() + b"\n" + body))
     return EncodedEffects(outbox, selfs, timers, isolates, effects.stop)
+
+
+def _sends(
+    effects: Effects, type_name: str, key: str, version: int
+) -> tuple[list[tuple[str, bytes]], list[bytes]]:
+    """(messages to itself, outbox entries of messages to other actors). Each relayed send
+    carries the sender's increasing ordinal: the receiver's watermark deduplicates on it."""
+    selfs: list[tuple[str, bytes]] = []
+    outbox: list[bytes] = []
+    sender = actor_member(type_name, key)
+    for i, (to_type, to_key, body) in enumerate(effects.sends):
+        mid = effect_id(type_name, key, version, "s", i)
+        if (to_type, to_key) == (type_name, key):
+            selfs.append((header_json(mid), body))
+            continue
+        ordinal = version * MAX_SENDS_PER_STEP + i
+        head = {"kind": "send", "type": to_type, "key": to_key, "id": mid, "from": sender}
+        outbox.append(_with_raw({**head, "ord": ordinal}, "message", body))
+    return selfs, outbox
 
 
 def _with_raw(head: dict[str, Any], field: str, raw: bytes) -> bytes:

@@ -183,6 +183,25 @@ class _Heartbeat(threading.Thread):
                 continue
 
 
+def _run_target(
+    app: Celery, task_name: str, args: list[Any], kwargs: dict[str, Any], tag: str
+) -> dict[str, Any]:
+    """Run the user's task here (``apply``: its own Celery time limits do not apply) and
+    turn what happened into the outcome message."""
+    try:
+        result = app.tasks[task_name].apply(args=args, kwargs=kwargs, throw=False)
+        if result.successful():
+            return {"isolated": tag, "ok": True, "result": result.result}
+        exc = result.result
+    except Exception as error:  # the task could not even be found or started
+        exc = error
+    return {
+        "isolated": tag,
+        "ok": False,
+        "error": {"type": type(exc).__name__, "message": str(exc)},
+    }
+
+
 def register_isolation_task(app: Celery, rt: Runtime) -> None:
     @app.task(  # type: ignore[untyped-decorator]  # celery has no type hints
         name=ISOLATED_TASK, bind=True, ignore_result=True, shared=False
@@ -210,24 +229,7 @@ def register_isolation_task(app: Celery, rt: Runtime) -> None:
         heartbeat.beat()
         heartbeat.start()
         try:
-            try:
-                target = app.tasks[task_name]
-                result = target.apply(args=args, kwargs=kwargs, throw=False)
-                if result.successful():
-                    outcome = {"isolated": tag, "ok": True, "result": result.result}
-                else:
-                    exc = result.result
-                    outcome = {
-                        "isolated": tag,
-                        "ok": False,
-                        "error": {"type": type(exc).__name__, "message": str(exc)},
-                    }
-            except Exception as exc:  # the task could not even be found or started
-                outcome = {
-                    "isolated": tag,
-                    "ok": False,
-                    "error": {"type": type(exc).__name__, "message": str(exc)},
-                }
+            outcome = _run_target(app, task_name, args, kwargs, tag)
         finally:
             heartbeat.stopped.set()
         delivered = Isolation(rt).deliver(type_name, key, iso_id, outcome)

@@ -144,7 +144,6 @@ class _Run:
             nonce=uuid.uuid4().hex,
             supervisors=chain,
             hint_in=self.rt.settings.lease_seconds + 0.5,
-            where=self.where,
         )
 
     def stop_for_supervisor(self, supervisor: str) -> str:
@@ -289,7 +288,6 @@ class _Run:
             lease_ms=self.lease_ms,
             effects=effects,
             hints=hints,
-            where=self.where,
         )
         if not outcome.ok:
             log.warning(
@@ -307,7 +305,7 @@ class _Run:
         return True
 
     def release(self) -> str:
-        released = self.store.release(self.keys, self.token, where=self.where)
+        released = self.store.release(self.keys, self.token)
         if released == "more":
             self.rt.publish(self.atype.name, self.key)
         elif released == "stopped":

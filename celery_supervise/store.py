@@ -178,6 +178,29 @@ class Look:
         return int(self.meta.get(name) or default)
 
 
+def _where(keys: ActorKeys) -> str:
+    return f"actor {keys.type_name}:{keys.key}"
+
+
+def _first_halted(supervisors: Sequence[str], statuses: Sequence[Any]) -> str | None:
+    """The nearest supervisor whose status (read beside the claim) is stopped/quarantined."""
+    for name, status in zip(supervisors, statuses, strict=False):
+        if status is not None and text(status) in ("stopped", "quarantined"):
+            return name
+    return None
+
+
+def _effect_args(effects: EncodedEffects) -> list[Any]:
+    """ARGV[7..] of ``commit.lua``: the stop flag, the four counts, then each list."""
+    args: list[Any] = ["1" if effects.stop else "0"]
+    args += [len(effects.outbox), len(effects.selfs), len(effects.timers), len(effects.isolates)]
+    args += effects.outbox
+    for pairs in (effects.selfs, effects.timers, effects.isolates):
+        for pair in pairs:
+            args += pair
+    return args
+
+
 class ActorStore:
     """The scripts of one actor's lifecycle, called with the actor's keys."""
 
@@ -208,32 +231,23 @@ class ActorStore:
         nonce: str,
         supervisors: Sequence[str],
         hint_in: float,
-        where: str,
     ) -> Claim:
         """Take the lease and read a batch; the supervisors' statuses come in the same trip."""
-        type_name, key = keys.type_name, keys.key
 
         def build(pipe: Any) -> None:
             for name in supervisors:
                 pipe.hget(self.rt.keyspace.supervisor(name), "status")
-            self.add_hint(pipe, type_name, key, hint_in)
+            self.add_hint(pipe, keys.type_name, keys.key, hint_in)
             self.rt.scripts.claim(
                 keys=[keys.meta, keys.mailbox], args=[worker, lease_ms, batch, nonce], client=pipe
             )
 
-        replies = self._run(where, build)
+        replies = self._run(_where(keys), build)
         reply = replies[-1]
         outcome = text(reply[0])
         if outcome != "ok":
             return Claim(outcome)  # type: ignore[arg-type]  # the script's own words
-        halted_by = next(
-            (
-                name
-                for name, status in zip(supervisors, replies, strict=False)
-                if status is not None and text(status) in ("stopped", "quarantined")
-            ),
-            None,
-        )
+        halted_by = _first_halted(supervisors, replies)
         token = int(reply[1])  # HINCRBY'd by claim.lua: always an integer
         try:
             version, attempt_seq, attempts = int(reply[2]), int(reply[4]), int(reply[5])
@@ -255,43 +269,20 @@ class ActorStore:
         lease_ms: int,
         effects: EncodedEffects,
         hints: Sequence[float],
-        where: str,
     ) -> CommitOutcome:
         """Commit one step: state, version + 1, the entry consumed, its effects recorded."""
         entry = '{"message_id":' + json.dumps(message_id, ensure_ascii=False) + ',"state":'
-        args: list[Any] = [
-            token,
-            seq,
-            state,
-            entry + state.decode() + "}",
-            history,
-            lease_ms,
-            "1" if effects.stop else "0",
-            len(effects.outbox),
-            len(effects.selfs),
-            len(effects.timers),
-            len(effects.isolates),
-            *effects.outbox,
-        ]
-        for pairs in (effects.selfs, effects.timers, effects.isolates):
-            for pair in pairs:
-                args += pair
-        commit_keys = [
-            keys.meta,
-            keys.mailbox,
-            keys.history,
-            keys.attempts,
-            keys.outbox,
-            keys.timers,
-            keys.isolates,
-        ]
+        args: list[Any] = [token, seq, state, entry + state.decode() + "}", history, lease_ms]
+        args += _effect_args(effects)
+        commit_keys = [keys.meta, keys.mailbox, keys.history, keys.attempts, keys.outbox]
+        commit_keys += [keys.timers, keys.isolates]
 
         def build(pipe: Any) -> None:
             for seconds in hints:
                 self.add_hint(pipe, keys.type_name, keys.key, seconds)
             self.rt.scripts.commit(keys=commit_keys, args=args, client=pipe)
 
-        reply = self._run(where, build)[-1]
+        reply = self._run(_where(keys), build)[-1]
         if text(reply[0]) != "ok":
             return CommitOutcome(False, refused=text(reply[0]))
         return CommitOutcome(True, int(reply[1]))
@@ -304,7 +295,6 @@ class ActorStore:
         record: CrashRecord,
         max_attempts: int,
         only_if_expired: bool,
-        where: str,
     ) -> CrashOutcome:
         """Record a crash of the lease holder; count and maybe dead-letter its message."""
 
@@ -324,15 +314,15 @@ class ActorStore:
                 client=pipe,
             )
 
-        reply = self._run(where, build)[-1]
+        reply = self._run(_where(keys), build)[-1]
         if text(reply[0]) != "crashed":
             return CrashOutcome(False)
         return CrashOutcome(True, int(reply[1]), int(reply[2]), int(reply[3]) == 1, int(reply[4]))
 
-    def release(self, keys: ActorKeys, token: int | str, *, where: str) -> Release:
+    def release(self, keys: ActorKeys, token: int | str) -> Release:
         """Give the lease back: 'more' (publish the next run), 'idle', 'stopped' or 'stale'."""
         reply = self._run(
-            where,
+            _where(keys),
             lambda pipe: self.rt.scripts.release(
                 keys=[keys.meta, keys.mailbox], args=[token], client=pipe
             ),
@@ -365,7 +355,7 @@ class ActorStore:
                 client=pipe,
             )
 
-        with redis_errors(f"actor {keys.type_name}:{keys.key}"):
+        with redis_errors(_where(keys)):
             return text(self.rt.pipeline(build)[-1][0])
 
     def restart(
@@ -397,7 +387,7 @@ class ActorStore:
                 client=pipe,
             )
 
-        with redis_errors(f"actor {keys.type_name}:{keys.key}"):
+        with redis_errors(_where(keys)):
             outcome = text(self.rt.pipeline(build)[-1][0])
         if outcome == "woke":
             self.rt.publish(keys.type_name, keys.key)

@@ -342,7 +342,7 @@ def next_due(rt: Runtime, look: Look, now: int) -> float | None:
 # -- lease expiry ----------------------------------------------------------------------------
 def release_stopped(v: Visit, look: Look) -> str:
     """Finish the release of a run whose committed step asked to stop (fenced by token)."""
-    if v.store.release(v.keys, look.meta["token"], where=str(v.keys.meta)) != "stopped":
+    if v.store.release(v.keys, look.meta["token"]) != "stopped":
         return "checked"
     v.rt.events.record("stopped", actor=v.keys.type_name, key=v.keys.key, reason="normal")
     return "stopped"
@@ -355,7 +355,7 @@ def worker_lost(v: Visit, look: Look) -> str:
     if head is None:
         # Nothing was queued, so no step can have been running: the worker died after
         # its last commit and before releasing. That is no crash; just free the lease.
-        released = v.store.release(keys, meta["token"], where=str(keys.meta))
+        released = v.store.release(keys, meta["token"])
         if released == "more":
             v.rt.publish(keys.type_name, keys.key)
         return f"released_{released}"

@@ -180,48 +180,46 @@ class _PlanShell:
         me, ks = self.exit.child, self.rt.keyspace
         match action:
             case RecordRestart(supervisor=name, record=record):
-                hist = ks.supervisor_history(name)
-                self.rt.client.zadd(
-                    hist, {ks.restart_member(record.exit_id, record.child): record.at}
-                )
-                period = self.rt.tree.spec(name).period
-                self.rt.client.zremrangebyscore(hist, "-inf", record.at - max(period * 2, 60))
+                self.record_restart(name, record)
             case RestartChild(child=child) if child == me:
                 return self.restart_me(action)
-            case RestartChild(child=child, cause_exit_id=cause) if is_actor_child(child):
-                delay = max(0.0, action.restart_at - time.time())
-                self.store.halt(
-                    _keys(self.rt, child),
-                    "backoff",
-                    reason=f"restart:{me}",
-                    delay=delay,
-                    only_from=RUNNING,
-                    cause=cause,
-                )
-            case RestartChild(child=child, cause_exit_id=cause):
-                delay = max(0.0, action.restart_at - time.time())
-                restart_subtree(self.rt, child, delay, reason=f"restart:{me}", cause=cause)
+            case RestartChild():
+                self.restart_sibling(action)
             case StopChild(child=child) if child == me:
                 why = f"{self.exit.restart_type} actor not restarted"
                 return lambda: self.settle("stopped", 0.0, None, why)
             case Quarantine(child=child, cause=cause) if child == me:
                 return lambda: self.settle("quarantined", 0.0, None, f"limit:{cause}")
             case Quarantine(child=child, cause=cause):
-                self.rt.client.hset(
-                    ks.supervisor(child),
-                    mapping={"status": "quarantined", "reason": f"limit:{cause}"},
-                )
+                _set_supervisor(self.rt, child, "quarantined", f"limit:{cause}")
             case StopSupervisor(supervisor=name, cause_exit_id=cause):
                 stop_subtree(self.rt, name, reason=f"escalated:{me}", cause=cause + ":stop")
             case ClearHistory(supervisor=name):
                 self.rt.client.delete(ks.supervisor_history(name))
             case RootGaveUp():
-                self.rt.client.hset(
-                    ks.supervisor("root"), mapping={"status": "stopped", "reason": "root gave up"}
-                )
+                _set_supervisor(self.rt, "root", "stopped", "root gave up")
             case StopChild() | NotifyParent():
                 pass  # a sibling's stop needs no write here; a notice is only reported
         return None
+
+    def record_restart(self, supervisor: str, record: RestartRecord) -> None:
+        ks = self.rt.keyspace
+        hist = ks.supervisor_history(supervisor)
+        self.rt.client.zadd(hist, {ks.restart_member(record.exit_id, record.child): record.at})
+        period = self.rt.tree.spec(supervisor).period
+        self.rt.client.zremrangebyscore(hist, "-inf", record.at - max(period * 2, 60))
+
+    def restart_sibling(self, action: RestartChild) -> None:
+        """A collateral restart: an actor sibling backs off with the group; a supervisor
+        child restarts its whole subtree."""
+        delay = max(0.0, action.restart_at - time.time())
+        reason, cause = f"restart:{self.exit.child}", action.cause_exit_id
+        if is_actor_child(action.child):
+            target = _keys(self.rt, action.child)
+            self.store.halt(target, "backoff", reason=reason, delay=delay, only_from=RUNNING,
+                            cause=cause)  # fmt: skip
+        else:
+            restart_subtree(self.rt, action.child, delay, reason=reason, cause=cause)
 
     def restart_me(self, action: RestartChild) -> Callable[[], object]:
         if self.meta.get("status") == "crashed":
@@ -250,6 +248,10 @@ class _PlanShell:
         )
 
 
+def _set_supervisor(rt: Runtime, name: str, status: str, reason: str) -> None:
+    rt.client.hset(rt.keyspace.supervisor(name), mapping={"status": status, "reason": reason})
+
+
 def _keys(rt: Runtime, child: str) -> ActorKeys:
     return rt.keyspace.actor(*split_actor_child(child))
 
@@ -260,9 +262,7 @@ def stop_subtree(rt: Runtime, name: str, *, reason: str, cause: str = "") -> Non
     scan of all actors is ever needed; each one so stopped is recorded for the restart."""
     store = ActorStore(rt)
     for sname in rt.tree.subtree(name):
-        rt.client.hset(
-            rt.keyspace.supervisor(sname), mapping={"status": "stopped", "reason": reason}
-        )
+        _set_supervisor(rt, sname, "stopped", reason)
         for child in rt.tree.static_children(sname):
             if not is_actor_child(child):
                 continue
@@ -282,9 +282,7 @@ def restart_subtree(rt: Runtime, name: str, delay: float, *, reason: str, cause:
     ``delay``; its histories are cleared by the plan's ClearHistory actions."""
     store = ActorStore(rt)
     for sname in rt.tree.subtree(name):
-        rt.client.hset(
-            rt.keyspace.supervisor(sname), mapping={"status": "running", "reason": reason}
-        )
+        _set_supervisor(rt, sname, "running", reason)
         members = {text(m) for m in rt.client.smembers(rt.keyspace.supervisor_members(sname))}
         members |= {c for c in rt.tree.static_children(sname) if is_actor_child(c)}
         for child in sorted(members):
