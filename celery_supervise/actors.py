@@ -42,8 +42,9 @@ class ActorType(ActorSpec[S]):
         return self.handler(ctx, state, message)
 
     def ref(self, key: str) -> ActorRef:
-        """A handle to the actor ``(this type, key)`` on the app its task is bound to."""
-        return Supervision.for_app(self.task.app).ref(self.name, key)
+        """A handle to the actor ``(this type, key)`` on the current Celery app (from any
+        thread: see ``Supervision.for_current_app``)."""
+        return Supervision.for_current_app().ref(self.name, key)
 
 
 def _make_task_body(name: str) -> Callable[..., Any]:

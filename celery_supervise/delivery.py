@@ -95,7 +95,7 @@ class Delivery:
     def ask(self, keys: ActorKeys, body: bytes, *, timeout: float, message_id: str | None) -> Any:
         """Send ``body`` and wait for the handler's reply (or the dead-letter notice)."""
         mid = message_id or uuid.uuid4().hex
-        reply_key = self.rt.keyspace.reply(mid)
+        reply_key = keys.reply(mid)
         self.send(keys.type_name, keys.key, [(mid, body, message_id is not None)], reply=True)
         deadline = time.monotonic() + timeout
         while True:
@@ -112,8 +112,8 @@ class Delivery:
                     raise MessageDeadLettered(mid, answer["dead"])
                 return answer["value"]
 
-    def push_reply(self, message_id: str, payload: bytes) -> None:
-        key = self.rt.keyspace.reply(message_id)
+    def push_reply(self, keys: ActorKeys, message_id: str, payload: bytes) -> None:
+        key = keys.reply(message_id)
         pipe = self.rt.client.pipeline(transaction=False)
         pipe.rpush(key, payload)
         pipe.expire(key, REPLY_TTL_SECONDS)

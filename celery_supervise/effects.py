@@ -18,7 +18,7 @@ from .codec import decode
 from .context import Effects
 from .delivery import Delivery
 from .isolation import Isolation
-from .keyspace import actor_member
+from .keyspace import ActorKeys, actor_member
 from .mailbox import header_json
 from .runtime import Runtime
 from .store import EncodedEffects
@@ -96,7 +96,7 @@ def relay_outbox(rt: Runtime, type_name: str, key: str) -> int:
     for raw in rt.client.lrange(keys.outbox, 0, -1):
         try:
             item = decode(raw, what=f"outbox of {type_name}:{key}")
-            _apply(rt, item)
+            _apply(rt, keys, item)
         except Exception:
             # Stop here: later entries wait, so one sender's messages to one receiver
             # keep their order (the receiver's watermark depends on it). The tick retries.
@@ -108,7 +108,8 @@ def relay_outbox(rt: Runtime, type_name: str, key: str) -> int:
     return relayed
 
 
-def _apply(rt: Runtime, item: dict[str, Any]) -> None:
+def _apply(rt: Runtime, keys: ActorKeys, item: dict[str, Any]) -> None:
+    """Apply one outbox entry of the actor ``keys`` (replies are kept on its own slot)."""
     kind = item["kind"]
     if kind == "send":
         body = json.dumps(item["message"], separators=(",", ":"), ensure_ascii=False).encode()
@@ -119,12 +120,12 @@ def _apply(rt: Runtime, item: dict[str, Any]) -> None:
             origin=(item["from"], item["ord"]),
         )
     elif kind == "reply":
-        Delivery(rt).push_reply(item["id"], json.dumps({"value": item["value"]}).encode())
+        Delivery(rt).push_reply(keys, item["id"], json.dumps({"value": item["value"]}).encode())
     elif kind == "dead":
         header = item["header"]
         if header.get("reply"):
             notice = json.dumps({"dead": item["crashes"]}).encode()
-            Delivery(rt).push_reply(header["id"], notice)
+            Delivery(rt).push_reply(keys, header["id"], notice)
     elif kind == "isolate":
         Isolation(rt).start(item)
     else:

@@ -55,6 +55,7 @@ class ActorKeys:
     dedup_prefix: str  #: + message_id: caller-given ids remembered for the dedup window
     origin_prefix: str  #: + sender: highest effect ordinal received from that actor
     requeue_prefix: str  #: + dead letter seq: that letter was requeued (its own namespace)
+    reply_prefix: str  #: + message id: list holding the answer to an ``ask`` of this actor
 
     def dedup(self, message_id: str) -> str:
         return self.dedup_prefix + message_id
@@ -64,6 +65,11 @@ class ActorKeys:
 
     def requeued(self, seq: int) -> str:
         return f"{self.requeue_prefix}{seq}"
+
+    def reply(self, message_id: str) -> str:
+        """Where the answer to an ``ask`` of this actor is pushed: keyed by actor *and* id,
+        so two asks that reuse one business id with two actors never read each other's."""
+        return self.reply_prefix + message_id
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ class Keyspace:
             dedup_prefix=f"{base}:mid:",
             origin_prefix=f"{base}:from:",
             requeue_prefix=f"{base}:rq:",
+            reply_prefix=f"{base}:reply:",
         )
 
     def due_bucket(self, member: str) -> str:
@@ -97,10 +104,6 @@ class Keyspace:
 
     def all_due(self) -> list[str]:
         return [self.due(b) for b in range(DUE_BUCKETS)]
-
-    def reply(self, message_id: str) -> str:
-        """Where the answer to an ``ask`` is pushed; tagged by the message id."""
-        return f"{self.prefix}:reply:{{{_escape(message_id)}}}"
 
     @property
     def dead_index(self) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 from celery import Celery, signals
+from celery import _state as celery_state
 
 from .codec import text
 from .errors import NotInstalled
@@ -67,6 +68,30 @@ class Supervision:
                 f"celery_supervise is not installed on Celery app {app.main!r}: call "
                 f"Supervision(app) where the app is configured"
             ) from None
+
+    @classmethod
+    def for_current_app(cls) -> Supervision:
+        """The Supervision of this thread's current Celery app. Celery's current app is
+        thread-local: a thread that never set one (a thread pool, a threaded web server)
+        falls back to Celery's process-wide default app, and then the one Supervision
+        installed in this process is meant."""
+        app = celery_state.get_current_app()
+        found = _installed.get(app)
+        if found is not None:
+            return found
+        chose_none = celery_state._tls.current_app is None  # this thread never set one
+        with _install_lock:
+            everyone = list(_installed.values())
+        if chose_none and len(everyone) == 1:
+            return everyone[0]
+        if chose_none and everyone:
+            names = ", ".join(sorted(repr(s.app.main) for s in everyone))
+            raise NotInstalled(
+                f"celery_supervise is installed on several Celery apps ({names}) and this "
+                "thread has no current app: use supervision.ref(type, key), or call "
+                "app.set_default() (or app.set_current() in this thread)"
+            )
+        return cls.for_app(app)
 
     def _install(self, app: Celery) -> None:
         self.app = app
