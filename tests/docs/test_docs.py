@@ -1,6 +1,7 @@
 """The documentation cannot rot: the site builds with warnings as errors, every code example
-is included from ``docs/examples/`` and run here against a real Redis, and the reference
-tables match the code's own defaults."""
+in the pages is a checked copy of a region of a file under ``docs/examples/`` (see
+``tests/docs/inlined.py``) that runs here against a real Redis, and the reference tables
+match the code's own defaults."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import redis
 from celery import _state
 
 from celery_supervise.testing import LocalRunner
+from tests.docs import inlined
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -32,12 +34,12 @@ NOT_OURS = {"effects.md", "performance.md", "keyspace.md", "protocol.md"}
 
 
 def test_site_builds_strictly(tmp_path: Path) -> None:
-    """``mkdocs build --strict``: a broken link, a missing page or snippet, a bad anchor or
+    """``mkdocs build --strict``: a broken link, a missing page, a bad anchor or
     an API reference that no longer resolves fails the build."""
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"),
          "-d", str(tmp_path / "site")],
-        cwd=ROOT,  # pymdownx.snippets resolves base_path from here
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
@@ -53,15 +55,26 @@ def _our_pages() -> list[Path]:
     return [p for p in sorted(DOCS.glob("*.md")) if p.name not in NOT_OURS]
 
 
-def test_python_in_pages_is_only_included_from_examples() -> None:
-    """Every ``python`` block of our pages is a snippet include of a tested file."""
-    fence = re.compile(r"```python\n(.*?)```", re.S)
-    for page in _our_pages():
-        for block in fence.findall(page.read_text()):
-            lines = [line for line in block.splitlines() if line.strip()]
-            assert lines and all(line.startswith("--8<-- ") for line in lines), (
-                f"{page.name}: Python code must be included from docs/examples/: {block!r}"
-            )
+def test_python_in_pages_is_copied_from_tested_files() -> None:
+    """Every ``python`` block of the pages is a marked copy of a region of a tested file, so a
+    reader of the raw page (the repository's web view) sees the code the tests run."""
+    fence = re.compile(r"^```python\n", re.M)
+    for page in sorted(DOCS.glob("*.md")):
+        text = page.read_text()
+        copied = {c.code for c in inlined.copies(page)}
+        for start in fence.finditer(text):
+            code = text[start.end() : text.index("\n```", start.end()) + 1]
+            assert code in copied, f"{page.name}: python block with no example marker: {code!r}"
+        assert "--8<--" not in text, f"{page.name}: an include line a raw page would show"
+
+
+@pytest.mark.parametrize("page", inlined.pages(), ids=lambda p: p.name)
+def test_copied_blocks_match_their_regions(page: Path) -> None:
+    for copy in inlined.copies(page):
+        assert copy.code == inlined.region(copy.path, copy.region), (
+            f"{page.name}: the copy of {copy.path}#{copy.region} differs from the file; "
+            "run `python tests/docs/inlined.py` to copy the region again"
+        )
 
 
 def _table_rows(page: str) -> dict[str, str]:
