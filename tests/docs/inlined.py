@@ -9,8 +9,9 @@ In a page, a copied block is a fenced block right after a comment naming its sou
 
 The path is relative to the repository's root; ``#app`` names the region that the file marks
 with ``# --8<-- [start:app]`` and ``# --8<-- [end:app]`` (markers of regions nested inside are
-left out, and the region is dedented). ``tests/docs/test_docs.py`` fails when a copy differs
-from its region; ``python tests/docs/inlined.py`` rewrites every copy from its region.
+left out, and the region is dedented). ``#L8-19`` names lines 8 to 19 instead, for files that
+carry no markers (the example project's own modules). ``tests/docs/test_docs.py`` fails when
+a copy differs from its region; ``python tests/docs/inlined.py`` rewrites every copy.
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ class Copy:
 def region(path: str, name: str) -> str:
     """The text of region ``name`` of ``path`` (repository-relative), as a page shows it."""
     lines = (ROOT / path).read_text().splitlines()
+    span = re.fullmatch(r"L(\d+)-(\d+)", name)
+    if span:
+        first, last = int(span[1]), int(span[2])
+        if not 1 <= first <= last <= len(lines):
+            raise LookupError(f"{path}: no lines {first}-{last}")
+        return textwrap.dedent("\n".join(lines[first - 1 : last])).strip("\n") + "\n"
     start = f"# --8<-- [start:{name}]"
     end = f"# --8<-- [end:{name}]"
     begin = [i for i, line in enumerate(lines) if line.strip() == start]
