@@ -42,6 +42,7 @@ class PaymentProvider:
 provider = PaymentProvider()
 
 
+# --8<-- [start:order]
 @shared_task(name="example.charge_card")
 def charge_card(order_id: str, amount_cents: int, idempotency_key: str) -> dict[str, Any]:
     return provider.charge(amount_cents, idempotency_key=idempotency_key)
@@ -69,3 +70,4 @@ def start_charge(ctx: Any, state: dict[str, Any]) -> None:
         tag="charge",
         timeout=30,
     )
+# --8<-- [end:order]

@@ -1,6 +1,7 @@
 """The documentation cannot rot: the site builds with warnings as errors, every code example
-is included from ``docs/examples/`` and run here against a real Redis, and the reference
-tables match the code's own defaults."""
+in the pages is a checked copy of a region of a file under ``docs/examples/`` (see
+``tests/docs/inlined.py``) that runs here against a real Redis, and the reference tables
+match the code's own defaults."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import redis
 from celery import _state
 
 from celery_supervise.testing import LocalRunner
+from tests.docs import inlined
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -32,12 +34,12 @@ NOT_OURS = {"effects.md", "performance.md", "keyspace.md", "protocol.md"}
 
 
 def test_site_builds_strictly(tmp_path: Path) -> None:
-    """``mkdocs build --strict``: a broken link, a missing page or snippet, a bad anchor or
+    """``mkdocs build --strict``: a broken link, a missing page, a bad anchor or
     an API reference that no longer resolves fails the build."""
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"),
          "-d", str(tmp_path / "site")],
-        cwd=ROOT,  # pymdownx.snippets resolves base_path from here
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
@@ -53,15 +55,26 @@ def _our_pages() -> list[Path]:
     return [p for p in sorted(DOCS.glob("*.md")) if p.name not in NOT_OURS]
 
 
-def test_python_in_pages_is_only_included_from_examples() -> None:
-    """Every ``python`` block of our pages is a snippet include of a tested file."""
-    fence = re.compile(r"```python\n(.*?)```", re.S)
-    for page in _our_pages():
-        for block in fence.findall(page.read_text()):
-            lines = [line for line in block.splitlines() if line.strip()]
-            assert lines and all(line.startswith("--8<-- ") for line in lines), (
-                f"{page.name}: Python code must be included from docs/examples/: {block!r}"
-            )
+def test_python_in_pages_is_copied_from_tested_files() -> None:
+    """Every ``python`` block of the pages is a marked copy of a region of a tested file, so a
+    reader of the raw page (the repository's web view) sees the code the tests run."""
+    fence = re.compile(r"^```python\n", re.M)
+    for page in sorted(DOCS.glob("*.md")):
+        text = page.read_text()
+        copied = {c.code for c in inlined.copies(page)}
+        for start in fence.finditer(text):
+            code = text[start.end() : text.index("\n```", start.end()) + 1]
+            assert code in copied, f"{page.name}: python block with no example marker: {code!r}"
+        assert "--8<--" not in text, f"{page.name}: an include line a raw page would show"
+
+
+@pytest.mark.parametrize("page", inlined.pages(), ids=lambda p: p.name)
+def test_copied_blocks_match_their_regions(page: Path) -> None:
+    for copy in inlined.copies(page):
+        assert copy.code == inlined.region(copy.path, copy.region), (
+            f"{page.name}: the copy of {copy.path}#{copy.region} differs from the file; "
+            "run `python tests/docs/inlined.py` to copy the region again"
+        )
 
 
 def _table_rows(page: str) -> dict[str, str]:
@@ -247,3 +260,75 @@ def test_tick_routing_example_routes_the_tick() -> None:
     Supervision(app)
     route = app.amqp.router.route({}, "celery_supervise.tick")
     assert route["queue"].name == "supervise"
+
+
+# -- claims of the pages that the code decides ------------------------------------------------
+def _normal_key(key: str) -> str:
+    """``P:a:{T:K}:mid:<id>`` and ``P:a:{x}:mid:`` both become ``P:a:{}:mid:``."""
+    return re.sub(r"<[^>]*>$", "", re.sub(r"\{[^}]*\}", "{}", key))
+
+
+def test_keyspace_page_draws_every_key() -> None:
+    """Every key ``Keyspace`` builds is on the key layout page, and the page draws no key
+    that the code does not build (the plan key is still glued in tree_shell.py)."""
+    import dataclasses
+
+    from celery_supervise import tree_shell
+    from celery_supervise.keyspace import Keyspace
+
+    ks = Keyspace("P")
+    actor = ks.actor("T", "K")
+    built = {getattr(actor, f.name) for f in dataclasses.fields(actor)}
+    built |= {ks.due(0), ks.reply("m"), ks.dead_index, ks.tick_lock, ks.events}
+    built |= {ks.supervisor("S"), ks.supervisor_history("S"), ks.supervisor_members("S")}
+    built = {_normal_key(k) for k in built}
+
+    layout = (DOCS / "keyspace.md").read_text().split("```")[1]
+    drawn = {_normal_key(m) for m in re.findall(r"^(P:\S+)", layout, re.M)}
+    plan = "P:plan:{}"
+    assert built <= drawn, built - drawn
+    assert drawn - built <= {plan}, drawn - built
+    assert tree_shell.PLAN_TTL_SECONDS == 3600
+    assert "P:plan:{exit_id}          string a decided restart plan, TTL 1 h" in layout
+
+
+def test_flower_page_states_the_tick_results_cut() -> None:
+    from celery import Celery
+
+    from celery_supervise import Supervision, tick
+
+    app = Celery("flower_docs", broker="redis://127.0.0.1:1/0", set_as_current=False)
+    supervision = Supervision(app)
+    text = " ".join((DOCS / "flower.md").read_text().split())
+    assert supervision.tick_task.resultrepr_maxsize == 16384
+    assert "The tick task raises its cut to 16384 characters" in text
+    assert tick.DECISIONS_IN_RESULT == 50 and "(at most 50 per tick)" in text
+
+
+def test_effects_page_limits_hold() -> None:
+    """The limits the effects page states: 1024 ``ctx.send`` per step, and only the
+    ``queue`` option of a ``ctx.isolate`` signature is kept."""
+    from types import SimpleNamespace
+
+    from celery import signature
+
+    from celery_supervise.context import Context
+    from celery_supervise.effects import MAX_SENDS_PER_STEP
+    from celery_supervise.errors import InvalidMessage
+
+    text = " ".join((DOCS / "effects.md").read_text().split())
+    assert "At most 1024 `ctx.send` per step." in text
+    assert "`ctx.isolate` keeps only the signature's `queue` option." in text
+    ctx = Context(actor="a", key="k", message_id="m", version=0, attempt=1,
+                  reply_wanted=False, max_message_bytes=1024)
+    other = SimpleNamespace(type_name="b", key="k")
+    for i in range(1024):
+        ctx.send(other, i)  # type: ignore[arg-type]
+    with pytest.raises(InvalidMessage):
+        ctx.send(other, 1024)  # type: ignore[arg-type]
+    assert MAX_SENDS_PER_STEP == 1024  # the relay's ordinals reserve this many per step
+
+    sig = signature("t", args=(1,), kwargs={}, queue="q", countdown=5, priority=3,
+                    time_limit=9)
+    ctx.isolate(sig, tag="t")
+    assert ctx.effects.isolates[0]["options"] == {"queue": "q"}
