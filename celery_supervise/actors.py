@@ -14,6 +14,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from celery import shared_task
 
 from .errors import ActorNotRegistered, ConfigurationError, InvalidKey
+from .specs import RECOVERIES, RESTART_TYPES, Recovery, RestartType
+from .validators import (
+    MAX_KEY_LENGTH,
+    check_choice,
+    check_int,
+    check_number,
+    check_supervisor_name,
+)
 
 if TYPE_CHECKING:
     from .context import Context
@@ -23,11 +31,6 @@ __all__ = ["RECOVERIES", "RESTART_TYPES", "ActorType", "actor", "registered", "v
 
 S = TypeVar("S")
 Handler = Callable[["Context", S, Any], "S | None"]
-
-RESTART_TYPES = ("permanent", "transient", "temporary")
-RECOVERIES = ("last_good", "reset")
-#: Longest actor key accepted (SPEC 1).
-MAX_KEY_LENGTH = 200
 
 _REGISTRY: dict[str, ActorType[Any]] = {}
 
@@ -73,8 +76,8 @@ class ActorType(Generic[S]):
         initial: Any,
         validate: Callable[[S], object] | None,
         supervisor: str,
-        restart: str,
-        recovery: str,
+        restart: RestartType,
+        recovery: Recovery,
         max_attempts: int,
         history: int,
         time_limit: float | None,
@@ -179,30 +182,20 @@ def _build(handler: Handler[Any], options: dict[str, Any]) -> ActorType[Any]:
     where = f"@actor {name!r}"
     if not isinstance(name, str) or ":" in name or "{" in name or "}" in name:
         raise ConfigurationError(f"{where}: name must be a str without ':', '{{' or '}}'")
-    restart = options.get("restart", "permanent")
-    if restart not in RESTART_TYPES:
-        raise ConfigurationError(
-            f"{where}: restart must be one of {RESTART_TYPES}, got {restart!r}"
-        )
-    recovery = options.get("recovery", "last_good")
-    if recovery not in RECOVERIES:
-        raise ConfigurationError(f"{where}: recovery must be one of {RECOVERIES}, got {recovery!r}")
-    supervisor = options.get("supervisor", "root")
-    if not isinstance(supervisor, str) or not supervisor or ":" in supervisor:
-        raise ConfigurationError(
-            f"{where}: supervisor must be a supervisor name, got {supervisor!r}"
-        )
-    max_attempts = options.get("max_attempts", 3)
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-        raise ConfigurationError(f"{where}: max_attempts must be an int >= 1, got {max_attempts!r}")
-    history = options.get("history", 10)
-    if isinstance(history, bool) or not isinstance(history, int) or history < 1:
-        raise ConfigurationError(f"{where}: history must be an int >= 1, got {history!r}")
+    restart = check_choice(
+        options.get("restart", "permanent"), RESTART_TYPES, where, option="restart"
+    )
+    recovery = check_choice(
+        options.get("recovery", "last_good"), RECOVERIES, where, option="recovery"
+    )
+    supervisor = check_supervisor_name(options.get("supervisor", "root"), f"{where}: supervisor")
+    max_attempts = check_int(
+        options.get("max_attempts", 3), where, minimum=1, option="max_attempts"
+    )
+    history = check_int(options.get("history", 10), where, minimum=1, option="history")
     time_limit = options.get("time_limit")
-    if time_limit is not None and (
-        isinstance(time_limit, bool) or not isinstance(time_limit, int | float) or time_limit <= 0
-    ):
-        raise ConfigurationError(f"{where}: time_limit must be None or > 0, got {time_limit!r}")
+    if time_limit is not None:
+        time_limit = check_number(time_limit, where, above=0, option="time_limit")
     validate = options.get("validate")
     if validate is not None and not callable(validate):
         raise ConfigurationError(f"{where}: validate must be callable, got {validate!r}")
@@ -233,7 +226,7 @@ def _build(handler: Handler[Any], options: dict[str, Any]) -> ActorType[Any]:
         recovery=recovery,
         max_attempts=max_attempts,
         history=history,
-        time_limit=float(time_limit) if time_limit is not None else None,
+        time_limit=time_limit,
     )
     _REGISTRY[name] = atype
     return atype

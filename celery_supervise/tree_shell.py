@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .codec import text
-from .decisions import Exit, RestartRecord, decide, describe
-from .specs import is_actor_child, split_actor_child
+from .decisions import Exit, ExitReason, RestartRecord, decide, describe
+from .specs import RestartType, is_actor_child, split_actor_child
 from .store import run_pipeline
 
 if TYPE_CHECKING:
@@ -62,6 +62,21 @@ def read_histories(sup: Supervision) -> dict[str, list[RestartRecord]]:
     return out
 
 
+def static_restart_types(sup: Supervision) -> dict[str, RestartType]:
+    """The ``restart`` option of every static actor child whose type is registered here
+    (``decide`` stops a temporary sibling that a group restart takes down)."""
+    from .actors import all_types
+
+    types = all_types()
+    out: dict[str, RestartType] = {}
+    for name in sup.tree.names():
+        for child in sup.tree.static_children(name):
+            atype = types.get(split_actor_child(child)[0]) if is_actor_child(child) else None
+            if atype is not None:
+                out[child] = atype.restart
+    return out
+
+
 def decide_exit(
     sup: Supervision, atype: ActorType[Any], ref: ActorRef, meta: dict[str, str]
 ) -> str:
@@ -69,6 +84,7 @@ def decide_exit(
     child = child_id(ref.type_name, ref.key)
     supervisor = sup.tree.supervisor_of_actor(child, atype.supervisor)
     crashed = meta.get("status") == "crashed"
+    reason: ExitReason
     if crashed:
         exit_id = f"{child}#{meta['crash_seq']}"
         last = json.loads(meta.get("last_crash") or "{}")
@@ -89,14 +105,17 @@ def decide_exit(
             exit_id=exit_id,
             child=child,
             supervisor=supervisor,
-            reason=reason,  # type: ignore[arg-type]
+            reason=reason,
             at=now,
-            restart_type=atype.restart,  # type: ignore[arg-type]
+            restart_type=atype.restart,
             consecutive_crashes=max(1, int(meta.get("crashes_in_row", "1"))) if crashed else 0,
             backoff_level=int(meta.get("backoff_level", "0")),
             previous_crash_at=int(last_at) / 1000 if last_at else None,
         )
-        plan = [describe(a) for a in decide(sup.tree, exit, read_histories(sup), now)]
+        decided = decide(
+            sup.tree, exit, read_histories(sup), now, restart_types=static_restart_types(sup)
+        )
+        plan = [describe(a) for a in decided]
         sup.client.set(plan_key, json.dumps(plan), nx=True, ex=PLAN_TTL_SECONDS)
         stored = sup.client.get(plan_key)
     if stored is None:  # decided and applied by a concurrent tick since we looked
@@ -200,6 +219,15 @@ def _apply(
             )
     elif kind == "stop" and action["child"] == me:
         return lambda: _settle(sup, ref, meta, "stopped", 0.0, None, ref_reason(sup, ref))
+    elif kind == "stop" and is_actor_child(action["child"]):
+        # A temporary sibling taken down by a group restart: stopped, never restarted (OTP).
+        sup.store.halt(
+            _actor_ref(sup, action["child"]),
+            "stopped",
+            reason=f"stop:{me}",
+            only_from=RUNNING,
+            cause=action["cause_exit_id"],
+        )
     elif kind == "quarantine":
         if action["child"] == me:
             why = f"limit:{action['cause']}"

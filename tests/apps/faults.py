@@ -1,4 +1,5 @@
-"""The fault-injection test app (``tests/workers/test_faults.py``): one actor type, configurable broker.
+"""The fault-injection test app (``tests/workers/test_faults.py``): one actor type,
+configurable broker.
 
 Workers and beat import this module (``celery -A tests.apps.faults``), configured from the
 environment: ``FAULTS_BROKER_URL`` (Redis or RabbitMQ), ``FAULTS_REDIS_URL`` (state; defaults
