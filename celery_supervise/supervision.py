@@ -77,12 +77,10 @@ class Supervision:
             ) from None
 
     def _install(self, app: Celery) -> None:
-        from .specs import build_tree
-
         self.app = app
         self.settings = read_settings(app)
         self.keyspace = Keyspace(self.settings.key_prefix)
-        self.tree = build_tree(self.settings.supervisors, where_prefix="supervise_supervisors")
+        self.tree = self.settings.tree
         #: Set by a running tick: the decisions it made, returned as its result.
         self.decisions: list[dict[str, Any]] | None = None
         self.dispatcher: (

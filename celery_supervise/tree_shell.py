@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .codec import text
 from .decisions import Exit, ExitReason, RestartRecord, decide, describe
 from .specs import RestartType, is_actor_child, split_actor_child
+from .status import RUNNING_STATUSES
 from .store import run_pipeline
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ __all__ = ["decide_exit", "resume_supervisor", "supervisor_chain"]
 #: How long a stored plan is kept (it is only needed until the exit is settled).
 PLAN_TTL_SECONDS = 3600
 #: Statuses from which a collateral (strategy) restart takes an actor down and back up.
-RUNNING = "idle,active,backoff"
+RUNNING = ",".join(RUNNING_STATUSES)
 
 
 def child_id(type_name: str, key: str) -> str:

@@ -45,7 +45,7 @@ def _app(**conf: Any) -> Celery:
     ("key", "value", "fragment"),
     [
         ("supervise_bogus", 1, "supervise_bogus: unknown"),
-        ("supervise_tick_interval", 0, "supervise_tick_interval: must be > 0"),
+        ("supervise_tick_interval", 0, "supervise_tick_interval: must be a number > 0"),
         ("supervise_lease_seconds", "5", "supervise_lease_seconds: must be a number"),
         ("supervise_max_state_bytes", 1.5, "supervise_max_state_bytes: must be an int"),
         ("supervise_dedup_window", True, "supervise_dedup_window: must be an int"),
@@ -71,6 +71,18 @@ def test_django_style_namespace_unknown_key_is_named() -> None:
     app.config_from_object(Settings, namespace="CELERY")
     with pytest.raises(ConfigurationError, match="CELERY_SUPERVISE_TICK_INTERVALL"):
         Supervision(app)
+
+
+def test_django_style_nested_setting_errors_name_the_key_as_written() -> None:
+    settings = {
+        "CELERY_BROKER_URL": "redis://127.0.0.1:1/0",
+        "CELERY_SUPERVISE_SUPERVISORS": {"orders": {"intensity": -1}},
+    }
+    app = Celery("dj3", set_as_current=False)
+    app.config_from_object(type("Settings", (), settings), namespace="CELERY")
+    with pytest.raises(ConfigurationError) as info:
+        Supervision(app)
+    assert str(info.value).startswith("CELERY_SUPERVISE_SUPERVISORS['orders']['intensity']: ")
 
 
 def test_django_style_settings_are_read() -> None:
