@@ -138,6 +138,9 @@ def test_actor_on_app_without_supervision_raises(bank: ModuleType) -> None:
         ({"time_limit": -1}, "time_limit"),
         ({"initial": {1, 2}}, "initial"),
         ({"name": "a:b"}, "name"),
+        ({"supervisor": "has space"}, "supervisor: a supervisor name must be"),
+        ({"max_attempts": 1.0}, "max_attempts must be an int >= 1, got 1.0"),
+        ({"time_limit": float("nan")}, "time_limit must be a finite number > 0"),
     ],
 )
 def test_actor_options_are_validated(options: dict[str, Any], fragment: str) -> None:
