@@ -9,18 +9,19 @@ This module sits on top: its tasks call the runner through ``Supervision``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar, cast, overload
+from typing import Any, TypeVar, overload
 
 from celery import shared_task
 
 from .codec import encode
 from .context import Context
-from .decisions import RECOVERIES, RESTART_TYPES, Recovery, RestartType
 from .errors import ConfigurationError
 from .ref import ActorRef
 from .registry import ActorSpec, Handler, register, registered, same_handler
 from .runner import run_actor
+from .specs import RECOVERIES, RESTART_TYPES
 from .supervision import Supervision
+from .validators import check_choice, check_int, check_number, check_supervisor_name
 
 __all__ = ["ActorType", "actor"]
 
@@ -72,43 +73,30 @@ _OPTIONS = frozenset(
 )
 
 
-def _build(handler: Handler[Any], options: dict[str, Any]) -> ActorType[Any]:
+def _check_unknown(options: dict[str, Any]) -> None:
     unknown = set(options) - _OPTIONS
     if unknown:
         raise ConfigurationError(
             f"@actor: unknown option(s) {', '.join(sorted(unknown))} "
             f"(known: {', '.join(sorted(_OPTIONS))})"
         )
+
+
+def _type_name(handler: Handler[Any], options: dict[str, Any]) -> str:
     if not callable(handler):
         raise ConfigurationError(f"@actor must decorate a function, got {handler!r}")
     name = options.get("name") or f"{handler.__module__}.{handler.__qualname__}"
-    where = f"@actor {name!r}"
     if not isinstance(name, str) or ":" in name or "{" in name or "}" in name:
-        raise ConfigurationError(f"{where}: name must be a str without ':', '{{' or '}}'")
-    restart = options.get("restart", "permanent")
-    if restart not in RESTART_TYPES:
+        raise ConfigurationError(f"@actor {name!r}: name must be a str without ':', '{{' or '}}'")
+    if not same_handler(name, handler):
         raise ConfigurationError(
-            f"{where}: restart must be one of {RESTART_TYPES}, got {restart!r}"
+            f"@actor {name!r}: another actor type is already registered with this name"
         )
-    recovery = options.get("recovery", "last_good")
-    if recovery not in RECOVERIES:
-        raise ConfigurationError(f"{where}: recovery must be one of {RECOVERIES}, got {recovery!r}")
-    supervisor = options.get("supervisor", "root")
-    if not isinstance(supervisor, str) or not supervisor or ":" in supervisor:
-        raise ConfigurationError(
-            f"{where}: supervisor must be a supervisor name, got {supervisor!r}"
-        )
-    max_attempts = options.get("max_attempts", 3)
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-        raise ConfigurationError(f"{where}: max_attempts must be an int >= 1, got {max_attempts!r}")
-    history = options.get("history", 10)
-    if isinstance(history, bool) or not isinstance(history, int) or history < 1:
-        raise ConfigurationError(f"{where}: history must be an int >= 1, got {history!r}")
-    time_limit = options.get("time_limit")
-    if time_limit is not None and (
-        isinstance(time_limit, bool) or not isinstance(time_limit, int | float) or time_limit <= 0
-    ):
-        raise ConfigurationError(f"{where}: time_limit must be None or > 0, got {time_limit!r}")
+    return name
+
+
+def _state_options(options: dict[str, Any], where: str) -> dict[str, Any]:
+    """``initial`` (a JSON value or a callable of the key) and ``validate`` (a callable)."""
     validate = options.get("validate")
     if validate is not None and not callable(validate):
         raise ConfigurationError(f"{where}: validate must be callable, got {validate!r}")
@@ -118,21 +106,27 @@ def _build(handler: Handler[Any], options: dict[str, Any]) -> ActorType[Any]:
             encode(initial, what=f"{where}: initial")
         except Exception as exc:
             raise ConfigurationError(str(exc)) from None
-    if not same_handler(name, handler):
-        raise ConfigurationError(
-            f"{where}: another actor type is already registered with this name"
-        )
+    return {"initial": initial, "validate": validate}
+
+
+def _build(handler: Handler[Any], options: dict[str, Any]) -> ActorType[Any]:
+    _check_unknown(options)
+    name = _type_name(handler, options)
+    where = f"@actor {name!r}"
+    get = options.get
+    time_limit = get("time_limit")
     atype = ActorType(
         handler,
         name=name,
-        initial=initial,
-        validate=validate,
-        supervisor=supervisor,
-        restart=cast(RestartType, restart),
-        recovery=cast(Recovery, recovery),
-        max_attempts=max_attempts,
-        history=history,
-        time_limit=float(time_limit) if time_limit is not None else None,
+        supervisor=check_supervisor_name(get("supervisor", "root"), f"{where}: supervisor"),
+        restart=check_choice(get("restart", "permanent"), RESTART_TYPES, where, option="restart"),
+        recovery=check_choice(get("recovery", "last_good"), RECOVERIES, where, option="recovery"),
+        max_attempts=check_int(get("max_attempts", 3), where, minimum=1, option="max_attempts"),
+        history=check_int(get("history", 10), where, minimum=1, option="history"),
+        time_limit=None
+        if time_limit is None
+        else check_number(time_limit, where, above=0, option="time_limit"),
+        **_state_options(options, where),
     )
     register(atype)
     return atype
@@ -146,14 +140,9 @@ def actor(fn: Any = None, /, **options: Any) -> Any:
     """Declare an actor type (see SPEC 2 for the options). Usable bare or with options."""
     if fn is not None:
         return _build(fn, options)
+    _check_unknown(options)
 
     def decorate(handler: Handler[S]) -> ActorType[S]:
         return _build(handler, options)
 
-    _build_check = set(options) - _OPTIONS
-    if _build_check:
-        raise ConfigurationError(
-            f"@actor: unknown option(s) {', '.join(sorted(_build_check))} "
-            f"(known: {', '.join(sorted(_OPTIONS))})"
-        )
     return decorate

@@ -1,9 +1,10 @@
 """The restart decision: what a supervisor does when one of its children exits.
 
 A pure core modelled on OTP's ``supervisor.erl`` (``do_restart``, ``add_restart``): given the
-tree, one ``Exit`` and the supervisors' restart histories at time ``now``, ``decide`` returns
-a ``RestartPlan``, a tuple of actions for the impure shell (Redis scripts, the tick) to apply
-in order. Nothing here reads a clock, Redis or Celery, so every rule is tested exhaustively.
+tree, one ``Exit``, the supervisors' restart histories at time ``now`` and the restart types
+of the static actor children, ``decide`` returns a ``RestartPlan``, a tuple of actions for the
+impure shell (Redis scripts, the tick) to apply in order. Nothing here reads a clock, Redis or
+Celery, so every rule is tested exhaustively.
 
 Idempotency. A tick may die half-way through a plan, or two ticks may handle the same exit, so
 the shell may apply a plan twice. Hence:
@@ -25,11 +26,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, assert_never, get_args
+from typing import Any, ClassVar, Literal, assert_never
 
 from celery_supervise.errors import ConfigurationError
 from celery_supervise.specs import (
     BackoffSpec,
+    Recovery,
+    RestartType,
     Strategy,
     SupervisorSpec,
     SupervisorTree,
@@ -37,8 +40,6 @@ from celery_supervise.specs import (
 )
 
 __all__ = [
-    "RECOVERIES",
-    "RESTART_TYPES",
     "Action",
     "ClearHistory",
     "Exit",
@@ -61,18 +62,14 @@ __all__ = [
     "next_backoff_level",
     "parse_action",
     "restarts_in_window",
+    "restarts_with_group",
     "should_restart",
     "strategy_targets",
 ]
 
-RestartType = Literal["permanent", "transient", "temporary"]
-Recovery = Literal["last_good", "reset"]
 #: ``normal`` is ``ctx.stop()``; ``worker_lost`` is a step whose lease expired.
 ExitReason = Literal["crash", "worker_lost", "normal"]
 LimitCause = Literal["intensity", "consecutive_crashes"]
-#: The values of ``RestartType`` and ``Recovery``, for validating options.
-RESTART_TYPES: tuple[RestartType, ...] = get_args(RestartType)
-RECOVERIES: tuple[Recovery, ...] = get_args(Recovery)
 
 
 @dataclass(frozen=True)
@@ -139,7 +136,12 @@ class RestartChild:
 
 @dataclass(frozen=True)
 class StopChild:
-    """Stop ``child`` for good (temporary, or transient that stopped normally); mailbox kept."""
+    """Stop ``child`` for good; mailbox kept.
+
+    Either the exited child itself (temporary, or transient that stopped normally), or a
+    temporary sibling that a group restart (one_for_all, rest_for_one) takes down: as in OTP,
+    it is terminated with the group and never restarted.
+    """
 
     name: ClassVar[str] = "stop"
     supervisor: str
@@ -245,6 +247,16 @@ def should_restart(restart_type: RestartType, reason: ExitReason) -> bool:
     assert_never(restart_type)
 
 
+def restarts_with_group(restart_type: RestartType) -> bool:
+    """Whether a sibling taken down by a group restart comes back with the group.
+
+    OTP's ``terminate_children`` shuts the group down with reason ``shutdown`` and removes its
+    temporary children; the rest (permanent, and transient too: a shutdown is not their own
+    normal exit) are started again.
+    """
+    return restart_type != "temporary"
+
+
 def strategy_targets(
     strategy: Strategy, static_children: Sequence[str], crashed: str
 ) -> tuple[str, ...]:
@@ -293,8 +305,16 @@ def decide(
     exit: Exit,
     histories: Mapping[str, Iterable[RestartRecord]],
     now: float,
+    *,
+    restart_types: Mapping[str, RestartType],
 ) -> RestartPlan:
     """The plan for ``exit`` at ``now``; ``histories`` maps supervisor name -> its records.
+
+    ``restart_types`` maps static actor children (``"type.name:key"``) to their type's
+    ``restart`` option, for the siblings a group restart takes down: a temporary one is
+    stopped (``StopChild``), the others are restarted with the group. A static actor child
+    missing from it counts as permanent; supervisors always are. The exited child's own
+    restart type is ``exit.restart_type``.
 
     As OTP's ``do_restart``: a child that is not to be restarted is stopped and counts for
     nothing. Otherwise this restart counts against the supervisor's intensity: the limit is
@@ -331,18 +351,25 @@ def decide(
         cause = "consecutive_crashes"
 
     if cause is None:
-        return _restart(tree, spec, exit, now)
+        return _restart(tree, spec, exit, now, restart_types)
     if spec.on_limit == "quarantine":
         return _quarantine(spec, exit, cause)
-    return _escalate(tree, spec, exit, histories, now)
+    return _escalate(tree, spec, exit, histories, now, restart_types)
 
 
-def _restart(tree: SupervisorTree, spec: SupervisorSpec, exit: Exit, now: float) -> RestartPlan:
+def _restart(
+    tree: SupervisorTree,
+    spec: SupervisorSpec,
+    exit: Exit,
+    now: float,
+    restart_types: Mapping[str, RestartType],
+) -> RestartPlan:
     """Record one restart and restart the strategy's targets together.
 
     Collateral children restart at the same time as the exited one, so the group comes back
-    together as in OTP. A restarted supervisor gets no backoff of its own (its actors keep
-    theirs) and starts with a clean history, like a freshly started OTP supervisor.
+    together as in OTP; a temporary one is stopped instead. A restarted supervisor gets no
+    backoff of its own (its actors keep theirs) and starts with a clean history, like a
+    freshly started OTP supervisor.
     """
     level: int | None = None
     delay = 0.0
@@ -357,6 +384,13 @@ def _restart(tree: SupervisorTree, spec: SupervisorSpec, exit: Exit, now: float)
     targets = strategy_targets(spec.strategy, tree.static_children(spec.name), exit.child)
     for child in targets:
         collateral = child != exit.child
+        if (
+            collateral
+            and is_actor_child(child)
+            and not restarts_with_group(restart_types.get(child, "permanent"))
+        ):
+            plan.append(StopChild(spec.name, child, "stopped", exit.exit_id))
+            continue
         if not is_actor_child(child):
             plan.extend(ClearHistory(s, exit.exit_id) for s in tree.subtree(child))
         plan.append(
@@ -387,6 +421,7 @@ def _escalate(
     exit: Exit,
     histories: Mapping[str, Iterable[RestartRecord]],
     now: float,
+    restart_types: Mapping[str, RestartType],
 ) -> RestartPlan:
     """OTP: stop the whole subtree and fail to the parent, which decides about this supervisor."""
     stop = StopSupervisor(spec.name, exit.exit_id)
@@ -400,7 +435,7 @@ def _escalate(
         at=now,
     )
     notify = NotifyParent(spec.name, spec.parent, "escalated", exit.child, exit.exit_id)
-    return (stop, notify, *decide(tree, failed, histories, now))
+    return (stop, notify, *decide(tree, failed, histories, now, restart_types=restart_types))
 
 
 def describe(action: Action) -> dict[str, Any]:

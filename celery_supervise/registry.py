@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .codec import encode
-from .decisions import Recovery, RestartType
 from .errors import ActorNotRegistered, InvalidKey, StateRejected, SuperviseError
+from .specs import Recovery, RestartType
+from .validators import MAX_KEY_LENGTH
 
 if TYPE_CHECKING:
     from .context import Context
@@ -31,8 +32,6 @@ __all__ = [
 S = TypeVar("S")
 Handler = Callable[["Context", S, Any], "S | None"]
 
-#: Longest actor key accepted (SPEC 1).
-MAX_KEY_LENGTH = 200
 
 _REGISTRY: dict[str, ActorSpec[Any]] = {}
 

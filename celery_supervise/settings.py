@@ -3,7 +3,10 @@
 Settings are ``supervise_*`` keys of ``app.conf``: Django's ``CELERY_SUPERVISE_*`` with
 ``namespace="CELERY"``, lowercase keys of Flask's ``CELERY`` dict. Values are read with
 ``app.conf.get`` (``add_defaults`` would override the user's values). An unknown
-``supervise_*`` key or a bad value raises ``ConfigurationError`` naming the key.
+``supervise_*`` key or a bad value raises ``ConfigurationError`` naming the key as the user's
+configuration spells it (``CELERY_SUPERVISE_SUPERVISORS['orders']['intensity']``). Nothing
+falls back silently: a setting left out takes its default, a setting given as ``None`` is an
+error, except ``supervise_redis_url``, whose documented ``None`` means "derive it".
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigurationError
+from .specs import SupervisorTree, build_tree
+from .validators import check_int, check_number, invalid
 
-__all__ = ["DEFAULTS", "Settings", "read_settings"]
+__all__ = ["DEFAULTS", "NONE_ALLOWED", "Settings", "read_settings"]
 
 #: Every setting with its default; ``supervise_redis_url`` is derived when None.
 DEFAULTS: dict[str, Any] = {
@@ -27,12 +32,17 @@ DEFAULTS: dict[str, Any] = {
     "supervise_max_message_bytes": 262_144,
     "supervise_dedup_window": 86_400,
 }
+#: Settings for which ``None`` is a documented value (the same as leaving them out).
+NONE_ALLOWED = frozenset({"supervise_redis_url"})
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 @dataclass(frozen=True)
 class Settings:
+    """The validated settings. ``supervisors`` is the setting as given; ``tree`` is it parsed
+    (``Supervision.tree`` starts from it and grows with ``supervision.supervisor(...)``)."""
+
     redis_url: str
     key_prefix: str = "supervise"
     tick_interval: float = 1.0
@@ -41,6 +51,7 @@ class Settings:
     max_state_bytes: int = 1_048_576
     max_message_bytes: int = 262_144
     dedup_window: int = 86_400
+    tree: SupervisorTree = field(default_factory=lambda: SupervisorTree({}))
 
 
 def _user_keys(conf: Any, namespace: str) -> list[tuple[str, str]]:
@@ -58,82 +69,94 @@ def _user_keys(conf: Any, namespace: str) -> list[tuple[str, str]]:
     return found
 
 
-def _number(key: str, value: Any, *, minimum: float, integer: bool = False) -> Any:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or (integer and not isinstance(value, int))
-    ):
-        kind = "an int" if integer else "a number"
-        raise ConfigurationError(f"{key}: must be {kind}, got {value!r}")
-    number = float(value)
-    if number != number or number in (float("inf"), float("-inf")) or number < minimum:
-        raise ConfigurationError(f"{key}: must be a finite number >= {minimum}, got {value!r}")
-    return value
+class _Reader:
+    """Reads settings from ``app.conf`` and names each as the user's config spells it."""
 
+    def __init__(self, app: Any) -> None:
+        self.conf = app.conf
+        self.namespace: str = app.namespace or ""
+        self.spelled: dict[str, str] = {}
+        for raw, name in _user_keys(self.conf, self.namespace):
+            if name not in DEFAULTS:
+                known = ", ".join(sorted(self.where(k) for k in DEFAULTS))
+                raise ConfigurationError(
+                    f"{raw}: unknown celery_supervise setting (known: {known})"
+                )
+            self.spelled[name] = raw
 
-def _positive(key: str, value: Any, *, integer: bool = False) -> Any:
-    _number(key, value, minimum=0, integer=integer)
-    if value <= 0:
-        raise ConfigurationError(f"{key}: must be > 0, got {value!r}")
-    return value
+    def where(self, name: str) -> str:
+        """``name`` as written in the user's config; if it is not there, as it would be."""
+        if name in self.spelled:
+            return self.spelled[name]
+        return f"{self.namespace}_{name}".upper() if self.namespace else name
 
+    def get(self, name: str) -> Any:
+        """The user's value, or the default when the setting is left out; ``None`` given
+        for a setting whose default is not ``None`` is an error, not the default."""
+        if name not in self.spelled:
+            return DEFAULTS[name]
+        value = self.conf.get(self.spelled[name])
+        if value is None and name not in NONE_ALLOWED:
+            raise ConfigurationError(
+                f"{self.where(name)}: must not be None; leave it out for the default "
+                f"({DEFAULTS[name]!r})"
+            )
+        return value
 
-def _redis_url_default(conf: Any) -> str:
-    for source in ("result_backend", "broker_url"):
-        url = conf.get(source)
-        if isinstance(url, str) and url.startswith(_REDIS_SCHEMES):
-            return url
-    raise ConfigurationError(
-        "supervise_redis_url: not set, and neither result_backend nor broker_url is a "
-        "Redis URL; set supervise_redis_url (CELERY_SUPERVISE_REDIS_URL in Django)"
-    )
+    def positive_number(self, name: str) -> float:
+        return check_number(self.get(name), self.where(name), above=0)
+
+    def positive_int(self, name: str) -> int:
+        return check_int(self.get(name), self.where(name), minimum=1)
+
+    def redis_url(self) -> str:
+        url = self.get("supervise_redis_url")
+        if url is None:
+            url = self._derived_redis_url()
+        if not isinstance(url, str) or not url.startswith(_REDIS_SCHEMES):
+            raise invalid(
+                self.where("supervise_redis_url"),
+                "must start with redis://, rediss:// or unix://",
+                url,
+            )
+        return url
+
+    def _derived_redis_url(self) -> str:
+        for source in ("result_backend", "broker_url"):
+            url = self.conf.get(source)
+            if isinstance(url, str) and url.startswith(_REDIS_SCHEMES):
+                return url
+        where = self.where("supervise_redis_url")
+        raise ConfigurationError(
+            f"{where}: not set, and neither result_backend nor broker_url is a Redis URL; "
+            f"set {where}"
+        )
+
+    def key_prefix(self) -> str:
+        prefix = self.get("supervise_key_prefix")
+        if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "{} \n"):
+            raise invalid(
+                self.where("supervise_key_prefix"),
+                "must be a non-empty string without braces or spaces",
+                prefix,
+            )
+        return prefix
 
 
 def read_settings(app: Any) -> Settings:
-    """Build the frozen settings from ``app.conf``; raise ``ConfigurationError`` naming a key."""
-    conf = app.conf
-    for raw, name in _user_keys(conf, app.namespace or ""):
-        if name not in DEFAULTS:
-            known = ", ".join(sorted(DEFAULTS))
-            raise ConfigurationError(f"{raw}: unknown celery_supervise setting (known: {known})")
-
-    def get(name: str) -> Any:
-        value = conf.get(name)
-        return DEFAULTS[name] if value is None else value
-
-    url = conf.get("supervise_redis_url") or _redis_url_default(conf)
-    if not isinstance(url, str) or not url.startswith(_REDIS_SCHEMES):
-        raise ConfigurationError(
-            f"supervise_redis_url: must start with redis://, rediss:// or unix://, got {url!r}"
-        )
-    prefix = get("supervise_key_prefix")
-    if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "{} \n"):
-        raise ConfigurationError(
-            f"supervise_key_prefix: must be a non-empty string without braces or spaces, "
-            f"got {prefix!r}"
-        )
-    supervisors = get("supervise_supervisors")
-    if not isinstance(supervisors, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, Mapping) for k, v in supervisors.items()
-    ):
-        raise ConfigurationError(
-            "supervise_supervisors: must be a dict of supervisor name -> spec dict, "
-            f"got {supervisors!r}"
-        )
+    """Build the frozen settings from ``app.conf``; raise ``ConfigurationError`` naming a key
+    as the user wrote it, also inside ``supervise_supervisors``."""
+    reader = _Reader(app)
+    supervisors = reader.get("supervise_supervisors")
+    tree = build_tree(supervisors, where_prefix=reader.where("supervise_supervisors"))
     return Settings(
-        redis_url=url,
-        key_prefix=prefix,
-        tick_interval=_positive("supervise_tick_interval", get("supervise_tick_interval")),
-        lease_seconds=_positive("supervise_lease_seconds", get("supervise_lease_seconds")),
+        redis_url=reader.redis_url(),
+        key_prefix=reader.key_prefix(),
+        tick_interval=reader.positive_number("supervise_tick_interval"),
+        lease_seconds=reader.positive_number("supervise_lease_seconds"),
         supervisors=dict(supervisors),
-        max_state_bytes=_positive(
-            "supervise_max_state_bytes", get("supervise_max_state_bytes"), integer=True
-        ),
-        max_message_bytes=_positive(
-            "supervise_max_message_bytes", get("supervise_max_message_bytes"), integer=True
-        ),
-        dedup_window=_positive(
-            "supervise_dedup_window", get("supervise_dedup_window"), integer=True
-        ),
+        max_state_bytes=reader.positive_int("supervise_max_state_bytes"),
+        max_message_bytes=reader.positive_int("supervise_max_message_bytes"),
+        dedup_window=reader.positive_int("supervise_dedup_window"),
+        tree=tree,
     )

@@ -2,8 +2,9 @@
 
 Like OTP's ``check_childspec``, every spec is checked and its defaults merged when it is
 declared, so the tick never meets a half-valid spec. Everything here is a pure function of its
-arguments (no Redis, no Celery, no clock); errors are ``ConfigurationError`` and name the
-setting and key the user wrote, e.g. ``supervise_supervisors['billing']['intensity']``.
+arguments (no Redis, no Celery, no clock); errors are ``ConfigurationError`` (worded by
+``validators``) and name the setting and key as the user wrote them, e.g.
+``CELERY_SUPERVISE_SUPERVISORS['billing']['intensity']`` in Django.
 
 A supervisor's parent may be given two ways: its own ``parent`` key, or by being listed in
 another supervisor's ``children``. ``SupervisorSpec.parent_explicit`` remembers which, so the
@@ -12,19 +13,30 @@ tree can default the parent to the supervisor that lists it and reject a contrad
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, get_args
 
 from celery_supervise.errors import ConfigurationError
+from celery_supervise.validators import (
+    MAX_KEY_LENGTH,
+    check_choice,
+    check_int,
+    check_keys,
+    check_number,
+    check_supervisor_name,
+    invalid,
+)
 
 __all__ = [
+    "RECOVERIES",
+    "RESTART_TYPES",
     "ROOT",
     "SPEC_KEYS",
     "BackoffSpec",
     "OnLimit",
+    "Recovery",
+    "RestartType",
     "Strategy",
     "SupervisorSpec",
     "SupervisorTree",
@@ -36,6 +48,13 @@ __all__ = [
 
 Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
 OnLimit = Literal["quarantine", "escalate"]
+#: An actor type's ``restart`` option (OTP's child restart type).
+RestartType = Literal["permanent", "transient", "temporary"]
+#: An actor type's ``recovery`` option: the state a restarted actor resumes from.
+Recovery = Literal["last_good", "reset"]
+
+RESTART_TYPES: tuple[RestartType, ...] = get_args(RestartType)
+RECOVERIES: tuple[Recovery, ...] = get_args(Recovery)
 
 #: The supervisor that always exists and has no parent.
 ROOT = "root"
@@ -54,12 +73,9 @@ SPEC_KEYS = frozenset(
 )
 #: Keys of the ``backoff`` dict; a partial dict is merged onto ``BackoffSpec()``.
 BACKOFF_KEYS = frozenset({"initial", "factor", "max", "reset_after"})
-#: Same limit as an actor key (SPEC section 1).
-MAX_KEY_LENGTH = 200
 
-_STRATEGIES: tuple[str, ...] = get_args(Strategy)
-_ON_LIMITS: tuple[str, ...] = get_args(OnLimit)
-_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
+_STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
+_ON_LIMITS: tuple[OnLimit, ...] = get_args(OnLimit)
 
 
 @dataclass(frozen=True)
@@ -109,87 +125,30 @@ def split_actor_child(child: str) -> tuple[str, str]:
     return actor_type, key
 
 
-def _fail(where: str, message: str, value: Any) -> ConfigurationError:
-    return ConfigurationError(f"{where}: {message}, got {value!r}")
-
-
-def _check_name(name: object, where: str) -> str:
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise _fail(
-            where,
-            "a supervisor name must be a non-empty string of letters, digits, '_', '.' or '-'",
-            name,
-        )
-    return name
-
-
-def _int(raw: Mapping[str, Any], key: str, default: int, minimum: int, where: str) -> int:
-    value = raw.get(key, default)
-    # bool is an int subclass, but ``intensity=True`` is a mistake, not 1.
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _fail(f"{where}[{key!r}]", f"must be an int >= {minimum}", value)
-    return value
-
-
-def _number(value: object, where: str, rule: str) -> float:
-    """A finite int or float (not bool); ``rule`` describes the bound checked by the caller."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _fail(where, f"must be a number {rule}", value)
-    number = float(value)
-    if not math.isfinite(number):
-        raise _fail(where, f"must be a finite number {rule}", value)
-    return number
-
-
-def _choice(
-    raw: Mapping[str, Any], key: str, default: str, allowed: tuple[str, ...], where: str
-) -> str:
-    value = raw.get(key, default)
-    if value not in allowed:
-        raise _fail(f"{where}[{key!r}]", "must be one of " + ", ".join(map(repr, allowed)), value)
-    return str(value)
-
-
-def _check_keys(raw: Mapping[Any, Any], known: frozenset[str], where: str) -> None:
-    unknown = [k for k in raw if k not in known]
-    if unknown:
-        listed = ", ".join(repr(k) for k in sorted(unknown, key=repr))
-        raise ConfigurationError(
-            f"{where}: unknown key(s) {listed}; known keys: {', '.join(sorted(known))}"
-        )
-
-
 def _parse_backoff(raw: object, where: str) -> BackoffSpec:
     if not isinstance(raw, Mapping):
-        raise _fail(where, "must be a dict with keys " + ", ".join(sorted(BACKOFF_KEYS)), raw)
-    _check_keys(raw, BACKOFF_KEYS, where)
+        raise invalid(where, "must be a dict with keys " + ", ".join(sorted(BACKOFF_KEYS)), raw)
+    check_keys(raw, BACKOFF_KEYS, where)
     merged = {**vars(BackoffSpec()), **raw}
-    initial = _number(merged["initial"], f"{where}['initial']", ">= 0")
-    if initial < 0:
-        raise _fail(f"{where}['initial']", "must be a number >= 0", merged["initial"])
-    factor = _number(merged["factor"], f"{where}['factor']", ">= 1")
-    if factor < 1:
-        raise _fail(f"{where}['factor']", "must be a number >= 1", merged["factor"])
-    rule = f">= initial ({initial:g})"
-    maximum = _number(merged["max"], f"{where}['max']", rule)
-    if maximum < initial:
-        raise _fail(f"{where}['max']", f"must be a number {rule}", merged["max"])
-    reset_after = _number(merged["reset_after"], f"{where}['reset_after']", "> 0")
-    if reset_after <= 0:
-        raise _fail(f"{where}['reset_after']", "must be a number > 0", merged["reset_after"])
+    initial = check_number(merged["initial"], f"{where}['initial']", at_least=0)
+    factor = check_number(merged["factor"], f"{where}['factor']", at_least=1)
+    maximum = check_number(
+        merged["max"], f"{where}['max']", at_least=initial, bound=f"initial ({initial:g})"
+    )
+    reset_after = check_number(merged["reset_after"], f"{where}['reset_after']", above=0)
     return BackoffSpec(initial=initial, factor=factor, max=maximum, reset_after=reset_after)
 
 
 def _parse_child(child: object, where: str) -> str:
     if not isinstance(child, str):
-        raise _fail(where, "a child must be 'type.name:key' or a supervisor name", child)
+        raise invalid(where, "a child must be 'type.name:key' or a supervisor name", child)
     if not is_actor_child(child):
-        return _check_name(child, where)
+        return check_supervisor_name(child, where)
     actor_type, key = split_actor_child(child)
     if not actor_type:
-        raise _fail(where, "an actor child needs a type before ':' ('type.name:key')", child)
+        raise invalid(where, "an actor child needs a type before ':' ('type.name:key')", child)
     if not key or len(key) > MAX_KEY_LENGTH:
-        raise _fail(
+        raise invalid(
             where,
             f"an actor child's key (after ':') must be 1..{MAX_KEY_LENGTH} characters",
             child,
@@ -200,12 +159,12 @@ def _parse_child(child: object, where: str) -> str:
 def _parse_children(raw: object, where: str) -> tuple[str, ...]:
     # A bare string is iterable too; "acct:1" would silently become six children.
     if not isinstance(raw, list | tuple):
-        raise _fail(where, "must be a list of 'type.name:key' or supervisor names", raw)
+        raise invalid(where, "must be a list of 'type.name:key' or supervisor names", raw)
     children: list[str] = []
     for i, item in enumerate(raw):
         child = _parse_child(item, f"{where}[{i}]")
         if child in children:
-            raise _fail(f"{where}[{i}]", "a child may be listed only once", child)
+            raise invalid(f"{where}[{i}]", "a child may be listed only once", child)
         children.append(child)
     return tuple(children)
 
@@ -217,29 +176,34 @@ def parse_supervisor_spec(name: str, raw: Mapping[str, Any], *, where: str) -> S
     names it and the offending key. Cross-spec checks (parents exist, no cycles) are the
     tree's job.
     """
-    _check_name(name, where)
+    check_supervisor_name(name, where)
     if not isinstance(raw, Mapping):
-        raise _fail(where, "a supervisor spec must be a dict", raw)
-    _check_keys(raw, SPEC_KEYS, where)
+        raise invalid(where, "a supervisor spec must be a dict", raw)
+    check_keys(raw, SPEC_KEYS, where)
     parent: str | None
     if name == ROOT:
         if raw.get("parent") is not None:
-            raise _fail(f"{where}['parent']", "'root' has no parent", raw["parent"])
+            raise invalid(f"{where}['parent']", "'root' has no parent", raw["parent"])
         parent = None
     else:
-        parent = _check_name(raw.get("parent", ROOT), f"{where}['parent']")
-    period = _number(raw.get("period", 5.0), f"{where}['period']", "> 0")
-    if period <= 0:
-        raise _fail(f"{where}['period']", "must be a number > 0", raw["period"])
+        parent = check_supervisor_name(raw.get("parent", ROOT), f"{where}['parent']")
     return SupervisorSpec(
         name=name,
         parent=parent,
-        strategy=cast(Strategy, _choice(raw, "strategy", "one_for_one", _STRATEGIES, where)),
-        intensity=_int(raw, "intensity", 3, 0, where),
-        period=period,
-        on_limit=cast(OnLimit, _choice(raw, "on_limit", "quarantine", _ON_LIMITS, where)),
+        strategy=check_choice(
+            raw.get("strategy", "one_for_one"), _STRATEGIES, f"{where}['strategy']"
+        ),
+        intensity=check_int(raw.get("intensity", 3), f"{where}['intensity']", minimum=0),
+        period=check_number(raw.get("period", 5.0), f"{where}['period']", above=0),
+        on_limit=check_choice(
+            raw.get("on_limit", "quarantine"), _ON_LIMITS, f"{where}['on_limit']"
+        ),
         children=_parse_children(raw.get("children", ()), f"{where}['children']"),
-        max_consecutive_crashes=_int(raw, "max_consecutive_crashes", 5, 1, where),
+        max_consecutive_crashes=check_int(
+            raw.get("max_consecutive_crashes", 5),
+            f"{where}['max_consecutive_crashes']",
+            minimum=1,
+        ),
         backoff=_parse_backoff(raw.get("backoff", {}), f"{where}['backoff']"),
         parent_explicit="parent" in raw and name != ROOT,
     )
@@ -402,9 +366,9 @@ def build_tree(
 ) -> SupervisorTree:
     """Parse ``supervise_supervisors`` (a dict of name -> spec dict) into a tree."""
     if not isinstance(raw_specs, Mapping):
-        raise _fail(where_prefix, "must be a dict of supervisor name -> spec dict", raw_specs)
+        raise invalid(where_prefix, "must be a dict of supervisor name -> spec dict", raw_specs)
     specs: dict[str, SupervisorSpec] = {}
     for name, raw in raw_specs.items():
         where = f"{where_prefix}[{name!r}]"
-        specs[_check_name(name, where)] = parse_supervisor_spec(name, raw, where=where)
+        specs[check_supervisor_name(name, where)] = parse_supervisor_spec(name, raw, where=where)
     return SupervisorTree(specs)

@@ -25,7 +25,7 @@ from .registry import registered, validate_key
 from .runtime import Dispatch, Runtime
 from .scripts import Scripts
 from .settings import Settings, read_settings
-from .specs import SupervisorTree, build_tree, parse_supervisor_spec
+from .specs import SupervisorTree, parse_supervisor_spec
 from .tick import run_tick
 
 __all__ = ["TICK_TASK", "Supervision"]
@@ -96,7 +96,7 @@ class Supervision:
     def _install(self, app: Celery) -> None:
         self.app = app
         settings = read_settings(app)
-        tree = build_tree(settings.supervisors, where_prefix="supervise_supervisors")
+        tree = settings.tree
         #: Set by ``celery_supervise.testing.LocalRunner``: tasks go to it, not the broker.
         self.dispatcher: Dispatch | None = None
         self.runtime = Runtime(settings, tree, self.dispatch)

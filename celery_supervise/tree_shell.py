@@ -33,9 +33,10 @@ from .decisions import (
     parse_action,
 )
 from .keyspace import ActorKeys, Keyspace
-from .registry import ActorSpec
+from .registry import ActorSpec, all_types
 from .runtime import Runtime
-from .specs import SupervisorTree, is_actor_child, split_actor_child
+from .specs import RestartType, SupervisorTree, is_actor_child, split_actor_child
+from .status import RUNNING_STATUSES
 from .store import ActorStore
 
 __all__ = ["decide_exit", "restart_subtree", "stop_subtree", "supervisor_chain"]
@@ -43,7 +44,7 @@ __all__ = ["decide_exit", "restart_subtree", "stop_subtree", "supervisor_chain"]
 #: How long a stored plan is kept (it is only needed until the exit is settled).
 PLAN_TTL_SECONDS = 3600
 #: Statuses from which a collateral (strategy) restart takes an actor down and back up.
-RUNNING = ("idle", "active", "backoff")
+RUNNING = RUNNING_STATUSES
 
 
 def child_id(type_name: str, key: str) -> str:
@@ -106,12 +107,26 @@ def _exit_of(rt: Runtime, atype: ActorSpec[Any], keys: ActorKeys, meta: dict[str
     )
 
 
+def static_restart_types(tree: SupervisorTree) -> dict[str, RestartType]:
+    """The ``restart`` option of every static actor child whose type is registered here
+    (``decide`` stops a temporary sibling that a group restart takes down)."""
+    types = all_types()
+    out: dict[str, RestartType] = {}
+    for name in tree.names():
+        for child in tree.static_children(name):
+            atype = types.get(split_actor_child(child)[0]) if is_actor_child(child) else None
+            if atype is not None:
+                out[child] = atype.restart
+    return out
+
+
 def _stored_plan(rt: Runtime, exit: Exit) -> list[Action] | None:
     """The plan for ``exit``: decided now and stored, or the one a tick stored before."""
     plan_key = rt.keyspace.plan(exit.exit_id)
     stored = rt.client.get(plan_key)
     if stored is None:
-        plan = decide(rt.tree, exit, read_histories(rt), exit.at)
+        restart_types = static_restart_types(rt.tree)
+        plan = decide(rt.tree, exit, read_histories(rt), exit.at, restart_types=restart_types)
         rt.client.set(
             plan_key, json.dumps([describe(a) for a in plan]), nx=True, ex=PLAN_TTL_SECONDS
         )
@@ -188,6 +203,10 @@ class _PlanShell:
             case StopChild(child=child) if child == me:
                 why = f"{self.exit.restart_type} actor not restarted"
                 return lambda: self.settle("stopped", 0.0, None, why)
+            case StopChild(child=child, cause_exit_id=cause):
+                # A temporary sibling that a group restart takes down stays down (OTP).
+                self.store.halt(_keys(self.rt, child), "stopped", reason=f"stop:{me}",
+                                only_from=RUNNING, cause=cause)  # fmt: skip
             case Quarantine(child=child, cause=cause) if child == me:
                 return lambda: self.settle("quarantined", 0.0, None, f"limit:{cause}")
             case Quarantine(child=child, cause=cause):
@@ -198,8 +217,8 @@ class _PlanShell:
                 self.rt.client.delete(ks.supervisor_history(name))
             case RootGaveUp():
                 _set_supervisor(self.rt, "root", "stopped", "root gave up")
-            case StopChild() | NotifyParent():
-                pass  # a sibling's stop needs no write here; a notice is only reported
+            case NotifyParent():
+                pass  # a notice is only reported
         return None
 
     def record_restart(self, supervisor: str, record: RestartRecord) -> None:

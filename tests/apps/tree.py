@@ -23,6 +23,13 @@ supervision.supervisor("escalating", parent="holder", strategy="one_for_all",
 supervision.supervisor("dynesc", on_limit="escalate", intensity=0, period=60, backoff=FAST)
 supervision.supervisor("ordered", strategy="rest_for_one", backoff=FAST,
                        children=["tree.member:r0", "tree.member:r1", "tree.member:r2"])
+# Groups with a temporary and a transient sibling: a group restart stops the temporary one
+# (OTP terminates it and never restarts it) and restarts the transient one.
+supervision.supervisor("grouped", strategy="one_for_all", backoff=FAST,
+                       children=["tree.member:g0", "tree.temporary:g1", "tree.transient:g2"])
+supervision.supervisor("ordered_mixed", strategy="rest_for_one", backoff=FAST,
+                       children=["tree.temporary:o0", "tree.member:o1", "tree.temporary:o2",
+                                 "tree.transient:o3"])
 
 
 def _apply(state: dict[str, Any], message: Any) -> dict[str, Any]:

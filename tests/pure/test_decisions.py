@@ -20,6 +20,7 @@ from celery_supervise.decisions import (
     RestartChild,
     RestartPlan,
     RestartRecord,
+    RestartType,
     RootGaveUp,
     StopChild,
     StopSupervisor,
@@ -28,6 +29,7 @@ from celery_supervise.decisions import (
     describe,
     next_backoff_level,
     restarts_in_window,
+    restarts_with_group,
     should_restart,
     strategy_targets,
 )
@@ -41,8 +43,11 @@ A, B, C, D = "acct:a", "acct:b", "acct:c", "acct:d"
 class Shell:
     """The smallest impure shell: histories as sets keyed by exit_id, plans applied in order."""
 
-    def __init__(self, tree: SupervisorTree) -> None:
+    def __init__(
+        self, tree: SupervisorTree, restart_types: Mapping[str, RestartType] | None = None
+    ) -> None:
         self.tree = tree
+        self.restart_types = dict(restart_types or {})
         self.histories: dict[str, dict[str, RestartRecord]] = {}
         self.n = 0
 
@@ -60,7 +65,7 @@ class Shell:
     def crash(self, child: str, at: float, supervisor: str = "billing", **kw: Any) -> RestartPlan:
         self.n += 1
         exit = Exit(f"e{self.n}", child, supervisor, kw.pop("reason", "crash"), at, **kw)
-        plan = decide(self.tree, exit, self.view(), at)
+        plan = decide(self.tree, exit, self.view(), at, restart_types=self.restart_types)
         self.apply(plan)
         return plan
 
@@ -150,6 +155,105 @@ def test_crash_restarts_after_backoff_and_normal_exit_restarts_at_once() -> None
     )
     plan = shell.crash(B, 20.0, reason="normal", backoff_level=2, previous_crash_at=19.0)
     assert plan[1] == RestartChild("billing", B, 0.0, 20.0, 2, False, "e2")
+
+
+# -- restart types inside group strategies (OTP's terminate_children) ---------------------------
+
+RESTART_TYPES: list[RestartType] = ["permanent", "transient", "temporary"]
+#: The siblings each strategy takes down when B (second of A, B, C, D) exits.
+GROUP = {"one_for_one": [], "one_for_all": [A, C, D], "rest_for_one": [C, D]}
+#: Whether the exited child itself is restarted (OTP's do_restart).
+RESTARTED = {
+    ("permanent", "crash"): True,
+    ("permanent", "worker_lost"): True,
+    ("permanent", "normal"): True,
+    ("transient", "crash"): True,
+    ("transient", "worker_lost"): True,
+    ("transient", "normal"): False,
+    ("temporary", "crash"): False,
+    ("temporary", "worker_lost"): False,
+    ("temporary", "normal"): False,
+}
+
+
+@pytest.mark.parametrize("sibling_type", RESTART_TYPES)
+@pytest.mark.parametrize("reason", ["crash", "worker_lost", "normal"])
+@pytest.mark.parametrize("exited_type", RESTART_TYPES)
+@pytest.mark.parametrize("strategy", ["one_for_one", "one_for_all", "rest_for_one"])
+def test_restart_types_inside_group_strategies(
+    strategy: str, exited_type: RestartType, reason: str, sibling_type: RestartType
+) -> None:
+    """A temporary sibling is stopped, never restarted; permanent and transient siblings are
+    restarted with the group (a shutdown is not their own normal exit)."""
+    types = {A: sibling_type, B: exited_type, C: sibling_type, D: sibling_type}
+    plan = Shell(billing(strategy), types).crash(B, 1.0, restart_type=exited_type, reason=reason)
+    if not RESTARTED[(exited_type, reason)]:
+        assert plan == (StopChild("billing", B, "stopped", "e1"),)  # siblings untouched
+        return
+    delay, level = (0.0, 0) if reason == "normal" else (0.5, 1)
+    siblings = [
+        StopChild("billing", c, "stopped", "e1")
+        if sibling_type == "temporary"
+        else RestartChild("billing", c, delay, 1.0 + delay, None, True, "e1")
+        for c in GROUP[strategy]
+    ]
+    assert plan == (
+        RecordRestart("billing", RestartRecord("e1", B, 1.0), "e1"),
+        RestartChild("billing", B, delay, 1.0 + delay, level, False, "e1"),
+        *siblings,
+    )
+
+
+def test_one_for_all_with_mixed_sibling_types() -> None:
+    types: dict[str, RestartType] = {A: "temporary", B: "permanent", C: "transient", D: "temporary"}
+    plan = Shell(billing("one_for_all"), types).crash(C, 1.0, restart_type="transient")
+    assert plan == (
+        RecordRestart("billing", RestartRecord("e1", C, 1.0), "e1"),
+        RestartChild("billing", C, 0.5, 1.5, 1, False, "e1"),
+        StopChild("billing", A, "stopped", "e1"),
+        RestartChild("billing", B, 0.5, 1.5, None, True, "e1"),
+        StopChild("billing", D, "stopped", "e1"),
+    )
+
+
+def test_rest_for_one_stops_only_temporary_children_after_the_exited_one() -> None:
+    types: dict[str, RestartType] = {A: "temporary", B: "permanent", C: "temporary", D: "transient"}
+    plan = Shell(billing("rest_for_one"), types).crash(B, 1.0)
+    assert plan[1:] == (
+        RestartChild("billing", B, 0.5, 1.5, 1, False, "e1"),
+        StopChild("billing", C, "stopped", "e1"),
+        RestartChild("billing", D, 0.5, 1.5, None, True, "e1"),
+    )  # A, before B, is left alone
+
+
+def test_a_dynamic_child_exiting_under_one_for_all_stops_temporary_static_children() -> None:
+    plan = Shell(billing("one_for_all"), {B: "temporary"}).crash("acct:dyn", 1.0)
+    assert restarted(plan) == ["acct:dyn", A, C, D]  # A, C, D missing from types: permanent
+    assert plan[3] == StopChild("billing", B, "stopped", "e1")
+
+
+def test_a_parent_restarting_a_failed_supervisor_stops_its_temporary_siblings() -> None:
+    tree = build_tree(
+        {
+            "root": {"strategy": "one_for_all", "children": ["billing", "tmp:1", "ops"]},
+            "billing": {"on_limit": "escalate", "intensity": 0, "children": [A]},
+            "ops": {},
+        }
+    )
+    # A supervisor is always permanent, whatever the mapping says about its name.
+    plan = Shell(tree, {"tmp:1": "temporary", "ops": "temporary"}).crash(A, 7.0)
+    assert plan[2:] == (
+        RecordRestart("root", RestartRecord("e1", "billing", 7.0), "e1"),
+        ClearHistory("billing", "e1"),
+        RestartChild("root", "billing", 0.0, 7.0, None, False, "e1"),
+        StopChild("root", "tmp:1", "stopped", "e1"),
+        ClearHistory("ops", "e1"),
+        RestartChild("root", "ops", 0.0, 7.0, None, True, "e1"),
+    )
+
+
+def test_restarts_with_group() -> None:
+    assert [restarts_with_group(t) for t in RESTART_TYPES] == [True, True, False]
 
 
 # -- OTP semantics with on_limit="escalate" -----------------------------------------------------
@@ -319,15 +423,15 @@ def test_quarantine_at_root_has_no_parent_to_notify() -> None:
 
 def test_unknown_supervisor_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="unknown supervisor 'nope'"):
-        decide(billing(), Exit("e1", A, "nope", "crash", 1.0), {}, 1.0)
+        decide(billing(), Exit("e1", A, "nope", "crash", 1.0), {}, 1.0, restart_types={})
 
 
 def test_supervisor_exit_must_go_to_its_parent() -> None:
     tree = build_tree({"billing": {}, "ops": {}})
     with pytest.raises(ConfigurationError, match="'billing' is not a child of 'ops'"):
-        decide(tree, Exit("e1", "billing", "ops", "crash", 1.0), {}, 1.0)
+        decide(tree, Exit("e1", "billing", "ops", "crash", 1.0), {}, 1.0, restart_types={})
     with pytest.raises(ConfigurationError, match="unknown supervisor 'ghost'"):
-        decide(tree, Exit("e1", "ghost", "root", "crash", 1.0), {}, 1.0)
+        decide(tree, Exit("e1", "ghost", "root", "crash", 1.0), {}, 1.0, restart_types={})
 
 
 def test_describe_is_json_and_names_the_action() -> None:
@@ -407,8 +511,11 @@ def test_next_backoff_level_is_one_or_one_more(
     assert next_backoff_level(spec, level, previous, now) in (1, level + 1)
 
 
+Scenario = tuple[SupervisorTree, Exit, dict[str, list[RestartRecord]], dict[str, RestartType]]
+
+
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[SupervisorTree, Exit, dict[str, list[RestartRecord]]]:
+def scenarios(draw: st.DrawFn) -> Scenario:
     def spec(children: list[str]) -> dict[str, Any]:
         return {
             "strategy": draw(strategy_st),
@@ -427,6 +534,13 @@ def scenarios(draw: st.DrawFn) -> tuple[SupervisorTree, Exit, dict[str, list[Res
             "ops": spec(["o:1"]),
         }
     )
+    restart_type_st = st.sampled_from(RESTART_TYPES)
+    restart_types = {
+        child: draw(restart_type_st)
+        for name in tree.names()
+        for child in tree.static_children(name)
+        if ":" in child
+    }
     supervisor = draw(st.sampled_from(tree.names()))
     kids = [*tree.static_children(supervisor), f"dyn:{supervisor}"]
     child = draw(st.sampled_from(kids))
@@ -436,7 +550,7 @@ def scenarios(draw: st.DrawFn) -> tuple[SupervisorTree, Exit, dict[str, list[Res
         supervisor=supervisor,
         reason=draw(st.sampled_from(["crash", "worker_lost", "normal"])),
         at=10.0,
-        restart_type=draw(st.sampled_from(["permanent", "transient", "temporary"])),
+        restart_type=restart_types.get(child) or draw(restart_type_st),
         consecutive_crashes=draw(st.integers(1, 6)),
         backoff_level=draw(st.integers(0, 8)),
         previous_crash_at=draw(st.none() | st.floats(0, 10)),
@@ -455,7 +569,7 @@ def scenarios(draw: st.DrawFn) -> tuple[SupervisorTree, Exit, dict[str, list[Res
                 max_size=8,
             )
         )
-    return tree, exit, histories
+    return tree, exit, histories, restart_types
 
 
 def apply_records(
@@ -470,9 +584,9 @@ def apply_records(
 
 @PROPERTY
 @given(scenarios())
-def test_decide_invariants(scenario: tuple[SupervisorTree, Exit, dict[str, Any]]) -> None:
-    tree, exit, histories = scenario
-    plan = decide(tree, exit, histories, 10.0)
+def test_decide_invariants(scenario: Scenario) -> None:
+    tree, exit, histories, restart_types = scenario
+    plan = decide(tree, exit, histories, 10.0, restart_types=restart_types)
     assert plan
     assert all(a.cause_exit_id == exit.exit_id for a in plan)
     assert json.dumps([describe(a) for a in plan])
@@ -486,7 +600,7 @@ def test_decide_invariants(scenario: tuple[SupervisorTree, Exit, dict[str, Any]]
             assert restarts_in_window(once[name], 10.0, 99, child=child) == restarts_in_window(
                 twice[name], 10.0, 99, child=child
             )
-    assert decide(tree, exit, once, 10.0) == plan
+    assert decide(tree, exit, once, 10.0, restart_types=restart_types) == plan
 
     restarts = [a for a in plan if isinstance(a, RestartChild)]
     quarantined = [a for a in plan if isinstance(a, Quarantine)]
@@ -512,3 +626,31 @@ def test_decide_invariants(scenario: tuple[SupervisorTree, Exit, dict[str, Any]]
         assert all(isinstance(a, NotifyParent) for a in plan[1:])
     if isinstance(plan[-1], RootGaveUp):
         assert plan[-2] == StopSupervisor("root", exit.exit_id)
+
+
+@PROPERTY
+@given(scenarios())
+def test_temporary_children_are_never_restarted(scenario: Scenario) -> None:
+    """Whatever the strategy, limits and escalations: a temporary actor is never in a
+    RestartChild; every temporary static child a group restart takes down is stopped."""
+    tree, exit, histories, restart_types = scenario
+    types = {**restart_types, exit.child: exit.restart_type}
+    plan = decide(tree, exit, histories, 10.0, restart_types=restart_types)
+    for action in plan:
+        if isinstance(action, RestartChild) and ":" in action.child:
+            assert types.get(action.child, "permanent") != "temporary", action
+        if isinstance(action, StopChild) and action.child != exit.child:
+            assert types[action.child] == "temporary", action
+    for record in (a for a in plan if isinstance(a, RecordRestart)):
+        spec = tree.spec(record.supervisor)
+        group = strategy_targets(
+            spec.strategy, tree.static_children(spec.name), record.record.child
+        )
+        for sibling in group[1:]:
+            if ":" in sibling and types.get(sibling) == "temporary":
+                assert StopChild(spec.name, sibling, "stopped", exit.exit_id) in plan
+            else:
+                assert any(
+                    isinstance(a, RestartChild) and (a.supervisor, a.child) == (spec.name, sibling)
+                    for a in plan
+                )

@@ -4,6 +4,7 @@ escalation. The same code paths run in workers; tests with real processes are el
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -44,7 +45,7 @@ def _app(**conf: Any) -> Celery:
     ("key", "value", "fragment"),
     [
         ("supervise_bogus", 1, "supervise_bogus: unknown"),
-        ("supervise_tick_interval", 0, "supervise_tick_interval: must be > 0"),
+        ("supervise_tick_interval", 0, "supervise_tick_interval: must be a number > 0"),
         ("supervise_lease_seconds", "5", "supervise_lease_seconds: must be a number"),
         ("supervise_max_state_bytes", 1.5, "supervise_max_state_bytes: must be an int"),
         ("supervise_dedup_window", True, "supervise_dedup_window: must be an int"),
@@ -70,6 +71,18 @@ def test_django_style_namespace_unknown_key_is_named() -> None:
     app.config_from_object(Settings, namespace="CELERY")
     with pytest.raises(ConfigurationError, match="CELERY_SUPERVISE_TICK_INTERVALL"):
         Supervision(app)
+
+
+def test_django_style_nested_setting_errors_name_the_key_as_written() -> None:
+    settings = {
+        "CELERY_BROKER_URL": "redis://127.0.0.1:1/0",
+        "CELERY_SUPERVISE_SUPERVISORS": {"orders": {"intensity": -1}},
+    }
+    app = Celery("dj3", set_as_current=False)
+    app.config_from_object(type("Settings", (), settings), namespace="CELERY")
+    with pytest.raises(ConfigurationError) as info:
+        Supervision(app)
+    assert str(info.value).startswith("CELERY_SUPERVISE_SUPERVISORS['orders']['intensity']: ")
 
 
 def test_django_style_settings_are_read() -> None:
@@ -125,6 +138,9 @@ def test_actor_on_app_without_supervision_raises(bank: ModuleType) -> None:
         ({"time_limit": -1}, "time_limit"),
         ({"initial": {1, 2}}, "initial"),
         ({"name": "a:b"}, "name"),
+        ({"supervisor": "has space"}, "supervisor: a supervisor name must be"),
+        ({"max_attempts": 1.0}, "max_attempts must be an int >= 1, got 1.0"),
+        ({"time_limit": float("nan")}, "time_limit must be a finite number > 0"),
     ],
 )
 def test_actor_options_are_validated(options: dict[str, Any], fragment: str) -> None:
@@ -319,6 +335,48 @@ def test_transient_stopped_normally_is_not_restarted_crashed_is(
     local.settle(1.0)
     assert crashed.snapshot().status in ("idle", "backoff")
     assert crashed.snapshot().last_crash is not None
+
+
+def _restarted_keys(redis_client: redis.Redis) -> list[str]:
+    events = [json.loads(f[b"event"]) for _, f in redis_client.xrange("t:events")]
+    return sorted(e["key"] for e in events if e["event"] == "restarted")
+
+
+def test_one_for_all_stops_a_temporary_sibling_and_restarts_the_transient_one(
+    bank: ModuleType, local: LocalRunner, redis_client: redis.Redis
+) -> None:
+    """OTP: a group restart terminates a temporary child and never starts it again."""
+    sup = bank.supervision
+    g0, g1, g2 = (sup.ref(t, k) for t, k in [("tree.member", "g0"), ("tree.temporary", "g1"),
+                                              ("tree.transient", "g2")])
+    for ref in (g0, g1, g2):
+        ref.send("hello")
+    local.run()
+    g0.send({"crash_once": "grouped"})
+    local.settle(1.0)
+    assert g1.snapshot().status == "stopped"
+    assert redis_client.hget(g1.keys.meta, "halt_reason") == b"stop:tree.member:g0"
+    assert _restarted_keys(redis_client) == ["g0", "g2"]
+    assert [r.snapshot().status for r in (g0, g2)] == ["idle", "idle"]
+    assert [r.snapshot().state for r in (g0, g1, g2)] == [{"n": 2}, {"n": 1}, {"n": 1}]
+    g1.send("kept")  # a stopped actor's mailbox keeps filling
+    local.settle(0.3)
+    assert (g1.snapshot().status, g1.snapshot().pending) == ("stopped", 1)
+
+
+def test_rest_for_one_stops_only_the_temporary_siblings_after_the_crashed_one(
+    bank: ModuleType, local: LocalRunner, redis_client: redis.Redis
+) -> None:
+    sup = bank.supervision
+    o0, o1, o2, o3 = (sup.ref(t, f"o{i}") for i, t in enumerate(
+        ["tree.temporary", "tree.member", "tree.temporary", "tree.transient"]))
+    for ref in (o0, o1, o2, o3):
+        ref.send("hello")
+    local.run()
+    o1.send({"crash_once": "ordered_mixed"})
+    local.settle(1.0)
+    assert [r.snapshot().status for r in (o0, o1, o2, o3)] == ["idle", "idle", "stopped", "idle"]
+    assert _restarted_keys(redis_client) == ["o1", "o3"]
 
 
 def test_reset_recovery_resumes_from_initial_and_keeps_old_state_in_history(
