@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -172,21 +172,30 @@ class _Run:
             raise StepCrashed(f"{self.where}: state unusable: {exc}") from exc
 
     def handle_batch(self, claim: Claim, state: bytes) -> bool:
-        """Handle the claimed entries in order; False if the lease was lost."""
-        started = time.monotonic()
-        for raw in claim.entries:
-            if time.monotonic() - started > BATCH_SECONDS and self.committed:
-                break
-            stepped = self.handle(raw, state, claim)
+        """Handle the claimed entries in order, for at most ``BATCH_SECONDS``; False if the
+        lease was lost."""
+        deadline = time.monotonic() + BATCH_SECONDS
+        for i, raw in enumerate(claim.entries):
+            has_next = i + 1 < len(claim.entries)
+
+            def go_on(has_next: bool = has_next) -> bool:
+                return has_next and time.monotonic() < deadline
+
+            stepped = self.handle(raw, state, claim, go_on)
             if stepped is None:
                 return False
-            state, stop = stepped
-            if stop:
+            state, more = stepped
+            if not more:
                 break
         return True
 
-    def handle(self, raw: bytes, state: bytes, claim: Claim) -> tuple[bytes, bool] | None:
-        """One entry: step it and commit. (new state, stop asked) or None: lease lost."""
+    def handle(
+        self, raw: bytes, state: bytes, claim: Claim, go_on: Callable[[], bool]
+    ) -> tuple[bytes, bool] | None:
+        """One entry: step it and commit. (new state, whether the next step follows), or
+        None: the lease was lost. ``go_on`` says, at commit time, if the batch goes on: the
+        commit records it, so a worker lost after it is blamed on the next entry only if it
+        was about to step it."""
         entry: Entry | None = None
         attempt = 1
         try:
@@ -202,9 +211,10 @@ class _Run:
                 f"{type(exc).__name__}: {exc}"
                 + (f" -- dead-lettered after {attempt} attempts" if outcome.dead_lettered else "")
             ) from exc
-        if not self.commit(entry, new_state, ctx):
+        more = not ctx.effects.stop and go_on()
+        if not self.commit(entry, new_state, ctx, stepping_next=more):
             return None
-        return new_state, ctx.effects.stop
+        return new_state, more
 
     def _about(self, entry: Entry | None, attempt: int) -> dict[str, Any]:
         return {
@@ -264,7 +274,7 @@ class _Run:
             raise StateRejected("invalid_state", f"new state fails validate: {problem}")
         return raw
 
-    def commit(self, entry: Entry, new_raw: bytes, ctx: Context) -> bool:
+    def commit(self, entry: Entry, new_raw: bytes, ctx: Context, *, stepping_next: bool) -> bool:
         effects = encode_effects(
             ctx.effects,
             type_name=self.atype.name,
@@ -288,6 +298,7 @@ class _Run:
             lease_ms=self.lease_ms,
             effects=effects,
             hints=hints,
+            stepping_next=stepping_next,
         )
         if not outcome.ok:
             log.warning(

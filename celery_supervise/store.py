@@ -190,10 +190,12 @@ def _first_halted(supervisors: Sequence[str], statuses: Sequence[Any]) -> str | 
     return None
 
 
-def _effect_args(effects: EncodedEffects) -> list[Any]:
-    """ARGV[7..] of ``commit.lua``: the stop flag, the four counts, then each list."""
+def _effect_args(effects: EncodedEffects, stepping_next: bool) -> list[Any]:
+    """ARGV[7..] of ``commit.lua``: the stop flag, the four counts, whether the next step
+    follows, then each list."""
     args: list[Any] = ["1" if effects.stop else "0"]
     args += [len(effects.outbox), len(effects.selfs), len(effects.timers), len(effects.isolates)]
+    args.append("1" if stepping_next else "0")
     args += effects.outbox
     for pairs in (effects.selfs, effects.timers, effects.isolates):
         for pair in pairs:
@@ -269,11 +271,13 @@ class ActorStore:
         lease_ms: int,
         effects: EncodedEffects,
         hints: Sequence[float],
+        stepping_next: bool,
     ) -> CommitOutcome:
-        """Commit one step: state, version + 1, the entry consumed, its effects recorded."""
+        """Commit one step: state, version + 1, the entry consumed, its effects recorded.
+        ``stepping_next``: this worker steps the next entry at once (blame it if lost)."""
         entry = '{"message_id":' + json.dumps(message_id, ensure_ascii=False) + ',"state":'
         args: list[Any] = [token, seq, state, entry + state.decode() + "}", history, lease_ms]
-        args += _effect_args(effects)
+        args += _effect_args(effects, stepping_next)
         commit_keys = [keys.meta, keys.mailbox, keys.history, keys.attempts, keys.outbox]
         commit_keys += [keys.timers, keys.isolates]
 

@@ -352,9 +352,10 @@ def worker_lost(v: Visit, look: Look) -> str:
     """The step's lease expired: record a ``worker_lost`` crash (fenced by the token)."""
     keys, meta = v.keys, look.meta
     head = v.rt.client.lindex(keys.mailbox, 0)
-    if head is None:
-        # Nothing was queued, so no step can have been running: the worker died after
-        # its last commit and before releasing. That is no crash; just free the lease.
+    if head is None or meta.get("stepping") == "0":
+        # No step was running: nothing was queued, or the worker's last commit said no step
+        # would follow (its batch ended) and it died before releasing. That is no crash of
+        # any message; just free the lease (and publish the next run if more are queued).
         released = v.store.release(keys, meta["token"])
         if released == "more":
             v.rt.publish(keys.type_name, keys.key)

@@ -2,6 +2,8 @@
 -- KEYS[1] meta   KEYS[2] mailbox
 -- ARGV[1] worker id   ARGV[2] lease (ms)   ARGV[3] batch size
 -- ARGV[4] nonce of this claim: a retry after a lost reply gets its own claim back
+-- The new lease is marked 'stepping' = 1: the worker steps the head entry at once (a worker
+-- lost now is blamed on it); each commit says whether the next step follows (commit.lua).
 -- Returns one of:
 --   {'empty'}                 nothing queued; the scheduled marker is cleared
 --   {'busy', lease_until}     another worker holds an unexpired lease
@@ -35,5 +37,6 @@ if redis.call('LLEN', mbox) == 0 then
 end
 local token = redis.call('HINCRBY', meta, 'token', 1)
 redis.call('HSET', meta, 'lease_until', now + tonumber(ARGV[2]), 'lease_owner', ARGV[1],
-           'status', 'active', 'sched', 1, 'rewakes', 0, 'claim_nonce', ARGV[4])
+           'status', 'active', 'sched', 1, 'rewakes', 0, 'claim_nonce', ARGV[4],
+           'stepping', 1)
 return granted(token)

@@ -33,7 +33,7 @@ def test_refs_work_from_threads_of_a_plain_app(bank: ModuleType, local: LocalRun
             for n in range(25):
                 for a in range(20):
                     bank.account.ref(f"t{a}").send({"add": 1, "sender": f"s{thread}", "n": n})
-        except BaseException as exc:  # noqa: BLE001 -- reported below, in the test's thread
+        except BaseException as exc:  # reported below, in the test's thread
             errors.append(exc)
 
     threads = [threading.Thread(target=sender, args=(t,)) for t in range(4)]
@@ -84,3 +84,33 @@ def test_asks_reusing_one_business_id_with_two_actors_get_their_own_answers(
     asking_x.join(15)
     asking_y.join(15)
     assert answers["x"]["key"] == "x" and answers["y"]["key"] == "y", answers
+
+
+# -- 3. a lost worker blamed on a message that never ran ---------------------------------------
+class _Killed(BaseException):
+    """The worker process died here (nothing after this line ran)."""
+
+
+def test_worker_dying_between_commit_and_release_blames_no_message(
+    bank: ModuleType, local: LocalRunner, monkeypatch: Any
+) -> None:
+    """The run commits message 1, ends its batch, and dies before releasing, with message 2
+    queued: the tick recorded ``worker_lost`` against message 2, which never ran."""
+    from celery_supervise import runner
+
+    ref = bank.supervision.ref("bank.poison", "blame")
+    ref.send_many(["one", "two"])
+    monkeypatch.setattr(runner, "BATCH_SIZE", 1)
+
+    def dies(self: Any) -> str:
+        raise _Killed
+
+    monkeypatch.setattr(runner._Run, "release", dies)
+    with pytest.raises(_Killed):
+        local.run()
+    monkeypatch.undo()
+    time.sleep(bank.supervision.settings.lease_seconds + 0.2)
+    local.settle(3.0)
+    snap = ref.snapshot()
+    assert snap.last_crash is None, snap.last_crash
+    assert (snap.state["applied"], snap.version, snap.pending) == (["one", "two"], 2, 0)

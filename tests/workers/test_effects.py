@@ -229,8 +229,8 @@ def test_effects_survive_a_worker_dying_right_after_the_commit(
     sup = bank.supervision
     original = runner._Run.commit
 
-    def commit_then_die(self: Any, *args: Any) -> bool:
-        assert original(self, *args)
+    def commit_then_die(self: Any, *args: Any, **kwargs: Any) -> bool:
+        assert original(self, *args, **kwargs)
         raise _WorkerDied
 
     monkeypatch.setattr(runner._Run, "commit", commit_then_die)
