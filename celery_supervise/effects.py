@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .codec import decode
 from .keyspace import actor_member
 from .mailbox import Entry, header_json
+from .store import run_pipeline
 
 if TYPE_CHECKING:
     from .context import Context
@@ -111,15 +112,12 @@ def _apply(sup: Supervision, item: dict[str, Any]) -> None:
         )
     elif kind == "reply":
         payload = json.dumps({"value": item["value"]}).encode()
-        pipe = sup.client.pipeline(transaction=False)
-        sup.store.push_reply(pipe, item["id"], payload)
-        pipe.execute()
+        run_pipeline(sup, lambda pipe: sup.store.push_reply(pipe, item["id"], payload))
     elif kind == "dead":
         header = item["header"]
         if header.get("reply"):
-            pipe = sup.client.pipeline(transaction=False)
-            sup.store.push_reply(pipe, header["id"], json.dumps({"dead": item["crashes"]}).encode())
-            pipe.execute()
+            payload = json.dumps({"dead": item["crashes"]}).encode()
+            run_pipeline(sup, lambda pipe: sup.store.push_reply(pipe, header["id"], payload))
     elif kind == "isolate":
         sup.isolation.start(item)
     else:

@@ -26,7 +26,7 @@ from .codec import encode, text
 from .context import Context, in_handler
 from .effects import encode_effects
 from .errors import CorruptActorData, StateRejected, SuperviseError
-from .mailbox import Entry
+from .mailbox import Entry, unparsed_entry
 from .store import patiently, run_pipeline
 
 if TYPE_CHECKING:
@@ -347,8 +347,9 @@ class _Run:
                     attempt = attempts + 1 if attempt_seq == entry.seq else 1
                     new_raw, ctx = self.step(state_raw, entry, attempt)
                 except Exception as exc:
-                    if entry is None:  # garbage in the mailbox: tie it to its position
-                        entry = _unparsed(raw)
+                    if entry is None:  # garbage in the mailbox: tie the crash to it
+                        entry = unparsed_entry(raw)
+                        attempt = attempts + 1 if attempt_seq == entry.seq else 1
                     result = self.record_crash(self.crash_record(_reason(exc), exc, entry, attempt))
                     dead = len(result) > 3 and int(result[3]) == 1
                     raise StepCrashed(
@@ -396,14 +397,6 @@ def _check_stored_state(raw: bytes, where: str) -> None:
         json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CorruptActorData(f"{where}: stored state is not valid JSON ({exc})") from None
-
-
-def _unparsed(raw: bytes) -> Entry:
-    try:
-        seq = int(raw.split(b" ", 1)[0])
-    except ValueError:
-        seq = 0
-    return Entry(seq, 0, {"id": f"<corrupt entry {seq}>"}, b"null")
 
 
 def _json_str(text: str) -> str:

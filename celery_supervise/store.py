@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 import redis
 
 from .codec import decode, encode, text
-from .errors import AskTimeout, CorruptActorData, MessageDeadLettered, RedisUnavailable
+from .errors import (
+    AskTimeout,
+    CorruptActorData,
+    MessageDeadLettered,
+    RedisRejected,
+    RedisUnavailable,
+)
 from .keyspace import ActorKeys, actor_member
 from .mailbox import header_json
 
@@ -40,36 +46,56 @@ BLOCK_SECONDS = 1.0
 REDIS_PATIENCE = 120.0
 
 
+#: Error codes of a Redis that refuses writes for a while; a script meets them at its first
+#: write (Redis checks before a script has written anything), so nothing was written.
+REJECTED_CODES = ("OOM", "MISCONF", "READONLY", "NOREPLICAS", "MASTERDOWN", "BUSY")
+#: What marks corrupt data: the scripts' own "CORRUPT ..." (they check every field before
+#: their first write) and Redis' WRONGTYPE (a key of another type, met by a plain read).
+CORRUPT_CODES = ("CORRUPT", "WRONGTYPE")
+
+
 @contextmanager
 def redis_errors(where: str) -> Iterator[None]:
-    """Turn Redis' complaints about data we did not write into ``CorruptActorData``, and a
-    Redis that does not answer into ``RedisUnavailable``."""
+    """Turn Redis' complaints about data we did not write into ``CorruptActorData``, a Redis
+    refusing writes into ``RedisRejected``, and a Redis that does not answer into
+    ``RedisUnavailable``. Any other error (a script bug) is raised as it is: never taken for
+    corruption, since that would drop the actor's hint."""
     try:
         yield
     except redis.ResponseError as exc:
-        text = str(exc)
-        # A script that fails at run time ("user_script:N: attempt to compare number with
-        # nil") met a field it did not write: garbage, like the rest.
-        if any(m in text for m in ("CORRUPT", "WRONGTYPE", "not an integer", "user_script")):
+        # redis-py prefixes an error met in a pipeline with "Command # N (...) of pipeline
+        # caused error: "; the error code comes after it.
+        text = str(exc).partition(" of pipeline caused error: ")[2] or str(exc)
+        if text.startswith(CORRUPT_CODES):
             raise CorruptActorData(f"{where}: {text}") from None
+        if text.startswith(REJECTED_CODES):
+            raise RedisRejected(
+                f"{where}: Redis refused the write, nothing was written ({text})"
+            ) from None
         raise
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise RedisUnavailable(f"{where}: Redis did not answer ({exc})") from exc
 
 
 def patiently(fn: Callable[[], T], *, where: str, patience: float = REDIS_PATIENCE) -> T:
-    """Call ``fn`` until Redis answers (workers and ticks wait out an outage, SPEC 6.7).
-    ``fn`` must be safe to repeat: the scripts it runs recognise their own earlier success."""
+    """Call ``fn`` until Redis answers and accepts writes (workers and ticks wait out an
+    outage, SPEC 6.7, or a Redis out of memory). ``fn`` must be safe to repeat: the scripts
+    it runs recognise their own earlier success."""
     delay = 0.1
     deadline = time.monotonic() + patience
     while True:
         try:
             with redis_errors(where):
                 return fn()
-        except RedisUnavailable:
+        except (RedisUnavailable, RedisRejected) as exc:
             if time.monotonic() > deadline:
                 raise
-            log.warning("celery_supervise redis_unavailable where=%r retry_in=%.1fs", where, delay)
+            log.warning(
+                "celery_supervise redis_%s where=%r retry_in=%.1fs",
+                "unavailable" if isinstance(exc, RedisUnavailable) else "rejected",
+                where,
+                delay,
+            )
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
@@ -90,6 +116,12 @@ def run_pipeline(
                 raise
             sup.scripts.load_all()
     raise AssertionError("unreachable")
+
+
+def reply_marker(reply_key: str) -> str:
+    """The key saying the answer for ``reply_key`` was pushed: the reply key's hash tag, so
+    any reply key works (one cluster slot)."""
+    return reply_key + ":pushed"
 
 
 def text_dict(raw: dict[Any, Any]) -> dict[str, str]:
@@ -230,9 +262,11 @@ class ActorStore:
         return out
 
     def push_reply(self, pipe: Any, message_id: str, payload: bytes) -> None:
+        """Queue on ``pipe`` the one push of this ask's answer (later pushes do nothing)."""
         key = self.sup.keyspace.reply(message_id)
-        pipe.rpush(key, payload)
-        pipe.expire(key, REPLY_TTL_SECONDS)
+        self.sup.scripts.reply(
+            keys=[key, reply_marker(key)], args=[payload, REPLY_TTL_SECONDS], client=pipe
+        )
 
     # -- reading -------------------------------------------------------------------------
     @overload

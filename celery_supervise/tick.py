@@ -20,15 +20,21 @@ from typing import TYPE_CHECKING, Any
 
 from .actors import registered
 from .codec import text
-from .errors import ActorNotRegistered, CorruptActorData, RedisUnavailable, StateRejected
+from .errors import (
+    ActorNotRegistered,
+    CorruptActorData,
+    RedisRejected,
+    RedisUnavailable,
+    StateRejected,
+)
 from .keyspace import parse_actor_member
-from .mailbox import Entry
+from .mailbox import Entry, unparsed_entry
 from .store import redis_errors, text_dict
 
 if TYPE_CHECKING:
     from .supervision import Supervision
 
-__all__ = ["run_tick"]
+__all__ = ["run_tick", "visit_or_retry"]
 
 log = logging.getLogger("celery_supervise")
 
@@ -59,6 +65,9 @@ def run_tick(sup: Supervision) -> dict[str, Any]:
     except RedisUnavailable as exc:
         log.warning("celery_supervise tick_skipped reason=redis_unavailable error=%s", exc)
         return {"skipped": "redis unavailable"}
+    except RedisRejected as exc:  # e.g. out of memory: not even the tick lock could be set
+        log.warning("celery_supervise tick_skipped reason=redis_rejected error=%s", exc)
+        return {"skipped": "redis refused writes"}
 
 
 def _tick(sup: Supervision) -> dict[str, Any]:
@@ -80,26 +89,7 @@ def _tick(sup: Supervision) -> dict[str, Any]:
             pipe.zrangebyscore(bucket, "-inf", now, start=0, num=DUE_PER_BUCKET, withscores=True)
         for bucket, due in zip(buckets, pipe.execute(), strict=True):
             for member_raw, score in due:
-                member = text(member_raw)
-                try:
-                    outcome = visit(sup, bucket, member, float(score), now)
-                except (CorruptActorData, ActorNotRegistered) as exc:
-                    # Garbage in the actor's keys, or a type no process declares: named in
-                    # an event; nothing else is touched, and the tick goes on (SPEC 6.6).
-                    outcome = "corrupt"
-                    sup.log_event("corrupt_actor", member=member, error=str(exc))
-                    _drop_hint(sup, bucket, member, float(score))
-                except RedisUnavailable:
-                    raise
-                except Exception as exc:
-                    # Anything else (a field that is not what we wrote, a bug) must neither
-                    # stop the tick for every other actor nor lose this one: it is logged
-                    # and looked at again a little later.
-                    log.exception("celery_supervise tick_visit_failed member=%s", member)
-                    outcome = "failed"
-                    sup.log_event("tick_visit_failed", member=member, error=repr(exc))
-                    retry = redis_now_ms(sup) + RETRY_FAILED_VISIT_MS
-                    _move_hint(sup, bucket, member, float(score), retry)
+                outcome = visit_or_retry(sup, bucket, text(member_raw), float(score), now)
                 counts[outcome] = counts.get(outcome, 0) + 1
     finally:
         sup.scripts.tick_lock(keys=[sup.keyspace.tick_lock], args=[holder])
@@ -110,6 +100,33 @@ def _tick(sup: Supervision) -> dict[str, Any]:
         # dead letters decided in this tick, readable without opening Redis.
         counts["decisions"] = decisions[:DECISIONS_IN_RESULT]
     return counts
+
+
+def visit_or_retry(sup: Supervision, bucket: str, member: str, score: float, now: int) -> str:
+    """``visit`` one due actor; whatever goes wrong stays with that actor."""
+    try:
+        return visit(sup, bucket, member, score, now)
+    except (CorruptActorData, ActorNotRegistered) as exc:
+        # Garbage in the actor's keys, or a type no process declares: named in an event;
+        # nothing else is touched, and the tick goes on (SPEC 6.6).
+        sup.log_event("corrupt_actor", member=member, error=str(exc))
+        _drop_hint(sup, bucket, member, score)
+        return "corrupt"
+    except RedisUnavailable:
+        raise
+    except Exception as exc:
+        # Anything else (Redis refusing writes, out of memory; a bug) must neither stop the
+        # tick for every other actor nor lose this one: it is logged and looked at again a
+        # little later. If Redis refuses to move the hint too, it stays due as it was.
+        log.exception("celery_supervise tick_visit_failed member=%s", member)
+        sup.log_event("tick_visit_failed", member=member, error=repr(exc))
+        try:
+            with redis_errors(f"hint of {member}"):
+                retry = redis_now_ms(sup) + RETRY_FAILED_VISIT_MS
+                _move_hint(sup, bucket, member, score, retry)
+        except RedisRejected:
+            pass
+        return "failed"
 
 
 def _drop_hint(sup: Supervision, bucket: str, member: str, score: float) -> None:
@@ -342,7 +359,7 @@ def _worker_lost(sup: Supervision, atype: Any, ref: Any, meta: dict[str, str]) -
         try:
             entry = Entry.parse(head, where=f"actor {ref.type_name}:{ref.key}")
         except CorruptActorData:
-            entry = None
+            entry = unparsed_entry(head)  # tied to the garbage head, like any message
     attempt = (
         int(meta.get("attempts", "0")) + 1
         if entry and meta.get("attempt_seq") == str(entry.seq)
