@@ -66,11 +66,13 @@ def redis_errors(where: str) -> Iterator[None]:
         # redis-py prefixes an error met in a pipeline with "Command # N (...) of pipeline
         # caused error: "; the error code comes after it.
         text = str(exc).partition(" of pipeline caused error: ")[2] or str(exc)
-        if text.startswith(CORRUPT_CODES):
+        # redis-py strips the code of the errors it has a class for (OOM, READONLY, ...)
+        code = getattr(exc, "status_code", None) or text.split(" ", 1)[0]
+        if code in CORRUPT_CODES:
             raise CorruptActorData(f"{where}: {text}") from None
-        if text.startswith(REJECTED_CODES):
+        if code in REJECTED_CODES:
             raise RedisRejected(
-                f"{where}: Redis refused the write, nothing was written ({text})"
+                f"{where}: Redis refused the write, nothing was written ({code} {text})"
             ) from None
         raise
     except (redis.ConnectionError, redis.TimeoutError) as exc:
