@@ -34,6 +34,11 @@ BLOCK_SECONDS = 1.0
 Outgoing = tuple[str, bytes, bool | str]
 
 
+def reply_marker(reply_key: str) -> str:
+    """The key saying the answer for ``reply_key`` was pushed (same slot as the reply)."""
+    return reply_key + ":pushed"
+
+
 class Delivery:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
@@ -113,11 +118,14 @@ class Delivery:
                 return answer["value"]
 
     def push_reply(self, keys: ActorKeys, message_id: str, payload: bytes) -> None:
+        """Push this ask's answer once: a relay repeated (a worker and a tick, or a worker
+        that died before removing its outbox entry) pushes nothing more."""
         key = keys.reply(message_id)
-        pipe = self.rt.client.pipeline(transaction=False)
-        pipe.rpush(key, payload)
-        pipe.expire(key, REPLY_TTL_SECONDS)
-        pipe.execute()
+        self.rt.pipeline(
+            lambda pipe: self.rt.scripts.reply(
+                keys=[key, reply_marker(key)], args=[payload, REPLY_TTL_SECONDS], client=pipe
+            )
+        )
 
     def requeue(self, keys: ActorKeys, raw: Any, message_id: str, seq: int, message: Any) -> None:
         """Move one dead letter back to the mailbox, exactly once: the send lands before the

@@ -19,6 +19,7 @@ __all__ = [
     "MessageDeadLettered",
     "MessageTooLarge",
     "NotInstalled",
+    "RedisRejected",
     "RedisUnavailable",
     "StateRejected",
     "SuperviseError",
@@ -83,6 +84,12 @@ class StateRejected(SuperviseError):
 
 class RedisUnavailable(SuperviseError, ConnectionError):
     """Redis did not answer (down, unreachable, or timed out); nothing was sent."""
+
+
+class RedisRejected(SuperviseError):
+    """Redis answered but refused to write (out of memory under ``noeviction``, ``MISCONF``
+    after a failed save, ``READONLY`` on a replica): nothing of the call was written, and
+    repeating it once Redis accepts writes again is safe. Not a sign of corrupt data."""
 
 
 class AskNotAllowed(SuperviseError):

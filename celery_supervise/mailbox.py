@@ -10,13 +10,19 @@ the message id and whether an ``ask`` waits for a reply.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from .codec import decode
 from .errors import CorruptActorData
 
-__all__ = ["Entry", "header_json"]
+__all__ = ["NO_SEQ", "Entry", "header_json", "unparsed_entry"]
+
+
+#: The seq a crash names for a garbage mailbox head with no sequence number of its own
+#: (``crash.lua`` then ties the attempts to the head's bytes).
+NO_SEQ = -1
 
 
 def header_json(message_id: str, *, reply: bool = False, **extra: Any) -> str:
@@ -53,6 +59,8 @@ class Entry:
         try:
             first, _, body = raw.partition(b"\n")
             seq, sent, header = first.split(b" ", 2)
+            if not _valid_seq(seq):
+                raise ValueError(f"no sequence number: {seq[:20]!r}")
             parsed = json.loads(header)
             if not isinstance(parsed, dict):
                 raise ValueError("header is not an object")
@@ -61,3 +69,19 @@ class Entry:
             raise CorruptActorData(
                 f"{where}: mailbox entry is not in celery_supervise's format ({exc}): {raw[:80]!r}"
             ) from None
+
+
+def unparsed_entry(raw: bytes | str) -> Entry:
+    """A stand-in for a garbage mailbox entry, so its crash is tied to it: its seq if it
+    starts with one, else ``NO_SEQ``."""
+    if isinstance(raw, str):
+        raw = raw.encode()
+    found = re.match(rb"(\d+) ", raw)
+    seq = int(found.group(1)) if found and _valid_seq(found.group(1)) else NO_SEQ
+    label = f"<corrupt entry {seq}>" if seq != NO_SEQ else "<corrupt entry>"
+    return Entry(seq, 0, {"id": label}, b"null")
+
+
+def _valid_seq(digits: bytes) -> bool:
+    """As the scripts read a seq (crash.lua): 1 to 18 ASCII digits, not zero."""
+    return re.fullmatch(rb"\d{1,18}", digits) is not None and int(digits) > 0

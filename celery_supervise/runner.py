@@ -27,7 +27,7 @@ from .crashes import record_crash
 from .effects import encode_effects, relay_outbox
 from .errors import CorruptActorData, StateRejected, SuperviseError
 from .keyspace import ActorKeys
-from .mailbox import Entry
+from .mailbox import Entry, unparsed_entry
 from .registry import ActorSpec
 from .runtime import Runtime
 from .store import ActorStore, Claim, CrashOutcome, CrashRecord
@@ -203,8 +203,9 @@ class _Run:
             attempt = claim.attempts + 1 if claim.attempt_seq == entry.seq else 1
             new_state, ctx = self.step(state, entry, attempt)
         except Exception as exc:
-            if entry is None:  # garbage in the mailbox: tie it to its position
-                entry = _unparsed(raw)
+            if entry is None:  # garbage in the mailbox: tie the crash to it
+                entry = unparsed_entry(raw)
+                attempt = claim.attempts + 1 if claim.attempt_seq == entry.seq else 1
             outcome = self.crash(CrashRecord.of(_reason(exc), exc, **self._about(entry, attempt)))
             raise StepCrashed(
                 f"{self.where}: message {entry.message_id!r} attempt {attempt} crashed: "
@@ -340,14 +341,6 @@ def _check_stored_state(raw: bytes, where: str) -> None:
         json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CorruptActorData(f"{where}: stored state is not valid JSON ({exc})") from None
-
-
-def _unparsed(raw: bytes) -> Entry:
-    try:
-        seq = int(raw.split(b" ", 1)[0])
-    except ValueError:
-        seq = 0
-    return Entry(seq, 0, {"id": f"<corrupt entry {seq}>"}, b"null")
 
 
 def run_actor(rt: Runtime, atype: ActorSpec[Any], key: str, task: Any) -> dict[str, Any]:

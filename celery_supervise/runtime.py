@@ -23,7 +23,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from .errors import CorruptActorData, RedisUnavailable
+from .errors import CorruptActorData, RedisRejected, RedisUnavailable
 from .keyspace import Keyspace
 from .scripts import Scripts
 from .settings import Settings
@@ -49,36 +49,54 @@ _collector: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.Co
 )
 
 
+#: Error codes of a Redis that refuses writes for a while; a script meets them at its first
+#: write (Redis checks before a script has written anything), so nothing was written.
+REJECTED_CODES = ("OOM", "MISCONF", "READONLY", "NOREPLICAS", "MASTERDOWN", "BUSY")
+#: What marks corrupt data: the scripts' own "CORRUPT ..." (they check every field before
+#: their first write) and Redis' WRONGTYPE (a key of another type, met by a plain read).
+CORRUPT_CODES = ("CORRUPT", "WRONGTYPE")
+
+
 @contextlib.contextmanager
 def redis_errors(where: str) -> Iterator[None]:
-    """Turn Redis' complaints about data we did not write into ``CorruptActorData``, and a
-    Redis that does not answer into ``RedisUnavailable``."""
+    """Turn Redis' complaints about data we did not write into ``CorruptActorData``, a Redis
+    refusing writes into ``RedisRejected``, and a Redis that does not answer into
+    ``RedisUnavailable``. Any other error (a script bug) is raised as it is: never taken for
+    corruption, since that would drop the actor's hint."""
     try:
         yield
     except redis.ResponseError as exc:
-        text = str(exc)
-        # A script that fails at run time ("user_script:N: attempt to compare number with
-        # nil") met a field it did not write: garbage, like the rest.
-        if any(m in text for m in ("CORRUPT", "WRONGTYPE", "not an integer", "user_script")):
+        # redis-py prefixes an error met in a pipeline with "Command # N (...) of pipeline
+        # caused error: "; the error code comes after it.
+        text = str(exc).partition(" of pipeline caused error: ")[2] or str(exc)
+        # redis-py strips the code of the errors it has a class for (OOM, READONLY, ...)
+        code = getattr(exc, "status_code", None) or text.split(" ", 1)[0]
+        if code in CORRUPT_CODES:
             raise CorruptActorData(f"{where}: {text}") from None
+        if code in REJECTED_CODES:
+            raise RedisRejected(
+                f"{where}: Redis refused the write, nothing was written ({code} {text})"
+            ) from None
         raise
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise RedisUnavailable(f"{where}: Redis did not answer ({exc})") from exc
 
 
 def patiently(fn: Callable[[], T], *, where: str, patience: float = REDIS_PATIENCE) -> T:
-    """Call ``fn`` until Redis answers (workers and ticks wait out an outage, SPEC 6.7).
-    ``fn`` must be safe to repeat: the scripts it runs recognise their own earlier success."""
+    """Call ``fn`` until Redis answers and accepts writes (workers and ticks wait out an
+    outage, SPEC 6.7, or a Redis out of memory). ``fn`` must be safe to repeat: the scripts
+    it runs recognise their own earlier success."""
     delay = 0.1
     deadline = time.monotonic() + patience
     while True:
         try:
             with redis_errors(where):
                 return fn()
-        except RedisUnavailable:
+        except (RedisUnavailable, RedisRejected) as exc:
             if time.monotonic() > deadline:
                 raise
-            log.warning("celery_supervise redis_unavailable where=%r retry_in=%.1fs", where, delay)
+            kind = "unavailable" if isinstance(exc, RedisUnavailable) else "rejected"
+            log.warning("celery_supervise redis_%s where=%r retry_in=%.1fs", kind, where, delay)
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 

@@ -23,16 +23,22 @@ from .codec import text
 from .crashes import record_crash
 from .delivery import Delivery
 from .effects import relay_outbox
-from .errors import ActorNotRegistered, CorruptActorData, RedisUnavailable, StateRejected
+from .errors import (
+    ActorNotRegistered,
+    CorruptActorData,
+    RedisRejected,
+    RedisUnavailable,
+    StateRejected,
+)
 from .isolation import Isolation
 from .keyspace import ActorKeys, parse_actor_member
-from .mailbox import Entry
+from .mailbox import Entry, unparsed_entry
 from .registry import ActorSpec, registered
 from .runtime import EventLog, Runtime, redis_errors
 from .store import ActorStore, CrashRecord, Look
 from .tree_shell import decide_exit
 
-__all__ = ["TickReport", "run_tick", "visit"]
+__all__ = ["TickReport", "run_tick", "visit", "visit_or_retry"]
 
 log = logging.getLogger("celery_supervise")
 
@@ -74,6 +80,9 @@ def run_tick(rt: Runtime) -> dict[str, Any]:
     except RedisUnavailable as exc:
         log.warning("celery_supervise tick_skipped reason=redis_unavailable error=%s", exc)
         return {"skipped": "redis unavailable"}
+    except RedisRejected as exc:  # e.g. out of memory: not even the tick lock could be set
+        log.warning("celery_supervise tick_skipped reason=redis_rejected error=%s", exc)
+        return {"skipped": "redis refused writes"}
 
 
 def _tick(rt: Runtime) -> TickReport:
@@ -89,7 +98,7 @@ def _tick(rt: Runtime) -> TickReport:
         with EventLog.collect() as report.decisions:
             now = rt.now_ms()
             for bucket, member, score in _due(rt, now):
-                outcome = _visit_safely(rt, bucket, member, score, now)
+                outcome = visit_or_retry(rt, bucket, member, score, now)
                 report.counts[outcome] = report.counts.get(outcome, 0) + 1
     finally:
         rt.scripts.tick_lock(keys=[rt.keyspace.tick_lock], args=[holder])
@@ -110,7 +119,7 @@ def _due(rt: Runtime, now: int) -> list[tuple[str, str, float]]:
     ]
 
 
-def _visit_safely(rt: Runtime, bucket: str, member: str, score: float, now: int) -> str:
+def visit_or_retry(rt: Runtime, bucket: str, member: str, score: float, now: int) -> str:
     try:
         return visit(rt, bucket, member, score, now)
     except (CorruptActorData, ActorNotRegistered) as exc:
@@ -122,12 +131,16 @@ def _visit_safely(rt: Runtime, bucket: str, member: str, score: float, now: int)
     except RedisUnavailable:
         raise
     except Exception as exc:
-        # Anything else (a field that is not what we wrote, a bug) must neither stop the
+        # Anything else (Redis refusing writes, out of memory; a bug) must neither stop the
         # tick for every other actor nor lose this one: it is logged and looked at again a
-        # little later.
+        # little later. If Redis refuses to move the hint too, it stays due as it was.
         log.exception("celery_supervise tick_visit_failed member=%s", member)
         rt.events.record("tick_visit_failed", member=member, error=repr(exc))
-        move_hint(rt, bucket, member, score, rt.now_ms() + RETRY_FAILED_VISIT_MS)
+        try:
+            with redis_errors(f"hint of {member}"):
+                move_hint(rt, bucket, member, score, rt.now_ms() + RETRY_FAILED_VISIT_MS)
+        except RedisRejected:
+            pass
         return "failed"
 
 
@@ -363,7 +376,7 @@ def worker_lost(v: Visit, look: Look) -> str:
     try:
         entry: Entry | None = Entry.parse(head, where=f"actor {keys.type_name}:{keys.key}")
     except CorruptActorData:
-        entry = None
+        entry = unparsed_entry(head)  # tied to the garbage head, like any message
     attempt = (
         look.field_int("attempts") + 1 if entry and meta.get("attempt_seq") == str(entry.seq) else 1
     )

@@ -11,8 +11,13 @@
 --   {'halted', status}        backoff / crashed / stopped / quarantined: not runnable now
 --   {'ok', token, version, state|false, attempt_seq, attempts, entry_1, ...}
 local meta, mbox = KEYS[1], KEYS[2]
+local err = check_types(meta, 'hash', mbox, 'list')
+if err then return err end
 local m = redis.call('HMGET', meta, 'status', 'lease_until', 'state', 'version',
                      'attempt_seq', 'attempts', 'type', 'claim_nonce', 'token')
+err = check_status(m[1]) or check_int(m[2], 'lease_until') or check_int(m[4], 'version')
+  or check_int(m[5], 'attempt_seq') or check_int(m[6], 'attempts') or check_int(m[9], 'token')
+if err then return err end
 local status, lease_until = m[1], m[2]
 if not m[7] then return {'empty'} end
 if status ~= 'idle' and status ~= 'active' then
@@ -26,7 +31,7 @@ local function granted(token)
   for i = 1, #entries do out[#out + 1] = entries[i] end
   return out
 end
-if lease_until and lease_until ~= '' then
+if lease_until then
   if m[8] == ARGV[4] then return granted(tonumber(m[9])) end
   if tonumber(lease_until) > now then return {'busy', lease_until} end
   return {'expired'}

@@ -17,7 +17,13 @@
 -- A retry of a commit that was applied but whose reply was lost returns {'ok', version}.
 local meta, mbox, hist, attempts, outbox, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local isolates = KEYS[7]
-local m = redis.call('HMGET', meta, 'token', 'lease_until', 'consumed', 'version')
+local err = check_types(meta, 'hash', mbox, 'list', hist, 'list', outbox, 'list',
+                        timers, 'zset', isolates, 'hash')
+if err then return err end
+local m = redis.call('HMGET', meta, 'token', 'lease_until', 'consumed', 'version', 'seq')
+err = check_int(m[2], 'lease_until') or check_int(m[3], 'consumed') or check_int(m[4], 'version')
+  or check_int(m[5], 'seq')
+if err then return err end
 if m[1] ~= ARGV[1] or not m[2] then return {'stale'} end
 if m[3] == ARGV[2] then return {'ok', tonumber(m[4])} end
 local now = now_ms()

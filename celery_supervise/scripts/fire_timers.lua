@@ -2,6 +2,11 @@
 -- KEYS[1] meta  KEYS[2] mailbox  KEYS[3] timers
 -- Returns {woke (0|1), fired, next_due_ms or -1}
 local meta, mbox, timers = KEYS[1], KEYS[2], KEYS[3]
+local err = check_types(meta, 'hash', mbox, 'list', timers, 'zset')
+if err then return err end
+local m = redis.call('HMGET', meta, 'seq', 'status')
+err = check_int(m[1], 'seq') or check_status(m[2])
+if err then return err end
 local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', timers, '-inf', now)
 for i = 1, #due do

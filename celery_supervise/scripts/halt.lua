@@ -7,7 +7,12 @@
 -- so two ticks applying one plan cannot restart a sibling twice
 -- Returns {'ok', previous status} | {'skip', status}
 local meta = KEYS[1]
-local status = redis.call('HGET', meta, 'status')
+local err = check_type(meta, 'hash')
+if err then return err end
+local m = redis.call('HMGET', meta, 'status', 'lease_until', 'token')
+local status = m[1]
+err = check_status(status) or check_int(m[2], 'lease_until') or check_int(m[3], 'token')
+if err then return err end
 if not status then return {'skip', 'missing'} end
 if ARGV[4] ~= '*' and not string.find(',' .. ARGV[4] .. ',', ',' .. status .. ',', 1, true) then
   return {'skip', status}
@@ -17,7 +22,7 @@ if ARGV[5] ~= '' then
   redis.call('HSET', meta, 'halt_cause', ARGV[5])
 end
 local now = now_ms()
-if redis.call('HEXISTS', meta, 'lease_until') == 1 then
+if m[2] then
   redis.call('HINCRBY', meta, 'token', 1)
   redis.call('HDEL', meta, 'lease_until', 'lease_owner')
 end

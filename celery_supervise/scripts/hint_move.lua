@@ -3,6 +3,8 @@
 -- KEYS[1] due bucket (sorted set)
 -- ARGV[1] member   ARGV[2] score read earlier   ARGV[3] new score, or "" to drop it
 -- Returns 1 if the hint was changed, else 0.
+local err = check_type(KEYS[1], 'zset')
+if err then return err end
 local current = redis.call('ZSCORE', KEYS[1], ARGV[1])
 local old = tonumber(ARGV[2])
 if ARGV[3] == '' then

@@ -5,6 +5,8 @@
 -- KEYS[1] isolates   ARGV[1] isolate id   ARGV[2] mark name   ARGV[3] "now" or a value
 -- ARGV[4] "1": only if the mark is absent (claim the right to publish once)
 -- Returns 1 if updated, 0 if the mark was already set, -1 if no longer pending.
+local err = check_type(KEYS[1], 'hash')
+if err then return err end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
 local field = ARGV[1] .. '|' .. ARGV[2]
 if ARGV[4] == '1' and redis.call('HEXISTS', KEYS[1], field) == 1 then return 0 end

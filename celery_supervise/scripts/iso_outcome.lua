@@ -5,6 +5,11 @@
 -- Returns 1 if the actor must be woken, 0 if delivered to a busy/halted actor, -1 if the
 -- outcome was already delivered.
 local meta, mbox, isolates = KEYS[1], KEYS[2], KEYS[3]
+local err = check_types(meta, 'hash', mbox, 'list', isolates, 'hash')
+if err then return err end
+local m = redis.call('HMGET', meta, 'seq', 'status')
+err = check_int(m[1], 'seq') or check_status(m[2])
+if err then return err end
 if redis.call('HDEL', isolates, ARGV[1]) == 0 then return -1 end
 redis.call('HDEL', isolates, ARGV[1] .. '|published', ARGV[1] .. '|heartbeat', ARGV[1] .. '|started')
 local now = now_ms()

@@ -4,7 +4,11 @@
 -- ARGV[1] fencing token
 -- Returns {'more'} | {'idle'} | {'stopped'} | {'stale'}
 local meta, mbox = KEYS[1], KEYS[2]
+local err = check_types(meta, 'hash', mbox, 'list')
+if err then return err end
 local m = redis.call('HMGET', meta, 'token', 'lease_until', 'stop_requested')
+err = check_int(m[2], 'lease_until')
+if err then return err end
 if m[1] ~= ARGV[1] or not m[2] then return {'stale'} end
 local now = now_ms()
 redis.call('HDEL', meta, 'lease_until', 'lease_owner')

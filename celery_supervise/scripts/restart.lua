@@ -6,8 +6,13 @@
 -- ARGV[6] for reset: the version whose state ARGV[3] is (a rollback), or "" (initial state)
 -- Returns {'woke'} (caller publishes a run) | {'idle'} | {'skip', status}
 local meta, mbox, hist = KEYS[1], KEYS[2], KEYS[3]
-local m = redis.call('HMGET', meta, 'status', 'restart_at')
+local err = check_types(meta, 'hash', mbox, 'list', hist, 'list')
+if err then return err end
+local m = redis.call('HMGET', meta, 'status', 'restart_at', 'lease_until', 'token', 'version')
 local status = m[1]
+err = check_status(status) or check_int(m[2], 'restart_at') or check_int(m[3], 'lease_until')
+  or check_int(m[4], 'token') or check_int(m[5], 'version')
+if err then return err end
 if not status then return {'skip', 'missing'} end
 local now = now_ms()
 if ARGV[1] == 'due' then
@@ -15,7 +20,7 @@ if ARGV[1] == 'due' then
 elseif status == 'idle' or status == 'active' then
   if ARGV[2] ~= 'reset' then return {'skip', status} end
 end
-if redis.call('HEXISTS', meta, 'lease_until') == 1 then
+if m[3] then
   redis.call('HINCRBY', meta, 'token', 1)
   redis.call('HDEL', meta, 'lease_until', 'lease_owner')
 end

@@ -5,7 +5,12 @@
 -- ARGV[2] the longest that age grows to (ms)
 -- Returns 1 if the caller should publish a run, else 0.
 local meta, mbox = KEYS[1], KEYS[2]
+local err = check_types(meta, 'hash', mbox, 'list')
+if err then return err end
 local m = redis.call('HMGET', meta, 'status', 'sched', 'sched_at', 'lease_until', 'rewakes')
+err = check_status(m[1]) or check_int(m[3], 'sched_at') or check_int(m[4], 'lease_until')
+  or check_int(m[5], 'rewakes')
+if err then return err end
 if m[1] ~= 'idle' and m[1] ~= 'active' then return 0 end
 if m[4] then return 0 end
 if redis.call('LLEN', mbox) == 0 then return 0 end

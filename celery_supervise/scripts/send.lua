@@ -9,14 +9,31 @@
 -- Returns {woke (0|1), seq_1, ..., seq_n}; a seq is negative for a duplicate caller id
 -- (it is the seq the first send got) and 0 for a duplicate relay.
 local meta, mbox = KEYS[1], KEYS[2]
-local err = check_owner(meta, ARGV[1], ARGV[2])
+local err = check_types(meta, 'hash', mbox, 'list')
 if err then return err end
+err = check_owner(meta, ARGV[1], ARGV[2])
+if err then return err end
+local m = redis.call('HMGET', meta, 'seq', 'status')
+err = check_int(m[1], 'seq') or check_status(m[2])
+if err then return err end
+local window, n = tonumber(ARGV[3]), tonumber(ARGV[4])
+for i = 1, n do
+  -- Every dedup mark is read below: a garbage one must stop the send before its first write.
+  if ARGV[7 + 3 * (i - 1)] ~= '0' then
+    local dedup = KEYS[2 + i]
+    err = check_type(dedup, 'string')
+    if err then return err end
+    local mark = redis.call('GET', dedup)
+    if mark and not (string.match(mark, '^%d+$') and #mark <= 18) then
+      return corrupt(dedup .. ' holds no sequence number or ordinal: ' .. shown(mark))
+    end
+  end
+end
 local now = now_ms()
 if redis.call('HSETNX', meta, 'type', ARGV[1]) == 1 then
   redis.call('HSET', meta, 'key', ARGV[2], 'version', 0, 'status', 'idle', 'token', 0,
              'seq', 0, 'consumed', 0, 'sched', 0, 'created_at', now)
 end
-local window, n = tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {0}
 for i = 1, n do
   local header, body, given = ARGV[5 + 3 * (i - 1)], ARGV[6 + 3 * (i - 1)], ARGV[7 + 3 * (i - 1)]

@@ -1,0 +1,321 @@
+"""Scripts are not transactions: Redis keeps a script's earlier writes when it fails later. So
+every script that writes checks everything it reads or increments before its first write.
+
+For each such script: a scenario in which it writes (checked: without garbage it changes
+something), then garbage planted in one field it interprets or one key it touches (a key of
+the wrong type), and the call must be refused with the library's corruption marker naming
+the field or key, every key byte-identical to before. Scripts are called through
+``Scripts(client)`` with explicit KEYS/ARGV on the real Redis; the last tests go through the
+public API (a garbage mailbox head, duplicate replies)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import pytest
+import redis
+
+from celery_supervise import CorruptActorData
+from celery_supervise.effects import relay_outbox
+from celery_supervise.keyspace import ActorKeys, Keyspace
+from celery_supervise.scripts import Scripts
+
+T, K = "atom.type", "k1"
+FAR = 10**13  # a lease or time far in the future (ms)
+
+
+def image(client: redis.Redis, prefix: str) -> dict[bytes, bytes | None]:
+    """Every key under ``prefix`` with its serialized value and TTL state."""
+    keys = sorted(client.scan_iter(match=f"{prefix}:*", count=1000))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.dump(key)
+    return dict(zip(keys, pipe.execute(), strict=True))
+
+
+@dataclass
+class World:
+    client: redis.Redis
+    scripts: Scripts
+    prefix: str
+    keys: ActorKeys
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def meta(self, **fields: Any) -> None:
+        self.client.hset(self.keys.meta, mapping={k: v for k, v in fields.items()})
+
+
+#: A valid actor; each scenario adjusts it to a state in which its script writes.
+BASE_META = {
+    "type": T, "key": K, "version": 3, "status": "active", "token": 5, "seq": 2,
+    "consumed": 1, "sched": 1, "sched_at": 1, "lease_until": FAR, "lease_owner": "w",
+    "attempts": 1, "attempt_seq": 2, "crash_seq": 4, "crashes_in_row": 1, "rewakes": 0,
+    "state": '{"n":1}', "claim_nonce": "n0", "restart_at": 1, "backoff_level": 0,
+}
+HEAD = b'2 1000 {"id":"m2"}\n{"a":1}'
+
+
+def base(w: World, **changes: Any) -> None:
+    meta = {**BASE_META, **changes}
+    w.meta(**{k: v for k, v in meta.items() if v is not None})
+    w.client.rpush(w.keys.mailbox, HEAD)
+    w.client.lpush(w.keys.history, b'{"version":3,"at":1,"state":{"n":1}}')
+    w.client.lpush(w.keys.crashes, b'{"reason":"x"}')
+    w.client.rpush(w.keys.attempts, b'{"attempt":1}')
+    w.client.rpush(w.keys.dead, b'{"seq":1}')
+    w.client.rpush(w.keys.outbox, b'{"kind":"old"}')
+    w.client.zadd(w.keys.timers, {b'{"id":"t0","timer":true}\n1': 1})
+    w.client.hset(w.keys.isolates, "iso1", '{"tag":"t"}')
+
+
+@dataclass
+class Case:
+    script: str
+    setup: Callable[[World], None]
+    keys: Callable[[World], list[str]]
+    args: Callable[[World], list[Any]]
+    #: meta fields the script interprets (numbers, status), each planted with garbage
+    fields: list[str]
+    #: (ActorKeys attribute or World.extra name, the type the key must hold)
+    typed: list[tuple[str, str]]
+
+
+def actor_keys(*attrs: str) -> Callable[[World], list[str]]:
+    return lambda w: [w.extra[a] if a in w.extra else getattr(w.keys, a) for a in attrs]
+
+
+def _send_setup(w: World) -> None:
+    base(w)
+    w.extra["dedup"] = w.keys.dedup("given-1")
+    w.extra["origin"] = w.keys.origin("other:x")
+    w.client.set(w.extra["origin"], 3)  # relays up to ordinal 3 were received
+
+
+CASES = [
+    Case("claim", lambda w: base(w, status="idle", lease_until=None),
+         actor_keys("meta", "mailbox"), lambda w: ["w1", 5000, 10, "n1"],
+         ["status", "lease_until", "version", "attempt_seq", "attempts", "token"],
+         [("meta", "hash"), ("mailbox", "list")]),
+    Case("commit", base,
+         actor_keys("meta", "mailbox", "history", "attempts", "outbox", "timers", "isolates"),
+         lambda w: [5, 2, '{"n":2}', '{"message_id":"m2","state":{"n":2}}', 10, 5000, "0",
+                    1, 1, 1, 1, "1", '{"kind":"send"}', '{"id":"self"}', '{"b":1}',
+                    1000, '{"id":"t1","timer":true}\n1', "iso2", '{"tag":"u"}'],
+         ["lease_until", "consumed", "version", "seq"],
+         [("meta", "hash"), ("mailbox", "list"), ("history", "list"), ("outbox", "list"),
+          ("timers", "zset"), ("isolates", "hash")]),
+    Case("crash", base,  # attempt 2 of max 2: the dead-letter path, every key written
+         actor_keys("meta", "mailbox", "crashes", "attempts", "dead", "outbox"),
+         lambda w: [5, 2, '{"reason":"exception"}', 2, "0", 50],
+         ["token", "lease_until", "attempt_seq", "attempts", "crash_seq", "crashes_in_row"],
+         [("meta", "hash"), ("mailbox", "list"), ("crashes", "list"), ("attempts", "list"),
+          ("dead", "list"), ("outbox", "list")]),
+    Case("release", base, actor_keys("meta", "mailbox"), lambda w: [5],
+         ["lease_until"], [("meta", "hash"), ("mailbox", "list")]),
+    Case("renew", base, actor_keys("meta"), lambda w: [5, 5000],
+         ["lease_until"], [("meta", "hash")]),
+    Case("settle", lambda w: base(w, status="crashed", lease_until=None),
+         actor_keys("meta"), lambda w: [4, "backoff", 1000, 1, "restart"],
+         ["status", "crash_seq"], [("meta", "hash")]),
+    Case("halt", base, actor_keys("meta"), lambda w: ["stopped", "operator", 0, "*", ""],
+         ["status", "lease_until", "token"], [("meta", "hash")]),
+    Case("restart", lambda w: base(w, status="backoff"),
+         actor_keys("meta", "mailbox", "history"),
+         lambda w: ["due", "reset", '{"n":0}', 10, "1", ""],
+         ["status", "restart_at", "lease_until", "token", "version"],
+         [("meta", "hash"), ("mailbox", "list"), ("history", "list")]),
+    Case("rewake", lambda w: base(w, lease_until=None), actor_keys("meta", "mailbox"),
+         lambda w: [1000, 300000], ["status", "sched_at", "lease_until", "rewakes"],
+         [("meta", "hash"), ("mailbox", "list")]),
+    Case("fire_timers", lambda w: base(w, status="idle", sched=0, lease_until=None),
+         actor_keys("meta", "mailbox", "timers"), lambda w: [], ["seq", "status"],
+         [("meta", "hash"), ("mailbox", "list"), ("timers", "zset")]),
+    Case("iso_outcome", lambda w: base(w, status="idle", sched=0, lease_until=None),
+         actor_keys("meta", "mailbox", "isolates"),
+         lambda w: ["iso1", '{"id":"iso1.outcome"}', '{"isolated":"t","ok":true}'],
+         ["seq", "status"], [("meta", "hash"), ("mailbox", "list"), ("isolates", "hash")]),
+    Case("iso_mark", base, actor_keys("isolates"), lambda w: ["iso1", "heartbeat", "now", "0"],
+         [], [("isolates", "hash")]),
+    Case("send", _send_setup, actor_keys("meta", "mailbox", "dedup", "origin"),
+         lambda w: [T, K, 100, 2, '{"id":"given-1"}', '"a"', "1", '{"id":"r"}', '"b"', "2:5"],
+         ["seq", "status"],
+         [("meta", "hash"), ("mailbox", "list"), ("dedup", "string"), ("origin", "string")]),
+    Case("hint_move", lambda w: (base(w), w.extra.update(bucket=f"{w.prefix}:due:{{0}}"),
+                                 w.client.zadd(w.extra["bucket"], {"m": 5})),
+         actor_keys("bucket"), lambda w: ["m", 5, 9], [], [("bucket", "zset")]),
+    Case("reply", lambda w: (base(w), w.extra.update(reply=f"{w.prefix}:reply:{{m}}",
+                                                     marker=f"{w.prefix}:reply:{{m}}:pushed")),
+         actor_keys("reply", "marker"), lambda w: ['{"value":1}', 300], [],
+         [("reply", "list"), ("marker", "string")]),
+]
+BY_NAME = {c.script: c for c in CASES}
+
+
+def _targets() -> list[tuple[str, str, str]]:
+    out = []
+    for case in CASES:
+        out += [(case.script, "field", f) for f in case.fields]
+        out += [(case.script, "type", attr) for attr, _ in case.typed]
+    return out
+
+
+@pytest.fixture
+def world(redis_client: redis.Redis) -> World:
+    prefix = f"atom-{uuid.uuid4().hex[:8]}"
+    return World(redis_client, Scripts(redis_client), prefix, Keyspace(prefix).actor(T, K))
+
+
+def _call(w: World, case: Case) -> Any:
+    return getattr(w.scripts, case.script)(keys=case.keys(w), args=case.args(w))
+
+
+def test_every_writing_script_has_a_case() -> None:
+    from celery_supervise.scripts import SCRIPT_NAMES
+
+    assert set(SCRIPT_NAMES) - set(BY_NAME) == {"tick_lock"}  # tested below on its own
+
+
+@pytest.mark.parametrize("name", [c.script for c in CASES])
+def test_each_scenario_writes_without_garbage(world: World, name: str) -> None:
+    """The control: in each scenario the script does write, so the refusals below matter."""
+    case = BY_NAME[name]
+    case.setup(world)
+    before = image(world.client, world.prefix)
+    _call(world, case)
+    assert image(world.client, world.prefix) != before
+
+
+def _plant(w: World, case: Case, kind: str, target: str) -> str:
+    """Plant garbage; return the word the error must contain."""
+    if kind == "field":
+        w.client.hset(w.keys.meta, target, b"x\xff7")
+        return f"field {target} "
+    name = w.extra[target] if target in w.extra else getattr(w.keys, target)
+    w.client.delete(name)
+    expected = dict(case.typed)[target]
+    if expected == "string":
+        w.client.rpush(name, b"x")
+    else:
+        w.client.set(name, b"x")
+    return name
+
+
+@pytest.mark.parametrize(("name", "kind", "target"), _targets())
+def test_garbage_is_refused_before_any_write(
+    world: World, name: str, kind: str, target: str
+) -> None:
+    case = BY_NAME[name]
+    case.setup(world)
+    word = _plant(world, case, kind, target)
+    before = image(world.client, world.prefix)
+    with pytest.raises(redis.ResponseError) as info:
+        _call(world, case)
+    assert image(world.client, world.prefix) == before, f"{name} wrote before refusing"
+    text = str(info.value)
+    assert text.startswith("CORRUPT"), text
+    assert word in text, f"{text!r} does not name {word!r}"
+
+
+@pytest.mark.parametrize("garbage", [b"x", b"3x", b"1" * 30, b"\xff"])
+def test_garbage_dedup_marks_stop_a_send_of_several(world: World, garbage: bytes) -> None:
+    """A batch whose second message meets a garbage mark appends nothing, not even the first."""
+    case = BY_NAME["send"]
+    case.setup(world)
+    world.client.set(world.extra["origin"], garbage)
+    before = image(world.client, world.prefix)
+    with pytest.raises(redis.ResponseError, match=r"^CORRUPT .*from:"):
+        _call(world, case)
+    assert image(world.client, world.prefix) == before
+
+
+def test_tick_lock_with_garbage_changes_nothing(world: World) -> None:
+    lock = f"{world.prefix}:tick:lock"
+    world.client.rpush(lock, b"x")
+    before = image(world.client, world.prefix)
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        world.scripts.tick_lock(keys=[lock], args=["holder"])
+    assert image(world.client, world.prefix) == before
+
+
+# -- through the public API ------------------------------------------------------------------
+
+
+@pytest.fixture
+def local(bank: ModuleType, supervise_runner: Any) -> Any:
+    return supervise_runner(bank.supervision)
+
+
+def test_garbage_seq_refuses_the_send_naming_it(
+    bank: ModuleType, local: Any, redis_client: redis.Redis
+) -> None:
+    ref = bank.poison.ref("seq-garbage")
+    ref.send("a")
+    local.run()
+    redis_client.hset(ref.keys.meta, "seq", "oops")
+    before = image(redis_client, "t")
+    with pytest.raises(CorruptActorData, match="meta field seq is not an integer"):
+        ref.send("b")
+    assert image(redis_client, "t") == before
+
+
+@pytest.mark.parametrize(
+    "garbage", [b"garbage without a seq", b"\xff\xfe\x00 junk", b"0 1 {}\n1", b"x 1 {}\n1",
+                b"1_0 1 {\"id\":\"m\"}\n1", b"-3 0 {}\n1", b"1234567890123456789 1 {}\n1"]
+)
+def test_garbage_head_without_a_seq_is_dead_lettered(
+    bank: ModuleType, local: Any, redis_client: redis.Redis, garbage: bytes
+) -> None:
+    """A head the runner cannot tie to a seq still counts attempts and is dead-lettered at
+    max_attempts with its bytes kept; the actor then goes on with the next message."""
+    ref = bank.poison.ref(f"junk-{uuid.uuid4().hex[:6]}")  # max_attempts=3
+    ref.send("a")
+    local.run()
+    redis_client.lpush(ref.keys.mailbox, garbage)
+    ref.send("b")
+    local.settle(4.0)
+    snap = ref.snapshot()
+    assert snap.state == {"applied": ["a", "b"]}, snap
+    assert snap.status == "idle" and snap.pending == 0
+    (letter,) = ref.dead_letters()
+    assert len(letter.crashes) == 3
+    raw = letter.message.encode("utf-8" if _utf8(garbage) else "latin-1")
+    assert raw == garbage  # the raw bytes, readable
+    assert "mailbox entry" in letter.crashes[-1]["message"]
+    assert letter.seq < 0  # a seq of its own, unique among the actor's dead letters
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def test_a_reply_relayed_twice_is_pushed_once(
+    bank: ModuleType, local: Any, redis_client: redis.Redis
+) -> None:
+    """A worker that relays and dies before removing the outbox entry, then a tick relaying
+    the same entry: the asker's list still holds one answer, and it has its TTL."""
+    from celery_supervise.delivery import reply_marker
+
+    sup = bank.supervision
+    ref = bank.poison.ref("replier")
+    item = json.dumps({"kind": "reply", "id": "ask-1", "value": 42}).encode()
+    for _ in range(2):
+        redis_client.rpush(ref.keys.outbox, item)
+        relay_outbox(sup.runtime, ref.type_name, ref.key)
+    reply_key = ref.keys.reply("ask-1")
+    assert redis_client.lrange(reply_key, 0, -1) == [b'{"value": 42}']
+    assert 0 < redis_client.ttl(reply_key) <= 300
+    assert 0 < redis_client.ttl(reply_marker(reply_key)) <= 300
+    # the asker took the answer: a late relay does not push another for a reused id
+    redis_client.delete(reply_key)
+    redis_client.rpush(ref.keys.outbox, item)
+    relay_outbox(sup.runtime, ref.type_name, ref.key)
+    assert redis_client.llen(reply_key) == 0
