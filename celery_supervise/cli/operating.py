@@ -4,13 +4,16 @@ what it did in one line (or ``--json``)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from celery.bin.base import CeleryCommand
 
 from .base import Unavailable, actor_ref, json_option, operator_errors, supervise, supervision
 from .render import echo, print_json, tick_text
+
+if TYPE_CHECKING:
+    from ..supervision import Supervision
 
 __all__ = ["restart", "resume", "tick"]
 
@@ -23,51 +26,65 @@ __all__ = ["restart", "resume", "tick"]
 def resume(ctx: click.Context, target: str, as_json: bool) -> None:
     """Resume a stopped or quarantined actor (TYPE:KEY) or supervisor (NAME)."""
     # Imported here, not at the top: every `celery` command imports this package.
-    from ..specs import is_actor_child, split_actor_child
+    from ..specs import is_actor_child
 
     sup = supervision(ctx)
     if is_actor_child(target):
-        ref = actor_ref(sup, *split_actor_child(target), must_exist=True)
-        outcome = ref.resume()
-        snap = ref.snapshot()
-        result: dict[str, Any] = {
-            "target": target,
-            "kind": "actor",
-            "outcome": "skipped" if outcome == "skip" else "resumed",
-            "status": snap.status,
-            "version": snap.version,
-        }
-        text = (
-            f"{target} is {snap.status}, not stopped or quarantined: nothing to resume"
-            if outcome == "skip"
-            else f"resumed {target} from its last good state: now {snap.status}, "
-            f"version {snap.version}"
-        )
+        result, text = _resume_actor(sup, target)
     else:
-        # The tree shell is runtime: not loaded by every `celery` command.
-        from ..operations import resume_supervisor
-
-        subtree = list(sup.tree.subtree(target))  # ConfigurationError names the known ones
-        pipe = sup.client.pipeline(transaction=False)
-        for name in subtree:
-            pipe.scard(sup.keyspace.supervisor_members(name))
-        flagged = sum(int(n) for n in pipe.execute())
-        resume_supervisor(sup.runtime, target)
-        result = {
-            "target": target,
-            "kind": "supervisor",
-            "outcome": "resumed",
-            "subtree": subtree,
-            "flagged_actors_restarted": flagged,
-        }
-        text = (
-            f"resumed supervisor {target} (subtree: {', '.join(subtree)}); its restart "
-            f"histories are cleared and {flagged} stopped actor(s) restart"
-        )
+        result, text = _resume_supervisor(sup, target)
     if as_json:
         print_json(result)
     else:
         echo(ctx, text)
+
+
+def _resume_actor(sup: Supervision, target: str) -> tuple[dict[str, Any], str]:
+    """Resume the actor ``TYPE:KEY``: what ``--json`` prints, and the line of text."""
+    # Imported here, not at the top: every `celery` command imports this package.
+    from ..specs import split_actor_child
+
+    ref = actor_ref(sup, *split_actor_child(target), must_exist=True)
+    outcome = ref.resume()
+    snap = ref.snapshot()
+    result: dict[str, Any] = {
+        "target": target,
+        "kind": "actor",
+        "outcome": "skipped" if outcome == "skip" else "resumed",
+        "status": snap.status,
+        "version": snap.version,
+    }
+    text = (
+        f"{target} is {snap.status}, not stopped or quarantined: nothing to resume"
+        if outcome == "skip"
+        else f"resumed {target} from its last good state: now {snap.status}, version {snap.version}"
+    )
+    return result, text
+
+
+def _resume_supervisor(sup: Supervision, target: str) -> tuple[dict[str, Any], str]:
+    """Resume supervisor ``target`` and its subtree: what ``--json`` prints, and the text."""
+    # The tree shell is runtime: not loaded by every `celery` command.
+    from ..operations import resume_supervisor
+
+    subtree = list(sup.tree.subtree(target))  # ConfigurationError names the known ones
+    pipe = sup.client.pipeline(transaction=False)
+    for name in subtree:
+        pipe.scard(sup.keyspace.supervisor_members(name))
+    flagged = sum(int(n) for n in pipe.execute())
+    resume_supervisor(sup.runtime, target)
+    result: dict[str, Any] = {
+        "target": target,
+        "kind": "supervisor",
+        "outcome": "resumed",
+        "subtree": subtree,
+        "flagged_actors_restarted": flagged,
+    }
+    text = (
+        f"resumed supervisor {target} (subtree: {', '.join(subtree)}); its restart "
+        f"histories are cleared and {flagged} stopped actor(s) restart"
+    )
+    return result, text
 
 
 @supervise.command(cls=CeleryCommand)

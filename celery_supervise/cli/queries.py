@@ -115,25 +115,71 @@ class TreeStatus:
     recent_events: list[dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class _StatusReads:
+    """The replies of ``tree_status``'s one pipelined round trip, in the order it asked."""
+
+    #: Per supervisor: its hash, its restart history, its flagged count and a sample of them.
+    supervisors: list[list[Any]]
+    #: Each static actor child's ``status`` field (None until it has received a message).
+    child_statuses: list[Any]
+    #: The newest events, newest first.
+    events: list[Any]
+    tick_lock: int
+
+
 def tree_status(sup: Supervision) -> TreeStatus:
     """What ``supervise status`` shows, without scanning any key space."""
     # Imported here, not at the top: every `celery` command imports this package.
-    from ..ref import public_status
-    from ..registry import all_types
-    from ..specs import is_actor_child, split_actor_child
+    from ..specs import is_actor_child
 
-    tree, ks, client = sup.tree, sup.keyspace, sup.client
+    tree = sup.tree
     names = tree.names()
+    types_by_sup, unplaced = _actor_types_by_supervisor(sup)
+    actor_children = [c for n in names for c in tree.static_children(n) if is_actor_child(c)]
+    reads = _read_status(sup, names, actor_children)
+    now = time.time()
+    child_status = _child_statuses(actor_children, reads.child_statuses)
+    supervisors = [
+        _supervisor_status(sup, name, reply, child_status, types_by_sup.get(name, []), now)
+        for name, reply in zip(names, reads.supervisors, strict=True)
+    ]
+    return TreeStatus(
+        key_prefix=sup.keyspace.prefix,
+        tick_interval=sup.settings.tick_interval,
+        tick_running=bool(reads.tick_lock),
+        now=now,
+        supervisors=supervisors,
+        unplaced_types=unplaced,
+        recent_events=_events(reads.events),
+    )
+
+
+def _actor_types_by_supervisor(sup: Supervision) -> tuple[dict[str, list[str]], list[str]]:
+    """Registered actor types (sorted) under the supervisor each names, and those whose
+    supervisor is not in the tree."""
+    # Imported here, not at the top: every `celery` command imports this package.
+    from ..registry import all_types
+
     types_by_sup: dict[str, list[str]] = {}
     unplaced: list[str] = []
     for type_name, atype in sorted(all_types().items()):
-        if atype.supervisor in tree:
+        if atype.supervisor in sup.tree:
             types_by_sup.setdefault(atype.supervisor, []).append(type_name)
         else:
             unplaced.append(type_name)
-    actor_children = [c for n in names for c in tree.static_children(n) if is_actor_child(c)]
+    return types_by_sup, unplaced
 
-    pipe = client.pipeline(transaction=False)
+
+def _read_status(
+    sup: Supervision, names: tuple[str, ...], actor_children: list[str]
+) -> _StatusReads:
+    """Everything ``status`` shows, in one pipelined round trip (no scan)."""
+    # Imported here, not at the top: every `celery` command imports this package.
+    from ..specs import split_actor_child
+
+    ks = sup.keyspace
+    pipe = sup.client.pipeline(transaction=False)
     for name in names:
         pipe.hgetall(ks.supervisor(name))
         pipe.zrange(ks.supervisor_history(name), 0, -1, withscores=True)
@@ -144,68 +190,98 @@ def tree_status(sup: Supervision) -> TreeStatus:
     pipe.xrevrange(ks.events, count=EVENTS_SHOWN)
     pipe.exists(ks.tick_lock)
     results = pipe.execute()
-    now = time.time()
+    return _StatusReads(
+        supervisors=[results[4 * i : 4 * i + 4] for i in range(len(names))],
+        child_statuses=results[4 * len(names) : -2],
+        events=results[-2],
+        tick_lock=results[-1],
+    )
 
-    child_status = {
+
+def _child_statuses(actor_children: list[str], raws: list[Any]) -> dict[str, str]:
+    # Imported here, not at the top: every `celery` command imports this package.
+    from ..ref import public_status
+
+    return {
         child: public_status(text(raw)) if raw is not None else "absent"
-        for child, raw in zip(actor_children, results[4 * len(names) : -2], strict=True)
+        for child, raw in zip(actor_children, raws, strict=True)
     }
-    supervisors = []
-    for i, name in enumerate(names):
-        raw_hash, history, flagged_count, flagged = results[4 * i : 4 * i + 4]
-        fields = {text(k): text(v) for k, v in raw_hash.items()}
-        spec = tree.spec(name)
-        restarts: list[Restart] = []
-        in_period = 0
-        for member, score in history:
-            exit_id, _, child = text(member).partition("\n")
-            restarts.append(Restart(exit_id=exit_id, child=child, at=float(score)))
-            in_period += float(score) >= now - spec.period
-        depth, parent = 0, spec.parent
-        while parent is not None:
-            depth, parent = depth + 1, tree.parent(parent)
-        supervisors.append(
-            SupervisorStatus(
-                name=name,
-                parent=spec.parent,
-                depth=depth,
-                status=fields.get("status", "running"),
-                reason=fields.get("reason"),
-                strategy=spec.strategy,
-                intensity=spec.intensity,
-                period=spec.period,
-                on_limit=spec.on_limit,
-                max_consecutive_crashes=spec.max_consecutive_crashes,
-                backoff=vars(spec.backoff),
-                children=[
-                    ActorChild(child=c, status=child_status[c])
-                    if is_actor_child(c)
-                    else SupervisorChild(child=c)
-                    for c in tree.static_children(name)
-                ],
-                actor_types=types_by_sup.get(name, []),
-                restarts=Restarts(
-                    in_period=in_period,
-                    kept=len(restarts),
-                    recent=restarts[-RESTARTS_SHOWN:][::-1],
-                ),
-                flagged=Flagged(count=int(flagged_count), shown=sorted(text(m) for m in flagged)),
-            )
-        )
+
+
+def _supervisor_status(
+    sup: Supervision,
+    name: str,
+    reply: list[Any],
+    child_status: dict[str, str],
+    actor_types: list[str],
+    now: float,
+) -> SupervisorStatus:
+    """One supervisor's node, from its share of ``_read_status``'s replies."""
+    raw_hash, history, flagged_count, flagged = reply
+    fields = {text(k): text(v) for k, v in raw_hash.items()}
+    spec = sup.tree.spec(name)
+    return SupervisorStatus(
+        name=name,
+        parent=spec.parent,
+        depth=_depth(sup, spec.parent),
+        status=fields.get("status", "running"),
+        reason=fields.get("reason"),
+        strategy=spec.strategy,
+        intensity=spec.intensity,
+        period=spec.period,
+        on_limit=spec.on_limit,
+        max_consecutive_crashes=spec.max_consecutive_crashes,
+        backoff=vars(spec.backoff),
+        children=_children(sup, name, child_status),
+        actor_types=actor_types,
+        restarts=_restarts(history, now - spec.period),
+        flagged=Flagged(count=int(flagged_count), shown=sorted(text(m) for m in flagged)),
+    )
+
+
+def _depth(sup: Supervision, parent: str | None) -> int:
+    """How many supervisors are above one whose parent is ``parent``."""
+    depth = 0
+    while parent is not None:
+        depth, parent = depth + 1, sup.tree.parent(parent)
+    return depth
+
+
+def _children(
+    sup: Supervision, name: str, child_status: dict[str, str]
+) -> list[ActorChild | SupervisorChild]:
+    # Imported here, not at the top: every `celery` command imports this package.
+    from ..specs import is_actor_child
+
+    return [
+        ActorChild(child=c, status=child_status[c])
+        if is_actor_child(c)
+        else SupervisorChild(child=c)
+        for c in sup.tree.static_children(name)
+    ]
+
+
+def _restarts(history: list[tuple[bytes, float]], period_start: float) -> Restarts:
+    """A supervisor's restart history (oldest first, as stored) as ``status`` shows it."""
+    restarts: list[Restart] = []
+    in_period = 0
+    for member, score in history:
+        exit_id, _, child = text(member).partition("\n")
+        restarts.append(Restart(exit_id=exit_id, child=child, at=float(score)))
+        in_period += float(score) >= period_start
+    return Restarts(
+        in_period=in_period, kept=len(restarts), recent=restarts[-RESTARTS_SHOWN:][::-1]
+    )
+
+
+def _events(entries: list[Any]) -> list[dict[str, Any]]:
+    """The events stream's entries (newest first), oldest first, each with ``id`` and ``at``."""
     events = []
-    for entry_id, entry in reversed(results[-2]):
+    for entry_id, entry in reversed(entries):
         record = json.loads(text(entry.get(b"event", b"{}")))
         stream_id = text(entry_id)
         events.append({"id": stream_id, "at": int(stream_id.split("-")[0]) / 1000, **record})
-    return TreeStatus(
-        key_prefix=ks.prefix,
-        tick_interval=sup.settings.tick_interval,
-        tick_running=bool(results[-1]),
-        now=now,
-        supervisors=supervisors,
-        unplaced_types=unplaced,
-        recent_events=events,
-    )
+    return events
 
 
 # -- one actor ---------------------------------------------------------------------------------

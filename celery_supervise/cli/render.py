@@ -13,7 +13,14 @@ import click
 from .queries import ActorChild
 
 if TYPE_CHECKING:
-    from .queries import ActorDeadLetters, ActorReport, DeadLetterHolder, TreeStatus
+    from .queries import (
+        ActorDeadLetters,
+        ActorReport,
+        DeadLetterHolder,
+        Flagged,
+        SupervisorStatus,
+        TreeStatus,
+    )
 
 __all__ = [
     "actor_text",
@@ -81,7 +88,6 @@ def _describe_crash(crash: dict[str, Any], now: float) -> str:
 
 
 def status_text(ctx: click.Context, report: TreeStatus) -> None:
-    now = report.now
     tick = "a tick is running now" if report.tick_running else "no tick running now"
     echo(
         ctx,
@@ -89,37 +95,7 @@ def status_text(ctx: click.Context, report: TreeStatus) -> None:
         f"{report.tick_interval:g} s; {tick})",
     )
     for node in report.supervisors:
-        pad = "    " * node.depth
-        # A running supervisor's reason is only its last transition ("operator resume").
-        halted = node.reason and node.status != "running"
-        reason = f" ({node.reason})" if halted else ""
-        echo(ctx)
-        echo(ctx, f"{pad}{_style(ctx, node.name, bold=True)}  {_status(ctx, node.status)}{reason}")
-        pad += "  "
-        echo(
-            ctx,
-            f"{pad}{node.strategy}, intensity {node.intensity} per {node.period:g} s, "
-            f"on_limit {node.on_limit}, max_consecutive_crashes "
-            f"{node.max_consecutive_crashes}",
-        )
-        restarts = node.restarts
-        line = f"{pad}restarts: {restarts.in_period} in the last {node.period:g} s"
-        echo(ctx, line + (f" ({restarts.kept} kept)" if restarts.kept else ""))
-        for r in restarts.recent:
-            echo(ctx, f"{pad}  {_when(r.at, now)}  {r.child}  (exit {r.exit_id})")
-        types = ", ".join(node.actor_types) or "(none)"
-        echo(ctx, f"{pad}actor types: {types}")
-        if node.children:
-            echo(ctx, f"{pad}static children:")
-            for c in node.children:
-                what = _status(ctx, c.status) if isinstance(c, ActorChild) else "supervisor"
-                echo(ctx, f"{pad}  {c.child}  {what}")
-        flagged = node.flagged
-        if flagged.count:
-            more = f" (showing {len(flagged.shown)})" if flagged.count > len(flagged.shown) else ""
-            echo(ctx, f"{pad}stopped/crashed/quarantined actors: {flagged.count}{more}")
-            for member in flagged.shown:
-                echo(ctx, f"{pad}  {member}")
+        _supervisor_text(ctx, node, report.now)
     if report.unplaced_types:
         echo(ctx)
         echo(
@@ -127,20 +103,69 @@ def status_text(ctx: click.Context, report: TreeStatus) -> None:
             "actor types whose supervisor is not in the tree: " + ", ".join(report.unplaced_types),
         )
     echo(ctx)
-    events = report.recent_events
+    _events_text(ctx, report.recent_events, report.now)
+
+
+def _supervisor_text(ctx: click.Context, node: SupervisorStatus, now: float) -> None:
+    """One supervisor's block, indented by its depth in the tree."""
+    pad = "    " * node.depth
+    # A running supervisor's reason is only its last transition ("operator resume").
+    halted = node.reason and node.status != "running"
+    reason = f" ({node.reason})" if halted else ""
+    echo(ctx)
+    echo(ctx, f"{pad}{_style(ctx, node.name, bold=True)}  {_status(ctx, node.status)}{reason}")
+    pad += "  "
+    echo(
+        ctx,
+        f"{pad}{node.strategy}, intensity {node.intensity} per {node.period:g} s, "
+        f"on_limit {node.on_limit}, max_consecutive_crashes "
+        f"{node.max_consecutive_crashes}",
+    )
+    _restarts_text(ctx, node, pad, now)
+    types = ", ".join(node.actor_types) or "(none)"
+    echo(ctx, f"{pad}actor types: {types}")
+    if node.children:
+        echo(ctx, f"{pad}static children:")
+        for c in node.children:
+            what = _status(ctx, c.status) if isinstance(c, ActorChild) else "supervisor"
+            echo(ctx, f"{pad}  {c.child}  {what}")
+    _flagged_text(ctx, node.flagged, pad)
+
+
+def _restarts_text(ctx: click.Context, node: SupervisorStatus, pad: str, now: float) -> None:
+    restarts = node.restarts
+    line = f"{pad}restarts: {restarts.in_period} in the last {node.period:g} s"
+    echo(ctx, line + (f" ({restarts.kept} kept)" if restarts.kept else ""))
+    for r in restarts.recent:
+        echo(ctx, f"{pad}  {_when(r.at, now)}  {r.child}  (exit {r.exit_id})")
+
+
+def _flagged_text(ctx: click.Context, flagged: Flagged, pad: str) -> None:
+    if flagged.count:
+        more = f" (showing {len(flagged.shown)})" if flagged.count > len(flagged.shown) else ""
+        echo(ctx, f"{pad}stopped/crashed/quarantined actors: {flagged.count}{more}")
+        for member in flagged.shown:
+            echo(ctx, f"{pad}  {member}")
+
+
+def _events_text(ctx: click.Context, events: list[dict[str, Any]], now: float) -> None:
     echo(ctx, f"Recent decisions ({len(events)}, oldest first):" if events else "No decisions yet.")
     for event in events:
-        # Nested values (a decision's restart record) and repeats are in --json.
-        details = " ".join(
-            f"{k}={_compact(v, 60)}"
-            for k, v in event.items()
-            if k not in ("id", "at", "event")
-            and v is not None
-            and not isinstance(v, dict | list)
-            and not (k == "cause_exit_id" and v == event.get("exit_id"))
-        )
         kind = _style(ctx, event["event"], bold=True)
-        echo(ctx, f"  {_when(event['at'], now)}  {kind}  {details}")
+        echo(ctx, f"  {_when(event['at'], now)}  {kind}  {_event_details(event)}")
+
+
+def _event_details(event: dict[str, Any]) -> str:
+    """An event's flat fields as ``key=value``, past its id, time and kind."""
+    # Nested values (a decision's restart record) and repeats are in --json.
+    return " ".join(
+        f"{k}={_compact(v, 60)}"
+        for k, v in event.items()
+        if k not in ("id", "at", "event")
+        and v is not None
+        and not isinstance(v, dict | list)
+        and not (k == "cause_exit_id" and v == event.get("exit_id"))
+    )
 
 
 def actor_text(ctx: click.Context, report: ActorReport) -> None:
