@@ -131,7 +131,7 @@ def test_cli_commands_shown_exist() -> None:
 
 
 def test_numbers_in_decisions_match_the_code() -> None:
-    from celery_supervise import runner, store, supervision, tick
+    from celery_supervise import delivery, runner, runtime, store, tick
 
     text = (DOCS / "decisions.md").read_text()
     assert runner.BATCH_SIZE == 32 and runner.BATCH_SECONDS == 1.0
@@ -139,9 +139,9 @@ def test_numbers_in_decisions_match_the_code() -> None:
     assert tick.REPAIR_CAP == 300.0 and "up to 300 s" in text
     assert tick.DUE_PER_BUCKET == 500 and "500 per shard" in text
     assert store.CRASHES_KEPT == 50 and "50 crash records" in text
-    assert store.REPLY_TTL_SECONDS == 300 and "300 s" in text
-    assert store.REDIS_PATIENCE == 120.0 and "120 s" in text
-    assert supervision.EVENTS_KEPT == 10_000
+    assert delivery.REPLY_TTL_SECONDS == 300 and "300 s" in text
+    assert runtime.REDIS_PATIENCE == 120.0 and "120 s" in text
+    assert runtime.EVENTS_KEPT == 10_000
 
 
 # -- the examples, run -------------------------------------------------------------------------
