@@ -51,6 +51,9 @@ DECISIONS_IN_RESULT = 50
 #: Longest a repaired-but-still-unclaimed actor waits between re-publishes (seconds).
 REPAIR_CAP = 300.0
 
+#: Actor types this process's ticks met without knowing them (each logged once).
+_unknown_types: set[str] = set()
+
 
 @dataclass
 class TickReport:
@@ -122,9 +125,19 @@ def _due(rt: Runtime, now: int) -> list[tuple[str, str, float]]:
 def visit_or_retry(rt: Runtime, bucket: str, member: str, score: float, now: int) -> str:
     try:
         return visit(rt, bucket, member, score, now)
-    except (CorruptActorData, ActorNotRegistered) as exc:
-        # Garbage in the actor's keys, or a type no process declares: named in an event;
-        # nothing else is touched, and the tick goes on (SPEC 6.6).
+    except ActorNotRegistered as exc:
+        # This process does not know the type (a rolling deploy, a worker that imports only
+        # some modules): not the actor's fault. Looked at again later, by this tick or one
+        # that knows the type; said once per type and process.
+        type_name = parse_actor_member(member)[0]
+        if type_name not in _unknown_types:
+            _unknown_types.add(type_name)
+            log.warning("celery_supervise tick_unknown_type %s (retried later): %s", type_name, exc)
+        move_hint(rt, bucket, member, score, rt.now_ms() + RETRY_FAILED_VISIT_MS)
+        return "unknown_type"
+    except CorruptActorData as exc:
+        # Garbage in the actor's keys: named in an event; nothing else is touched, and the
+        # tick goes on (SPEC 6.6).
         rt.events.record("corrupt_actor", member=member, error=str(exc))
         move_hint(rt, bucket, member, score, None)
         return "corrupt"
@@ -308,13 +321,14 @@ def rewake(v: Visit, look: Look) -> str | None:
 def drop_if_unchanged(
     rt: Runtime, bucket: str, member: str, score: float, keys: ActorKeys, look: Look
 ) -> None:
-    """Drop the hint of an actor that needs nothing -- unless a message arrived since we
-    looked. A send writes its hint before *and after* its append, and this re-check runs
-    after the drop, so one of the two always sees the other: either the re-check sees the
-    new sequence number and puts the hint back, or the send's second hint lands after the
-    drop."""
+    """Drop the hint of an actor that needs nothing -- unless it changed since we looked.
+    Every script that changes an actor bumps its ``rev``; a change writes its hint with
+    ``ZADD LT``, a no-op over the older hint this tick read. This re-check runs after the
+    drop, so one of the two always sees the other: either the re-check sees the new ``rev``
+    and puts the hint back, or the change's hint lands after the drop (a send writes its
+    hint before *and after* its append for this reason)."""
     move_hint(rt, bucket, member, score, None)
-    if text(rt.client.hget(keys.meta, "seq") or b"") != look.meta.get("seq", ""):
+    if text(rt.client.hget(keys.meta, "rev") or b"") != look.meta.get("rev", ""):
         rt.client.zadd(bucket, {member: rt.now_ms()})
 
 

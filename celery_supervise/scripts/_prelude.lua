@@ -76,3 +76,10 @@ local function check_owner(meta, type_name, key)
   end
   return nil
 end
+
+-- Every change of an actor bumps 'rev': a tick that looked before the change can tell, even
+-- when the change moved no sequence number (a resume, a collateral halt). Only compared for
+-- equality, so a garbage value is simply replaced.
+local function bump_rev(meta)
+  redis.call('HSET', meta, 'rev', (tonumber(redis.call('HGET', meta, 'rev')) or 0) + 1)
+end

@@ -44,4 +44,5 @@ local token = redis.call('HINCRBY', meta, 'token', 1)
 redis.call('HSET', meta, 'lease_until', now + tonumber(ARGV[2]), 'lease_owner', ARGV[1],
            'status', 'active', 'sched', 1, 'rewakes', 0, 'claim_nonce', ARGV[4],
            'stepping', 1)
+bump_rev(meta)
 return granted(token)

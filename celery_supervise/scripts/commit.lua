@@ -63,4 +63,5 @@ end
 if ARGV[7] == '1' then
   redis.call('HSET', meta, 'stop_requested', 1)
 end
+bump_rev(meta)
 return {'ok', version}

@@ -120,4 +120,5 @@ local in_row = redis.call('HINCRBY', meta, 'crashes_in_row', 1)
 redis.call('HINCRBY', meta, 'token', 1)
 redis.call('HDEL', meta, 'lease_until', 'lease_owner')
 redis.call('HSET', meta, 'status', 'crashed', 'crashed_at', now, 'last_crash', record, 'sched', 0)
+bump_rev(meta)
 return {'crashed', crash_seq, attempt, is_dead, in_row}

@@ -24,4 +24,5 @@ end
 local nxt = redis.call('ZRANGE', timers, 0, 0, 'WITHSCORES')
 local next_due = -1
 if #nxt > 0 then next_due = tonumber(nxt[2]) end
+bump_rev(meta)
 return {woke, #due, next_due}

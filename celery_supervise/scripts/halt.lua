@@ -28,4 +28,5 @@ if m[2] then
 end
 redis.call('HSET', meta, 'status', ARGV[1], 'halt_reason', ARGV[2], 'sched', 0,
            'restart_at', now + tonumber(ARGV[3]))
+bump_rev(meta)
 return {'ok', status}

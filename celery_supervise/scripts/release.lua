@@ -15,11 +15,14 @@ redis.call('HDEL', meta, 'lease_until', 'lease_owner')
 if m[3] == '1' then
   redis.call('HDEL', meta, 'stop_requested')
   redis.call('HSET', meta, 'status', 'stopped', 'stopped_normally', 1, 'sched', 0, 'stopped_at', now)
+  bump_rev(meta)
   return {'stopped'}
 end
 if redis.call('LLEN', mbox) > 0 then
   redis.call('HSET', meta, 'status', 'active', 'sched', 1, 'sched_at', now)
+  bump_rev(meta)
   return {'more'}
 end
 redis.call('HSET', meta, 'status', 'idle', 'sched', 0)
+bump_rev(meta)
 return {'idle'}

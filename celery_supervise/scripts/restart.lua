@@ -40,7 +40,9 @@ redis.call('HDEL', meta, 'restart_at', 'halt_reason', 'stopped_normally', 'stop_
 redis.call('HSET', meta, 'restarted_at', now)
 if redis.call('LLEN', mbox) > 0 then
   redis.call('HSET', meta, 'status', 'active', 'sched', 1, 'sched_at', now)
+  bump_rev(meta)
   return {'woke'}
 end
 redis.call('HSET', meta, 'status', 'idle', 'sched', 0)
+bump_rev(meta)
 return {'idle'}

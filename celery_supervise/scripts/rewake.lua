@@ -19,4 +19,5 @@ local rewakes = tonumber(m[5] or '0')
 local min_age = math.min(tonumber(ARGV[1]) * (2 ^ rewakes), tonumber(ARGV[2]))
 if m[2] == '1' and now - tonumber(m[3] or '0') < min_age then return 0 end
 redis.call('HSET', meta, 'status', 'active', 'sched', 1, 'sched_at', now, 'rewakes', rewakes + 1)
+bump_rev(meta)
 return 1

@@ -62,4 +62,5 @@ if (status == 'idle' or status == 'active') and redis.call('HGET', meta, 'sched'
   redis.call('HSET', meta, 'sched', 1, 'sched_at', now, 'status', 'active')
   out[1] = 1
 end
+bump_rev(meta)
 return out

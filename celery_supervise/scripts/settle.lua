@@ -15,4 +15,5 @@ local now = now_ms()
 local restart_at = now + tonumber(ARGV[3])
 redis.call('HSET', meta, 'status', ARGV[2], 'backoff_level', ARGV[4], 'last_crash_at', now,
            'restart_at', restart_at, 'halt_reason', ARGV[5])
+bump_rev(meta)
 return {'ok', restart_at}

@@ -114,3 +114,74 @@ def test_worker_dying_between_commit_and_release_blames_no_message(
     snap = ref.snapshot()
     assert snap.last_crash is None, snap.last_crash
     assert (snap.state["applied"], snap.version, snap.pending) == (["one", "two"], 2, 0)
+
+
+# -- 7. a tick that lacks an actor type ----------------------------------------------------------
+def test_a_tick_without_the_actor_type_keeps_the_actor_for_later(
+    bank: ModuleType, local: LocalRunner, monkeypatch: Any, redis_client: Any, caplog: Any
+) -> None:
+    """A tick on a worker that does not import every module (a rolling deploy) dropped the
+    actor's hint for good: its pending message was never handled."""
+    from celery_supervise import registry
+    from celery_supervise.keyspace import actor_member
+
+    sup = bank.supervision
+    ref = sup.ref("bank.account", "rolling")
+    ref.send({"add": 1})
+    local.queue.clear()  # its run is lost: only the tick can bring it back
+    member = actor_member("bank.account", "rolling")
+    bucket = sup.keyspace.due_bucket(member)
+    redis_client.zadd(bucket, {member: 1})  # due now
+    monkeypatch.delitem(registry._REGISTRY, "bank.account")
+    with caplog.at_level("WARNING", logger="celery_supervise"):
+        local.tick()
+        redis_client.zadd(bucket, {member: 1})
+        local.tick()
+    assert redis_client.zscore(bucket, member) is not None, "the hint was dropped"
+    assert sum("bank.account" in r.getMessage() for r in caplog.records) == 1, "log it once"
+    monkeypatch.undo()
+    redis_client.zadd(bucket, {member: 1})
+    local.settle(sup.repair_after + 1.0)
+    assert ref.snapshot().state["balance"] == 1
+
+
+# -- 8. hints dropped after a change the seq does not show -------------------------------------
+def test_resume_during_a_tick_visit_keeps_the_hint(
+    bank: ModuleType, local: LocalRunner, redis_client: Any, monkeypatch: Any
+) -> None:
+    """The tick looked at a stopped actor (nothing due), an operator resumed it (its hint's
+    ZADD LT is a no-op over the older due hint) and its run was lost; the tick then dropped
+    the hint because ``seq`` had not changed: the actor stayed active with a message pending
+    and nothing would ever look at it again."""
+    from celery_supervise.keyspace import actor_member
+    from celery_supervise.store import ActorStore
+
+    sup = bank.supervision
+    ref = sup.ref("bank.account", "resumed")
+    ref.send({"add": 1})
+    local.run()
+    ref.stop()
+    ref.send({"add": 2})  # queued while stopped
+    member = actor_member("bank.account", "resumed")
+    bucket = sup.keyspace.due_bucket(member)
+    redis_client.zadd(bucket, {member: 1})
+    real_look = ActorStore.look
+    resumed: list[bool] = []
+
+    def look_then_operator_resumes(store: Any, keys: Any) -> Any:
+        look = real_look(store, keys)
+        if not resumed:
+            resumed.append(True)
+            sup.dispatcher = lambda *a: None  # the broker loses the run
+            try:
+                assert ref.resume() == "woke"
+            finally:
+                sup.dispatcher = local._enqueue
+        return look
+
+    monkeypatch.setattr(ActorStore, "look", look_then_operator_resumes)
+    local.tick()
+    monkeypatch.undo()
+    local.settle(sup.repair_after + 2.0)
+    snap = ref.snapshot()
+    assert (snap.pending, snap.state["balance"]) == (0, 3), "message stranded: no hint left"
