@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from .codec import encode
+from .codec import encode, text
 from .context import Context, in_handler
 from .crashes import record_crash
 from .effects import encode_effects, relay_outbox
@@ -151,10 +151,19 @@ class _Run:
         mailbox, and let the supervisor's restart bring it back. Recorded first: dying
         between the two leaves a member the supervisor's restart brings back (a spurious
         restart at worst), never a lost actor."""
-        self.rt.client.sadd(
-            self.rt.keyspace.supervisor_members(supervisor), f"{self.atype.name}:{self.key}"
-        )
+        members = self.rt.keyspace.supervisor_members(supervisor)
+        child = f"{self.atype.name}:{self.key}"
+        self.rt.client.sadd(members, child)
         self.store.halt(self.keys, "stopped", reason=f"supervisor:{supervisor}")
+        # The supervisor may have been restarted since the claim read it, its restart
+        # listing its stopped children before this one joined them: look again, and come
+        # back with it if so (a restart after this look finds the member and does that).
+        status = self.rt.client.hget(self.rt.keyspace.supervisor(supervisor), "status")
+        if status is None or text(status) not in ("stopped", "quarantined"):
+            self.store.halt(self.keys, "backoff", reason=f"restart:{supervisor}",
+                            only_from=("stopped",))  # fmt: skip
+            self.rt.client.srem(members, child)
+            return f"restarted with supervisor {supervisor}"
         return f"stopped by supervisor {supervisor}"
 
     def load_state(self, claim: Claim) -> bytes:

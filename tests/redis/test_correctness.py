@@ -185,3 +185,31 @@ def test_resume_during_a_tick_visit_keeps_the_hint(
     local.settle(sup.repair_after + 2.0)
     snap = ref.snapshot()
     assert (snap.pending, snap.state["balance"]) == (0, 3), "message stranded: no hint left"
+
+
+# -- 9. a dynamic child left stopped under a running supervisor ---------------------------------
+def test_dynamic_child_halting_itself_as_its_supervisor_restarts_comes_back(
+    bank: ModuleType, local: LocalRunner, monkeypatch: Any
+) -> None:
+    """The child's claim read its supervisor as stopped; the supervisor's restart listed and
+    cleared its stopped children; then the child added itself to that set and halted: it
+    stayed stopped under a running supervisor."""
+    from celery_supervise import runner, tree_shell
+    from celery_supervise.operations import resume_supervisor
+
+    sup = bank.supervision
+    ref = sup.ref("tree.dynamic", "late")
+    ref.send("hello")  # its run is queued
+    tree_shell.stop_subtree(sup.runtime, "dynesc", reason="escalated:test")
+    real_stop = runner._Run.stop_for_supervisor
+
+    def supervisor_restarts_first(self: Any, supervisor: str) -> str:
+        resume_supervisor(sup.runtime, "dynesc")  # lands between the claim and the SADD
+        return real_stop(self, supervisor)
+
+    monkeypatch.setattr(runner._Run, "stop_for_supervisor", supervisor_restarts_first)
+    local.run()
+    monkeypatch.undo()
+    local.settle(1.5)
+    snap = ref.snapshot()
+    assert (snap.status, snap.pending, snap.state) == ("idle", 0, {"n": 1}), snap
