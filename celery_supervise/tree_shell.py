@@ -30,10 +30,12 @@ from .decisions import (
     StopSupervisor,
     decide,
     describe,
+    next_backoff_level,
     parse_action,
+    should_restart,
 )
 from .keyspace import ActorKeys, Keyspace
-from .registry import ActorSpec, all_types
+from .registry import ActorSpec, all_types, registered
 from .runtime import Runtime
 from .specs import RestartType, SupervisorTree, is_actor_child, split_actor_child
 from .status import RUNNING_STATUSES
@@ -235,6 +237,9 @@ class _PlanShell:
         reason, cause = f"restart:{self.exit.child}", action.cause_exit_id
         if is_actor_child(action.child):
             target = _keys(self.rt, action.child)
+            if _crash_seq(self.rt, target) is not None:  # crashed, not decided yet: as OTP
+                absorb_crash(self.rt, target, action.supervisor, "backoff", delay, reason)
+                return
             self.store.halt(target, "backoff", reason=reason, delay=delay, only_from=RUNNING,
                             cause=cause)  # fmt: skip
         else:
@@ -285,35 +290,71 @@ def stop_subtree(rt: Runtime, name: str, *, reason: str, cause: str = "") -> Non
         for child in rt.tree.static_children(sname):
             if not is_actor_child(child):
                 continue
-            halted = store.halt(
-                _keys(rt, child),
-                "stopped",
-                reason=f"supervisor:{sname}",
-                only_from=(*RUNNING, "crashed"),
-                cause=cause,
-            )
-            if halted == "ok":
+            keys, why = _keys(rt, child), f"supervisor:{sname}"
+            if _crash_seq(rt, keys) is not None:
+                stopped = absorb_crash(rt, keys, sname, "stopped", 0.0, why)
+            else:
+                halted = store.halt(keys, "stopped", reason=why, only_from=RUNNING, cause=cause)
+                stopped = halted == "ok"
+            if stopped:
                 rt.client.sadd(rt.keyspace.supervisor_members(sname), child)
 
 
 def restart_subtree(rt: Runtime, name: str, delay: float, *, reason: str, cause: str = "") -> None:
-    """Restart a supervisor: every actor it stopped (static or dynamic) comes back after
-    ``delay``; its histories are cleared by the plan's ClearHistory actions."""
+    """Restart a supervisor: the actors it stopped (static or dynamic) come back after
+    ``delay``, and so do its running static children (a group restart); actors stopped by
+    someone else (an operator, their own restart type) stay as they are. Its histories are
+    cleared by the plan's ClearHistory actions."""
     store = ActorStore(rt)
     for sname in rt.tree.subtree(name):
         _set_supervisor(rt, sname, "running", reason)
         members = {text(m) for m in rt.client.smembers(rt.keyspace.supervisor_members(sname))}
-        members |= {c for c in rt.tree.static_children(sname) if is_actor_child(c)}
-        for child in sorted(members):
-            store.halt(
-                _keys(rt, child),
-                "backoff",
-                reason=reason,
-                delay=delay,
-                only_from=(*RUNNING, "stopped", "crashed"),
-                cause=cause,
-            )
+        static = {c for c in rt.tree.static_children(sname) if is_actor_child(c)}
+        for child in sorted(members | static):
+            keys = _keys(rt, child)
+            if _crash_seq(rt, keys) is not None:
+                absorb_crash(rt, keys, sname, "backoff", delay, reason)
+                continue
+            back_from = (*RUNNING, "stopped") if child in members else RUNNING
+            store.halt(keys, "backoff", reason=reason, delay=delay, only_from=back_from,
+                       cause=cause)  # fmt: skip
         rt.client.delete(rt.keyspace.supervisor_members(sname))
+
+
+def _crash_seq(rt: Runtime, keys: ActorKeys) -> str | None:
+    """The crash a child is waiting to have decided, if it is 'crashed'."""
+    status, crash_seq = rt.client.hmget(keys.meta, ["status", "crash_seq"])
+    return text(crash_seq) if status is not None and text(status) == "crashed" else None
+
+
+def absorb_crash(
+    rt: Runtime, keys: ActorKeys, supervisor: str, status: str, delay: float, reason: str
+) -> bool:
+    """A group restart or an escalation takes down a child that crashed but whose crash was
+    not decided yet. As in OTP, where that exit then finds no child to restart, the crash
+    counts for no restart of its own: the child goes with the group. But it still is a
+    crash: its restart type is kept (a temporary child is not restarted) and its backoff
+    level advances. Returns True if the child goes with the group (``status``)."""
+    meta = {text(k): text(v) for k, v in rt.client.hgetall(keys.meta).items()}
+    if meta.get("status") != "crashed":
+        return False
+    atype = registered(keys.type_name)
+    store = ActorStore(rt)
+    if not should_restart(atype.restart, "crash"):
+        store.settle(keys, crash_seq=meta["crash_seq"], status="stopped", delay=0.0,
+                     level=meta.get("backoff_level", "0"),
+                     reason=f"{atype.restart} actor not restarted")  # fmt: skip
+        return False
+    last_at = meta.get("last_crash_at")
+    level = next_backoff_level(
+        rt.tree.spec(supervisor).backoff,
+        int(meta.get("backoff_level") or 0),
+        int(last_at) / 1000 if last_at else None,
+        time.time(),
+    )
+    store.settle(keys, crash_seq=meta["crash_seq"], status=status, delay=delay, level=level,
+                 reason=reason)  # fmt: skip
+    return True
 
 
 def forget_histories(rt: Runtime, names: Sequence[str]) -> None:

@@ -5,13 +5,16 @@
 -- ARGV[3] restart delay (ms, for backoff)   ARGV[4] only from these statuses ("*" = any),
 -- comma separated   ARGV[5] cause (an exit id; "" for none): the same cause halts once,
 -- so two ticks applying one plan cannot restart a sibling twice
+-- A backoff already pending is never shortened: a collateral restart of an actor that is
+-- waiting out its own longer backoff keeps the later restart time.
 -- Returns {'ok', previous status} | {'skip', status}
 local meta = KEYS[1]
 local err = check_type(meta, 'hash')
 if err then return err end
-local m = redis.call('HMGET', meta, 'status', 'lease_until', 'token')
+local m = redis.call('HMGET', meta, 'status', 'lease_until', 'token', 'restart_at')
 local status = m[1]
 err = check_status(status) or check_int(m[2], 'lease_until') or check_int(m[3], 'token')
+  or check_int(m[4], 'restart_at')
 if err then return err end
 if not status then return {'skip', 'missing'} end
 if ARGV[4] ~= '*' and not string.find(',' .. ARGV[4] .. ',', ',' .. status .. ',', 1, true) then
@@ -26,7 +29,11 @@ if m[2] then
   redis.call('HINCRBY', meta, 'token', 1)
   redis.call('HDEL', meta, 'lease_until', 'lease_owner')
 end
+local restart_at = now + tonumber(ARGV[3])
+if ARGV[1] == 'backoff' and status == 'backoff' and m[4] then
+  restart_at = math.max(restart_at, tonumber(m[4]))
+end
 redis.call('HSET', meta, 'status', ARGV[1], 'halt_reason', ARGV[2], 'sched', 0,
-           'restart_at', now + tonumber(ARGV[3]))
+           'restart_at', restart_at)
 bump_rev(meta)
 return {'ok', status}

@@ -213,3 +213,51 @@ def test_dynamic_child_halting_itself_as_its_supervisor_restarts_comes_back(
     local.settle(1.5)
     snap = ref.snapshot()
     assert (snap.status, snap.pending, snap.state) == ("idle", 0, {"n": 1}), snap
+
+
+# -- 13. an undecided sibling crash, and what a supervisor restart brings back ------------------
+def test_supervisor_restart_decides_an_undecided_sibling_crash_as_otp(
+    bank: ModuleType, local: LocalRunner, redis_client: Any
+) -> None:
+    """Escalation stopped a static child that had crashed but was not decided yet, and the
+    supervisor's restart brought it back as if nothing happened: a temporary child came
+    back (OTP never restarts one after it exited), and the crash did not advance its
+    backoff level. And an actor an operator stopped must stay stopped."""
+    from celery_supervise import tree_shell
+
+    sup, rt = bank.supervision, bank.supervision.runtime
+    g0, g1, g2 = (sup.ref(t, k) for t, k in
+                  (("tree.member", "g0"), ("tree.temporary", "g1"), ("tree.transient", "g2")))
+    for ref in (g0, g1, g2):
+        ref.send("hello")
+    local.run()
+    g0.send({"crash_once": "g0-undecided"})
+    g1.send({"crash_once": "g1-undecided"})
+    local.run()  # both crashed; no tick has decided either yet
+    assert g0.snapshot().last_crash and g1.snapshot().last_crash
+    g2.stop()  # an operator stops the transient one
+    tree_shell.stop_subtree(rt, "grouped", reason="escalated:test", cause="x:stop")
+    tree_shell.restart_subtree(rt, "grouped", 0.0, reason="restart:test", cause="x")
+    local.settle(1.5)
+    assert g1.snapshot().status == "stopped", "a crashed temporary child came back"
+    assert g2.snapshot().status == "stopped", "an operator-stopped child came back"
+    assert g0.snapshot().status == "idle"
+    assert redis_client.hget(g0.keys.meta, "backoff_level") == b"1", "the crash was not counted"
+
+
+# -- 15. smaller ones ------------------------------------------------------------------------------
+def test_a_collateral_restart_never_shortens_a_pending_backoff(
+    bank: ModuleType, local: LocalRunner, redis_client: Any
+) -> None:
+    from celery_supervise.store import ActorStore
+
+    sup = bank.supervision
+    ref = sup.ref("tree.member", "waiting")
+    ref.send("hello")
+    local.run()
+    store = ActorStore(sup.runtime)
+    assert store.halt(ref.keys, "backoff", reason="own backoff", delay=30.0) == "ok"
+    own = int(redis_client.hget(ref.keys.meta, "restart_at"))
+    assert store.halt(ref.keys, "backoff", reason="restart:sibling", delay=0.05,
+                      only_from=("idle", "active", "backoff"), cause="sibling#1") == "ok"
+    assert int(redis_client.hget(ref.keys.meta, "restart_at")) == own

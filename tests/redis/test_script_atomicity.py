@@ -123,7 +123,7 @@ CASES = [
          actor_keys("meta"), lambda w: [4, "backoff", 1000, 1, "restart"],
          ["status", "crash_seq"], [("meta", "hash")]),
     Case("halt", base, actor_keys("meta"), lambda w: ["stopped", "operator", 0, "*", ""],
-         ["status", "lease_until", "token"], [("meta", "hash")]),
+         ["status", "lease_until", "token", "restart_at"], [("meta", "hash")]),
     Case("restart", lambda w: base(w, status="backoff"),
          actor_keys("meta", "mailbox", "history"),
          lambda w: ["due", "reset", '{"n":0}', 10, "1", ""],
