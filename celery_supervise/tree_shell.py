@@ -272,8 +272,21 @@ class _PlanShell:
         )
 
 
-def _set_supervisor(rt: Runtime, name: str, status: str, reason: str) -> None:
-    rt.client.hset(rt.keyspace.supervisor(name), mapping={"status": status, "reason": reason})
+def _set_supervisor(rt: Runtime, name: str, status: str, reason: str, cause: str = "") -> None:
+    """Set a supervisor's status; ``cause`` (the exit id a plan acts for) is kept with it, so
+    a plan applied twice acts once (``_applied``)."""
+    mapping = {"status": status, "reason": reason, "cause": cause}
+    rt.client.hset(rt.keyspace.supervisor(name), mapping=mapping)
+
+
+def _applied(rt: Runtime, name: str, cause: str, also: str = "") -> bool:
+    """True if the supervisor's last transition was made for ``cause`` (or ``also``). The
+    causes of one exit come in order -- "X:stop" (escalation), then "X" (the restart) -- so a
+    stop re-applied after its restart is stale too."""
+    if not cause:
+        return False
+    last = rt.client.hget(rt.keyspace.supervisor(name), "cause")
+    return last is not None and text(last) in (cause, also or cause)
 
 
 def _keys(rt: Runtime, child: str) -> ActorKeys:
@@ -285,8 +298,10 @@ def stop_subtree(rt: Runtime, name: str, *, reason: str, cause: str = "") -> Non
     are stopped the next time they run (their run checks their supervisors' status), so no
     scan of all actors is ever needed; each one so stopped is recorded for the restart."""
     store = ActorStore(rt)
+    if _applied(rt, name, cause, also=cause.removesuffix(":stop")):
+        return  # this stop (or the restart that follows it) was applied by an earlier tick
     for sname in rt.tree.subtree(name):
-        _set_supervisor(rt, sname, "stopped", reason)
+        _set_supervisor(rt, sname, "stopped", reason, cause)
         for child in rt.tree.static_children(sname):
             if not is_actor_child(child):
                 continue
@@ -306,8 +321,10 @@ def restart_subtree(rt: Runtime, name: str, delay: float, *, reason: str, cause:
     someone else (an operator, their own restart type) stay as they are. Its histories are
     cleared by the plan's ClearHistory actions."""
     store = ActorStore(rt)
+    if _applied(rt, name, cause):
+        return  # applied by an earlier tick re-applying the same stored plan
     for sname in rt.tree.subtree(name):
-        _set_supervisor(rt, sname, "running", reason)
+        _set_supervisor(rt, sname, "running", reason, cause)
         members = {text(m) for m in rt.client.smembers(rt.keyspace.supervisor_members(sname))}
         static = {c for c in rt.tree.static_children(sname) if is_actor_child(c)}
         for child in sorted(members | static):

@@ -7,11 +7,14 @@
 -- so two ticks applying one plan cannot restart a sibling twice
 -- A backoff already pending is never shortened: a collateral restart of an actor that is
 -- waiting out its own longer backoff keeps the later restart time.
+-- A backoff halt of an actor whose committed step called ctx.stop() (not released yet)
+-- finishes that normal stop instead.
 -- Returns {'ok', previous status} | {'skip', status}
 local meta = KEYS[1]
 local err = check_type(meta, 'hash')
 if err then return err end
-local m = redis.call('HMGET', meta, 'status', 'lease_until', 'token', 'restart_at')
+local m = redis.call('HMGET', meta, 'status', 'lease_until', 'token', 'restart_at',
+                     'stop_requested')
 local status = m[1]
 err = check_status(status) or check_int(m[2], 'lease_until') or check_int(m[3], 'token')
   or check_int(m[4], 'restart_at')
@@ -28,6 +31,16 @@ local now = now_ms()
 if m[2] then
   redis.call('HINCRBY', meta, 'token', 1)
   redis.call('HDEL', meta, 'lease_until', 'lease_owner')
+end
+if ARGV[1] == 'backoff' and m[5] == '1' then
+  -- A step that called ctx.stop() committed and its worker has not released yet: that
+  -- normal exit came first. Finish it (as release.lua would) instead of restarting; the
+  -- tick reports it to the supervisor, which restarts a permanent actor.
+  redis.call('HDEL', meta, 'stop_requested')
+  redis.call('HSET', meta, 'status', 'stopped', 'stopped_normally', 1, 'sched', 0,
+             'stopped_at', now, 'halt_reason', 'normal')
+  bump_rev(meta)
+  return {'ok', status}
 end
 local restart_at = now + tonumber(ARGV[3])
 if ARGV[1] == 'backoff' and status == 'backoff' and m[4] then

@@ -23,25 +23,43 @@ def local(bank: ModuleType, supervise_runner: Any) -> LocalRunner:
 
 
 # -- 1. sending from a thread of a plain Celery app --------------------------------------------
-def test_refs_work_from_threads_of_a_plain_app(bank: ModuleType, local: LocalRunner) -> None:
+SEND_FROM_THREADS = """
+import sys, threading
+from tests.apps import bank  # a plain Celery app: one Supervision, no app.set_default()
+errors = []
+def sender(thread):
+    try:
+        for n in range(25):
+            for a in range(20):
+                bank.account.ref(f"t{a}").send({"add": 1, "sender": f"s{thread}", "n": n})
+    except BaseException as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=sender, args=(t,)) for t in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(errors[:1])
+sys.exit(1 if errors else 0)
+"""
+
+
+def test_refs_work_from_threads_of_a_plain_app(
+    bank: ModuleType, local: LocalRunner, bank_env: dict[str, str]
+) -> None:
     """Celery's current app is thread-local: in a thread that never set one, ``ref()`` found
-    Celery's fallback default app and raised NotInstalled. 4 threads x 20 actors x 25 msgs."""
-    errors: list[BaseException] = []
+    Celery's fallback default app and raised NotInstalled. A process of its own (one app, as
+    a user's script has), 4 threads x 20 actors x 25 messages; exact and ordered."""
+    import os
+    import subprocess
+    import sys
 
-    def sender(thread: int) -> None:
-        try:
-            for n in range(25):
-                for a in range(20):
-                    bank.account.ref(f"t{a}").send({"add": 1, "sender": f"s{thread}", "n": n})
-        except BaseException as exc:  # reported below, in the test's thread
-            errors.append(exc)
+    from tests.harness import PROJECT_ROOT
 
-    threads = [threading.Thread(target=sender, args=(t,)) for t in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    env = {**os.environ, **bank_env, "PYTHONPATH": str(PROJECT_ROOT)}
+    done = subprocess.run([sys.executable, "-c", SEND_FROM_THREADS], env=env, cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    for a in range(20):  # their runs went to the broker; this test runs them here
+        bank.supervision.publish("bank.account", f"t{a}")
     local.run()
     for a in range(20):
         snap = bank.account.ref(f"t{a}").snapshot()
@@ -261,3 +279,73 @@ def test_a_collateral_restart_never_shortens_a_pending_backoff(
     assert store.halt(ref.keys, "backoff", reason="restart:sibling", delay=0.05,
                       only_from=("idle", "active", "backoff"), cause="sibling#1") == "ok"
     assert int(redis_client.hget(ref.keys.meta, "restart_at")) == own
+
+
+def test_a_release_retried_after_its_reply_was_lost_gives_the_same_answer(
+    bank: ModuleType, local: LocalRunner
+) -> None:
+    """The retry of a release whose reply was lost answered 'stale': the worker then did not
+    publish the next run, and the actor waited for the tick's repair."""
+    from celery_supervise.store import ActorStore
+
+    sup = bank.supervision
+    ref = sup.ref("bank.account", "release")
+    ref.send_many([{"add": 1}, {"add": 2}])
+    local.queue.clear()
+    store = ActorStore(sup.runtime)
+    claim = store.claim(ref.keys, worker="w:1", lease_ms=5000, batch=1, nonce="n",
+                        supervisors=(), hint_in=6.0)  # fmt: skip
+    assert claim.outcome == "ok"
+    assert store.release(ref.keys, claim.token) == "more"
+    assert store.release(ref.keys, claim.token) == "more"  # the same call again
+
+
+def test_an_escalation_plan_applied_twice_stops_and_restarts_the_group_once(
+    bank: ModuleType, local: LocalRunner, redis_client: Any
+) -> None:
+    """Its causes alternate ('X:stop', then 'X'): a second application halted every child
+    again and flipped the supervisor back to stopped before restarting it once more."""
+    from celery_supervise import tree_shell
+
+    sup, rt = bank.supervision, bank.supervision.runtime
+    members = [sup.ref("tree.member", f"m{i}") for i in range(3)]
+    for ref in members:
+        ref.send("hello")
+    local.run()
+    for _ in range(2):  # a second tick re-applying the stored plan
+        tree_shell.stop_subtree(rt, "escalating", reason="escalated:x", cause="x#1:stop")
+        tree_shell.restart_subtree(rt, "escalating", 5.0, reason="restart:x", cause="x#1")
+    statuses = {redis_client.hget(r.keys.meta, "halt_reason") for r in members}
+    assert statuses == {b"restart:x"}
+    restart_at = [int(redis_client.hget(r.keys.meta, "restart_at")) for r in members]
+    tree_shell.stop_subtree(rt, "escalating", reason="escalated:x", cause="x#1:stop")
+    assert redis_client.hget(sup.keyspace.supervisor("escalating"), "status") == b"running"
+    assert [int(redis_client.hget(r.keys.meta, "restart_at")) for r in members] == restart_at
+    assert {r.snapshot().status for r in members} == {"backoff"}
+
+
+def test_a_committed_stop_survives_a_collateral_restart_before_the_release(
+    bank: ModuleType, local: LocalRunner, monkeypatch: Any
+) -> None:
+    """The step called ctx.stop() and committed; a group restart halted the actor (backoff)
+    before its worker released: the release was stale, the restart cleared the stop, and a
+    transient actor that had stopped normally was started again."""
+    from celery_supervise import runner
+    from celery_supervise.store import ActorStore
+
+    sup = bank.supervision
+    ref = sup.ref("shop.stopper", "collateral")
+    real_release = runner._Run.release
+
+    def group_restart_lands_first(self: Any) -> str:
+        ActorStore(sup.runtime).halt(self.keys, "backoff", reason="restart:sibling", delay=0.05,
+                                     only_from=("idle", "active", "backoff"), cause="s#1")
+        return real_release(self)
+
+    monkeypatch.setattr(runner._Run, "release", group_restart_lands_first)
+    ref.send({"stop": True})
+    local.run()
+    monkeypatch.undo()
+    local.settle(1.5)
+    snap = ref.snapshot()
+    assert (snap.status, snap.state["n"]) == ("stopped", 1), snap
