@@ -275,8 +275,9 @@ class _PlanShell:
 def _set_supervisor(rt: Runtime, name: str, status: str, reason: str, cause: str = "") -> None:
     """Set a supervisor's status; ``cause`` (the exit id a plan acts for) is kept with it, so
     a plan applied twice acts once (``_applied``)."""
-    mapping = {"status": status, "reason": reason, "cause": cause}
-    rt.client.hset(rt.keyspace.supervisor(name), mapping=mapping)
+    rt.client.hset(
+        rt.keyspace.supervisor(name), mapping={"status": status, "reason": reason, "cause": cause}
+    )
 
 
 def _applied(rt: Runtime, name: str, cause: str, also: str = "") -> bool:
