@@ -34,7 +34,7 @@ if TYPE_CHECKING:
         UnknownDeadLetter,
         UnknownVersion,
     )
-    from .ref import ActorRef, DeadLetter, HistoryEntry, Snapshot
+    from .ref import ActorRef, DeadLetter, HistoryEntry, Snapshot, UndeliverableEffect
     from .supervision import Supervision
 
 #: Where each public name lives.
@@ -46,6 +46,7 @@ _HOME = {
     "DeadLetter": "ref",
     "HistoryEntry": "ref",
     "Snapshot": "ref",
+    "UndeliverableEffect": "ref",
     "Supervision": "supervision",
     **dict.fromkeys(
         [
@@ -90,6 +91,7 @@ __all__ = [
     "StateRejected",
     "SuperviseError",
     "Supervision",
+    "UndeliverableEffect",
     "UnknownDeadLetter",
     "UnknownVersion",
     "actor",

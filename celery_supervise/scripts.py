@@ -38,6 +38,7 @@ SCRIPT_NAMES = (
     "tick_lock",
     "iso_outcome",
     "iso_mark",
+    "undeliver",
 )
 
 
@@ -87,6 +88,7 @@ class Scripts:
     tick_lock: LuaScript
     iso_outcome: LuaScript
     iso_mark: LuaScript
+    undeliver: LuaScript
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client

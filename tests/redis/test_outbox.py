@@ -57,7 +57,7 @@ def _ask_in_thread(ref: Any, message: Any, answers: list[Any]) -> threading.Thre
     def ask() -> None:
         try:
             answers.append(ref.ask(message, timeout=10))
-        except Exception as exc:  # noqa: BLE001 -- checked by the test
+        except Exception as exc:
             answers.append(exc)
 
     thread = threading.Thread(target=ask)
@@ -88,7 +88,7 @@ def _fail_sends_to(
     return attempts
 
 
-# -- a corrupt receiver ---------------------------------------------------------------------------
+# -- a corrupt receiver ------------------------------------------------------------------------
 def test_a_corrupt_receiver_does_not_block_the_senders_other_effects(
     bank: ModuleType, local: LocalRunner, redis_client: redis.Redis
 ) -> None:
@@ -132,7 +132,7 @@ def test_a_corrupt_receiver_does_not_block_the_senders_other_effects(
     assert cli["undeliverable_effects"][0]["target"] == "shop.receiver:r1"
     assert "another actor" in cli["undeliverable_effects"][0]["error"]
     text = _cli_text(bank, "actor", "shop.fanout", "f")
-    assert "undeliverable effects  3" in text and "shop.receiver:r1" in text
+    assert "undelivered effects  3" in text and "shop.receiver:r1" in text
 
 
 def test_a_malformed_outbox_entry_is_set_aside(
@@ -153,7 +153,7 @@ def test_a_malformed_outbox_entry_is_set_aside(
     assert "missing" in dead[1].error
 
 
-# -- a receiver briefly unreachable -----------------------------------------------------------------
+# -- a receiver briefly unreachable ------------------------------------------------------------
 def test_a_transient_failure_keeps_that_receivers_effects_in_order_and_others_proceed(
     bank: ModuleType, local: LocalRunner, redis_client: redis.Redis,
     monkeypatch: pytest.MonkeyPatch,
@@ -178,7 +178,7 @@ def test_a_transient_failure_keeps_that_receivers_effects_in_order_and_others_pr
     assert redis_client.llen(f.keys.outbox) == 0
 
 
-# -- order per receiver, whatever fails and whoever relays ------------------------------------------
+# -- order per receiver, whatever fails and whoever relays -------------------------------------
 SETTINGS = settings(
     max_examples=40,
     deadline=None,
@@ -241,7 +241,7 @@ def test_order_per_receiver_holds_across_failed_and_concurrent_relays(
         assert _got(bank, r) == expected[r], f"{r}: steps={steps} failing={failing}"
 
 
-# -- the tick and a busy actor ---------------------------------------------------------------------
+# -- the tick and a busy actor -----------------------------------------------------------------
 def test_the_tick_relays_a_busy_actors_stuck_outbox(
     bank: ModuleType, local: LocalRunner, redis_client: redis.Redis,
     monkeypatch: pytest.MonkeyPatch,
@@ -273,7 +273,7 @@ def test_the_tick_relays_a_busy_actors_stuck_outbox(
     assert redis_client.hget(f.keys.meta, "lease_owner") == b"busy@host"  # still busy
 
 
-# -- the CLI, as a user runs it ----------------------------------------------------------------------
+# -- the CLI, as a user runs it ----------------------------------------------------------------
 def _run_cli(bank: ModuleType, *args: str) -> str:
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     proc = subprocess.run(
