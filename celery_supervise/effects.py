@@ -132,7 +132,10 @@ def relay_outbox(rt: Runtime, type_name: str, key: str) -> Relayed:
         except InvalidMessage as exc:
             kind = item.get("kind") if isinstance(item, dict) else None
             kind = kind if isinstance(kind, str) else None
-            done.undeliverable += _set_aside(rt, keys, raw, kind, None, exc)
+            if _set_aside(rt, keys, raw, kind, None, exc):
+                done.undeliverable += 1
+            else:
+                done.waiting += 1
             continue
         if lane in held:
             done.waiting += 1
@@ -141,7 +144,11 @@ def relay_outbox(rt: Runtime, type_name: str, key: str) -> Relayed:
             with redis_errors(f"relay to {target} from {type_name}:{key}"):
                 _apply(rt, keys, item)
         except PERMANENT as exc:
-            done.undeliverable += _set_aside(rt, keys, raw, item["kind"], target, exc)
+            if _set_aside(rt, keys, raw, item["kind"], target, exc):
+                done.undeliverable += 1
+            else:  # could not be set aside: it stays, and so does the rest of its lane
+                held.add(lane)
+                done.waiting += 1
             continue
         except Exception as exc:
             held.add(lane)
@@ -211,8 +218,10 @@ def _set_aside(
     kind: str | None,
     target: str | None,
     exc: BaseException,
-) -> int:
-    """Move one undeliverable entry out of the outbox, with its error; 1 if this call did."""
+) -> bool:
+    """Move one undeliverable entry out of the outbox, with its error. False if it could
+    not be moved (our own keys unwritable: it stays for a retry) -- or was already gone,
+    moved or relayed by another relayer (then nothing waits on it)."""
     error = f"{type(exc).__name__}: {exc}"
     record = {
         "kind": kind,
@@ -221,9 +230,22 @@ def _set_aside(
         "effect": raw if isinstance(raw, str) else raw.decode("utf-8", "replace"),
     }
     where = f"outbox of {keys.type_name}:{keys.key}"
-    with redis_errors(where):
-        undeliver = rt.scripts.undeliver
-        moved = int(undeliver(keys=[keys.outbox, keys.undelivered], args=[raw, json.dumps(record)]))
+    try:
+        with redis_errors(where):
+            undeliver = rt.scripts.undeliver
+            args = [raw, json.dumps(record)]
+            moved = int(undeliver(keys=[keys.outbox, keys.undelivered], args=args))
+    except (CorruptActorData, RedisUnavailable) as err:
+        log.warning(
+            "celery_supervise undeliverable_kept actor=%s key=%s target=%s error=%r "
+            "(could not set it aside: %s)",
+            keys.type_name,
+            keys.key,
+            target,
+            exc,
+            err,
+        )
+        return False
     if moved:
         rt.events.record(
             "effect_undeliverable",
@@ -233,7 +255,7 @@ def _set_aside(
             target=target,
             error=error,
         )
-    return moved
+    return bool(moved)
 
 
 def _apply(rt: Runtime, keys: ActorKeys, item: dict[str, Any]) -> None:

@@ -153,6 +153,23 @@ def test_a_malformed_outbox_entry_is_set_aside(
     assert "missing" in dead[1].error
 
 
+def test_an_effect_that_cannot_be_set_aside_stays_and_holds_only_its_receiver(
+    bank: ModuleType, local: LocalRunner, redis_client: redis.Redis
+) -> None:
+    """With the sender's own undeliverable list unwritable (garbage there too), the entry
+    to the corrupt receiver stays in the outbox, with the rest of its lane; nothing raises."""
+    sup = bank.supervision
+    f = sup.ref("shop.fanout", "h")
+    redis_client.set(f.keys.undelivered, b"garbage")
+    redis_client.hset(sup.ref("shop.receiver", "r5").keys.meta, "type", "someone.else")
+    f.send({"to": ["r5", "r6", "r5"]})
+    local.run()
+    assert local.failures == []
+    assert _got(bank, "r6") == [11]
+    left = [json.loads(raw) for raw in redis_client.lrange(f.keys.outbox, 0, -1)]
+    assert [(e["key"], e["message"]["n"]) for e in left] == [("r5", 10), ("r5", 12)]
+
+
 # -- a receiver briefly unreachable ------------------------------------------------------------
 def test_a_transient_failure_keeps_that_receivers_effects_in_order_and_others_proceed(
     bank: ModuleType, local: LocalRunner, redis_client: redis.Redis,
