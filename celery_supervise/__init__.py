@@ -35,7 +35,7 @@ if TYPE_CHECKING:
         UnknownDeadLetter,
         UnknownVersion,
     )
-    from .ref import ActorRef, DeadLetter, HistoryEntry, Snapshot
+    from .ref import ActorRef, DeadLetter, HistoryEntry, Snapshot, UndeliverableEffect
     from .supervision import Supervision
 
 #: Where each public name lives.
@@ -47,6 +47,7 @@ _HOME = {
     "DeadLetter": "ref",
     "HistoryEntry": "ref",
     "Snapshot": "ref",
+    "UndeliverableEffect": "ref",
     "Supervision": "supervision",
     **dict.fromkeys(
         [
@@ -93,6 +94,7 @@ __all__ = [
     "StateRejected",
     "SuperviseError",
     "Supervision",
+    "UndeliverableEffect",
     "UnknownDeadLetter",
     "UnknownVersion",
     "actor",

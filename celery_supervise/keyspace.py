@@ -50,6 +50,7 @@ class ActorKeys:
     attempts: str  #: list of crash records of the message at the head of the mailbox
     dead: str  #: list of dead-lettered entries with their crash records, oldest first
     outbox: str  #: list of committed effects not yet relayed
+    undelivered: str  #: list of outbox effects that can never be delivered, with the error
     timers: str  #: sorted set of durable timers, by due time
     isolates: str  #: hash of isolated subtasks still owing their outcome message
     dedup_prefix: str  #: + message_id: caller-given ids remembered for the dedup window
@@ -88,6 +89,7 @@ class Keyspace:
             attempts=f"{base}:attempts",
             dead=f"{base}:dead",
             outbox=f"{base}:outbox",
+            undelivered=f"{base}:undelivered",
             timers=f"{base}:timers",
             isolates=f"{base}:isolates",
             dedup_prefix=f"{base}:mid:",

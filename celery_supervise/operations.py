@@ -32,7 +32,7 @@ def restart_actor(
     initial = atype.valid_initial(keys.key) if recovery == "reset" else None
     store = ActorStore(rt)
     if only_halted:
-        meta, _, _ = store.read_meta(keys)
+        meta, *_ = store.read_meta(keys)
         status = meta.get("status")
         if status not in HALTED and status != "crashed":
             return "skip"

@@ -24,7 +24,14 @@ from .registry import registered, validate_key
 from .runtime import Runtime, redis_errors
 from .store import ActorStore
 
-__all__ = ["ActorRef", "DeadLetter", "HistoryEntry", "Snapshot", "public_status"]
+__all__ = [
+    "ActorRef",
+    "DeadLetter",
+    "HistoryEntry",
+    "Snapshot",
+    "UndeliverableEffect",
+    "public_status",
+]
 
 #: Longest caller-given message id accepted.
 MAX_MESSAGE_ID_LENGTH = 200
@@ -55,6 +62,9 @@ class Snapshot:
     #: restart (a version without a message) or requeue (a second append) happened.
     received: int = 0
     dead_letters: int = 0
+    #: Committed effects to other actors, replies or subtasks that can never be delivered
+    #: (``undeliverable_effects()`` has them, with the error).
+    undeliverable: int = 0
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,24 @@ class DeadLetter:
     crashes: list[dict[str, Any]]
     sent_at: float
     dead_at: float
+
+
+@dataclass(frozen=True)
+class UndeliverableEffect:
+    """A committed effect set aside because it can never be delivered."""
+
+    #: "send", "reply", "dead" (a dead-letter notice to an asker), "isolate"; None if the
+    #: outbox entry was not readable at all.
+    kind: str | None
+    #: "TYPE:KEY" of the receiving actor, "reply:<message id>", "isolate:<id>"; None if the
+    #: entry was not readable.
+    target: str | None
+    #: "ExceptionType: message" of the failure that decided it.
+    error: str
+    #: When it was set aside (seconds).
+    at: float
+    #: The outbox entry: its JSON, or its text if it was not JSON.
+    effect: Any
 
 
 def _check_message_id(message_id: object) -> str:
@@ -169,7 +197,7 @@ class ActorRef:
 
     # -- inspecting ----------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
-        meta, pending, dead = ActorStore(self.runtime).read_meta(self.keys)
+        meta, pending, dead, undelivered = ActorStore(self.runtime).read_meta(self.keys)
         where = f"actor {self.type_name}:{self.key}"
         state_raw = meta.get("state")
         state = None
@@ -194,6 +222,7 @@ class ActorRef:
                 halt_reason=meta.get("halt_reason"),
                 received=int(meta.get("seq", 0)),
                 dead_letters=dead,
+                undeliverable=undelivered,
             )
         except ValueError as exc:
             raise CorruptActorData(
@@ -245,6 +274,34 @@ class ActorRef:
             )
         except (InvalidMessage, KeyError, TypeError, ValueError) as exc:
             raise _corrupt_entry(where, exc, raw) from None
+
+    def undeliverable_effects(self) -> list[UndeliverableEffect]:
+        """Committed effects that can never be delivered, oldest first, each with its error
+        (docs/effects.md). Nothing retries them; they are kept until deleted."""
+        where = f"undeliverable effects of {self.type_name}:{self.key}"
+        with redis_errors(where):
+            raws = self.runtime.client.lrange(self.keys.undelivered, 0, -1)
+        out = []
+        for raw in raws:
+            try:
+                item = decode(raw, what=where)
+                text_effect = item["effect"]
+                try:
+                    effect = json.loads(text_effect)
+                except ValueError:
+                    effect = text_effect
+                out.append(
+                    UndeliverableEffect(
+                        kind=item["kind"],
+                        target=item["target"],
+                        error=str(item["error"]),
+                        at=item["at"] / 1000.0,
+                        effect=effect,
+                    )
+                )
+            except (InvalidMessage, KeyError, TypeError, ValueError) as exc:
+                raise _corrupt_entry(where, exc, raw) from None
+        return out
 
     def requeue_dead_letter(self, message_id: str) -> str:
         """Put a dead letter back at the end of the mailbox (a fresh attempt count)."""

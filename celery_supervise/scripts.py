@@ -39,6 +39,7 @@ SCRIPT_NAMES = (
     "iso_outcome",
     "iso_mark",
     "reply",
+    "undeliver",
 )
 
 
@@ -89,6 +90,7 @@ class Scripts:
     iso_outcome: LuaScript
     iso_mark: LuaScript
     reply: LuaScript
+    undeliver: LuaScript
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client

@@ -434,15 +434,17 @@ class ActorStore:
         self.rt.pipeline(lambda pipe: self.add_hint(pipe, type_name, key, 0))
 
     # -- reading -------------------------------------------------------------------------
-    def read_meta(self, keys: ActorKeys) -> tuple[dict[str, str], int, int]:
-        """(meta hash, mailbox length, dead letter count) in one round trip."""
+    def read_meta(self, keys: ActorKeys) -> tuple[dict[str, str], int, int, int]:
+        """(meta hash, mailbox length, dead letter count, undeliverable effect count) in one
+        round trip."""
         pipe = self.rt.client.pipeline(transaction=False)
         pipe.hgetall(keys.meta)
         pipe.llen(keys.mailbox)
         pipe.llen(keys.dead)
+        pipe.llen(keys.undelivered)
         with redis_errors(keys.meta):
-            meta, pending, dead = pipe.execute()
-        return text_dict(meta), int(pending), int(dead)
+            meta, pending, dead, undelivered = pipe.execute()
+        return text_dict(meta), int(pending), int(dead), int(undelivered)
 
     def look(self, keys: ActorKeys) -> Look:
         """Everything the tick decides from, in one round trip."""

@@ -4,7 +4,7 @@ A tick reads only the *due* part of the sharded hint index (``ZRANGEBYSCORE -inf
 so its cost grows with what is due, never with how many actors exist. Each due actor is
 looked at once (one pipelined read of its own keys, the only source of truth), then put
 through an ordered list of checks of one shape -- expire a lost lease, decide an exit,
-restart a backoff that is due, check isolated subtasks, fire timers, relay an orphaned
+restart a backoff that is due, check isolated subtasks, fire timers, relay a stuck
 outbox -- and, if any acted, looked at once more to re-publish a lost run and set its next
 hint. Every transition is a compare-and-set script on the actor, so two ticks at once (two
 beats, a slow tick) cannot double-act; a lock merely saves the wasted work.
@@ -288,11 +288,14 @@ def fire_timers(v: Visit, look: Look) -> str | None:
 
 
 def relay_orphaned(v: Visit, look: Look) -> str | None:
-    """Committed effects whose worker died before relaying them."""
-    if not look.outbox or look.leased:
+    """Committed effects still in the outbox a lease after their commit: the worker died
+    before relaying them, or a receiver did not answer. Relayed whether or not the actor is
+    leased -- a busy actor is always leased -- beside its worker's own relays: each effect
+    is idempotent at its receiver, and each relayer keeps the order per receiver."""
+    if not look.outbox:
         return None
-    relay_outbox(v.rt, v.keys.type_name, v.keys.key)
-    return "checked"
+    relayed = relay_outbox(v.rt, v.keys.type_name, v.keys.key)
+    return "undeliverable" if relayed.undeliverable else "checked"
 
 
 CHECKS: tuple[Check, ...] = (

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..codec import text
 
 if TYPE_CHECKING:
-    from ..ref import ActorRef, DeadLetter, HistoryEntry
+    from ..ref import ActorRef, DeadLetter, HistoryEntry, UndeliverableEffect
     from ..supervision import Supervision
 
 __all__ = [
@@ -41,6 +41,8 @@ EVENTS_SHOWN = 20
 RESTARTS_SHOWN = 5
 #: Flagged (stopped/crashed/quarantined) actors listed per supervisor by ``status``.
 FLAGGED_SHOWN = 20
+#: Undeliverable effects listed by ``actor`` (the newest; the count is of all).
+UNDELIVERABLE_SHOWN = 20
 
 
 # -- status ------------------------------------------------------------------------------------
@@ -301,6 +303,10 @@ class ActorReport:
     last_crash: dict[str, Any] | None
     state: Any
     dead_letters: int
+    #: Committed effects that can never be delivered (set aside by the relay, with why).
+    undeliverable: int
+    #: The newest ``UNDELIVERABLE_SHOWN`` of them, oldest first.
+    undeliverable_effects: list[UndeliverableEffect]
     #: Newest first.
     history: list[HistoryEntry]
 
@@ -314,6 +320,7 @@ def actor_report(sup: Supervision, ref: ActorRef, history: int) -> ActorReport:
     exists = bool(sup.client.exists(ref.keys.meta))
     snap = ref.snapshot()
     versions = ref.history()[:history] if history else []
+    undeliverable = ref.undeliverable_effects()
     supervisor = atype.supervisor
     if supervisor in sup.tree:  # else the type names a supervisor this process never declared
         supervisor = sup.tree.supervisor_of_actor(f"{ref.type_name}:{ref.key}", supervisor)
@@ -330,6 +337,8 @@ def actor_report(sup: Supervision, ref: ActorRef, history: int) -> ActorReport:
         last_crash=snap.last_crash,
         state=snap.state,
         dead_letters=int(sup.client.llen(ref.keys.dead)),
+        undeliverable=len(undeliverable),
+        undeliverable_effects=undeliverable[-UNDELIVERABLE_SHOWN:],
         history=versions,
     )
 

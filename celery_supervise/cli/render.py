@@ -181,6 +181,10 @@ def actor_text(ctx: click.Context, report: ActorReport) -> None:
     echo(ctx, f"  pending messages     {report.pending}")
     echo(ctx, f"  consecutive crashes  {report.consecutive_crashes}")
     echo(ctx, f"  dead letters         {report.dead_letters}")
+    echo(ctx, f"  undelivered effects  {report.undeliverable}")
+    for u in report.undeliverable_effects:
+        what = f"{u.kind} to {u.target}" if u.target else "unreadable outbox entry"
+        echo(ctx, f"    {_when(u.at, now)}  {what}: {_compact(u.error, 120)}")
     last = report.last_crash
     echo(ctx, f"  last crash           {_describe_crash(last, now) if last else '-'}")
     state = json.dumps(report.state, indent=2, sort_keys=True, default=str)

@@ -102,6 +102,17 @@ def receiver(ctx: Any, state: dict[str, Any], message: dict[str, Any]) -> dict[s
     return state
 
 
+@actor(name="shop.fanout", supervisor="shop", initial={"steps": 0})
+def fanout(ctx: Any, state: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
+    """Sends ``{"n": 10 * step + i, "from": key}`` to ``shop.receiver:<to[i]>`` for each
+    ``to[i]``, in order, then replies ``{"steps": step}`` (an ``ask`` gets it)."""
+    state["steps"] += 1
+    for i, to in enumerate(message["to"]):
+        ctx.send(receiver.ref(to), {"n": 10 * state["steps"] + i, "from": ctx.key})
+    ctx.reply({"steps": state["steps"]})
+    return state
+
+
 @actor(name="shop.echo", supervisor="shop", initial={"n": 0}, max_attempts=2)
 def echo(ctx: Any, state: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
     """Replies ``{"echo": ..., "n": ...}``; ``poison`` always crashes; ``silent`` never

@@ -232,7 +232,7 @@ GARBAGE = [b"garbage", b"\xff\xfe\x00", b"", b"{}", b"[1]", b"null", b'{"version
 META_FIELDS = ["version", "token", "seq", "status", "lease_until", "state", "attempts",
                "attempt_seq", "consumed", "sched", "type", "key", "crash_seq", "last_crash",
                "restart_at", "backoff_level", "crashes_in_row", "sched_at", "rewakes"]
-LISTS = ["mailbox", "history", "crashes", "attempts", "dead", "outbox"]
+LISTS = ["mailbox", "history", "crashes", "attempts", "dead", "outbox", "undelivered"]
 ALL_KEYS = ["meta", *LISTS, "timers", "isolates"]
 
 
@@ -310,6 +310,7 @@ def test_garbage_in_redis_is_reported_and_contained(
     _attempt(errors, "snapshot", victim.snapshot)
     _attempt(errors, "history", victim.history)
     _attempt(errors, "dead_letters", victim.dead_letters)
+    _attempt(errors, "undeliverable_effects", victim.undeliverable_effects)
     _attempt(errors, "send", lambda: victim.send("after"))
     _attempt(errors, "requeue_dead_letter", lambda: victim.requeue_dead_letter("none"))
     _attempt(errors, "runner.run", runner.run)
@@ -362,6 +363,8 @@ def _victim(bank: ModuleType, runner: Any) -> Any:
         (lambda c, k: c.rpush(k.dead, b"{}"), "dead_letters", ["dead letter", "header"]),
         (lambda c, k: c.rpush(k.dead, b"[1]"), "requeue", ["dead letter"]),
         (lambda c, k: c.set(k.dead, "x"), "dead_letters", ["WRONGTYPE"]),
+        (lambda c, k: c.rpush(k.undelivered, b"{}"), "undeliverable", ["undeliverable"]),
+        (lambda c, k: c.set(k.undelivered, "x"), "undeliverable", ["WRONGTYPE"]),
     ],
 )
 def test_garbage_gets_corrupt_actor_data_naming_it(
@@ -373,7 +376,8 @@ def test_garbage_gets_corrupt_actor_data_naming_it(
     corrupt(redis_client, ref.keys)
     calls = {"snapshot": ref.snapshot, "send": lambda: ref.send("x"), "history": ref.history,
              "dead_letters": ref.dead_letters,
-             "requeue": lambda: ref.requeue_dead_letter("x")}
+             "requeue": lambda: ref.requeue_dead_letter("x"),
+             "undeliverable": ref.undeliverable_effects}
     with pytest.raises(CorruptActorData) as info:
         calls[call]()
     for word in words:
