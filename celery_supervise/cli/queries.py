@@ -8,7 +8,6 @@ the capped events stream, in one pipelined round trip.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -143,8 +142,9 @@ def tree_status(sup: Supervision) -> TreeStatus:
         pipe.hget(ks.actor(*split_actor_child(child)).meta, "status")
     pipe.xrevrange(ks.events, count=EVENTS_SHOWN)
     pipe.exists(ks.tick_lock)
-    results = pipe.execute()
-    now = time.time()
+    pipe.time()  # Redis' clock: the restart history is stamped on it
+    *results, (seconds, micros) = pipe.execute()
+    now = int(seconds) + int(micros) / 1e6
 
     child_status = {
         child: public_status(text(raw)) if raw is not None else "absent"
