@@ -42,11 +42,8 @@ def probe() -> redis.Redis:
     return _probe
 
 
-@actor(
-    name="bank.account",
-    initial=lambda key: {"balance": 0, "seen": []},
-    validate=lambda s: s["balance"] >= 0,
-)
+@actor(name="bank.account", initial=lambda key: {"balance": 0, "seen": []},
+       validate=lambda s: s["balance"] >= 0)
 def account(ctx: Any, state: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
     """Adds ``message["add"]``; records ``[sender, n]`` to check per-actor FIFO order."""
     state["balance"] += message["add"]
@@ -63,7 +60,6 @@ def poison(ctx: Any, state: dict[str, Any], message: Any) -> None:
     if message == "poison":
         raise ValueError("poison message")
     state["applied"].append(message)
-
 
 import tests.apps.shop  # noqa: E402,F401
 
