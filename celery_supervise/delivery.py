@@ -140,7 +140,7 @@ class Delivery:
     def index_dead(self, type_name: str, key: str) -> None:
         """Note that this actor holds dead letters (after a crash script dead-lettered one)."""
         self.rt.client.zadd(
-            self.rt.keyspace.dead_index, {actor_member(type_name, key): time.time()}
+            self.rt.keyspace.dead_index, {actor_member(type_name, key): self.rt.clock()}
         )
 
     def actors_with_dead_letters(self) -> list[tuple[str, str, int]]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from typing import Any
 
 from celery import Celery
@@ -43,7 +42,8 @@ class Isolation:
 
     @staticmethod
     def pending_record(spec: dict[str, Any], now: int) -> bytes:
-        """What the commit stores for a subtask until its outcome arrives (``now``: ms)."""
+        """What the commit stores for a subtask until its outcome arrives (``now``: Redis'
+        clock, ms: the tick compares the deadline with it)."""
         deadline = now + int(spec["timeout"] * 1000) if spec.get("timeout") else None
         return json.dumps(
             {
@@ -74,7 +74,7 @@ class Isolation:
             ISOLATED_TASK,
             (type_name, key, iso_id, spec["tag"], spec["task"]),
             {"args": spec["args"], "kwargs": spec["kwargs"], "timeout": spec.get("timeout")},
-            {"task_id": f"{iso_id}#{int(time.time() * 1000)}", **spec.get("options", {})},
+            {"task_id": f"{iso_id}#{self.rt.clock_ms()}", **spec.get("options", {})},
         )
 
     def mark(self, keys: ActorKeys, iso_id: str, name: str, *, claim: bool) -> int:
@@ -158,7 +158,7 @@ class Isolation:
 
     def next_check_ms(self, keys: ActorKeys) -> float:
         """When the tick must look again: a lease from now, or the soonest deadline."""
-        soonest = time.time() * 1000 + self.rt.settings.lease_seconds * 1000
+        soonest = self.rt.clock() * 1000 + self.rt.settings.lease_seconds * 1000
         for rec in self.pending(keys).values():
             if rec.get("deadline"):
                 soonest = min(soonest, float(rec["deadline"]))

@@ -291,7 +291,7 @@ class _Run:
             key=self.key,
             version=self.version + 1,
             reply_to=entry.message_id if entry.reply_wanted else None,
-            now_ms=int(time.time() * 1000),
+            now_ms=self.rt.clock_ms(),
         )
         hints = []
         if ctx.effects.timers:

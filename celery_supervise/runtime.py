@@ -37,6 +37,11 @@ log = logging.getLogger("celery_supervise")
 #: How long a worker or tick waits for Redis to come back before giving up a call.
 REDIS_PATIENCE = 120.0
 
+#: How often a process measures again its clock's offset to Redis' (seconds).
+CLOCK_REFRESH = 30.0
+#: How soon a process tries again after Redis did not answer a clock measurement (seconds).
+CLOCK_RETRY = 1.0
+
 #: Events kept in the capped decision stream.
 EVENTS_KEPT = 10_000
 
@@ -154,6 +159,11 @@ class Runtime:
         self._once: redis.Redis | None = None
         self._client_pid = 0
         self._scripts: Scripts | None = None
+        #: Redis' clock minus this process's monotonic clock (s); None until measured.
+        self._clock_offset: float | None = None
+        #: Half the round trip of the measurement: the offset's error bound (s).
+        self.clock_error = 0.0
+        self._clock_due = 0.0
 
     def publish(self, type_name: str, key: str) -> None:
         """Schedule one task run of the actor (its Celery task carries only the key)."""
@@ -217,6 +227,40 @@ class Runtime:
         raise AssertionError("unreachable")
 
     def now_ms(self) -> int:
-        """Redis' clock, in ms: the one clock every process compares against."""
+        """Redis' clock, in ms: the one clock every process compares against (one round
+        trip; the hot paths use ``clock``)."""
         seconds, micros = self.client.time()
         return int(seconds) * 1000 + int(micros) // 1000
+
+    def clock(self) -> float:
+        """Redis' clock, in seconds, without a round trip: this process's monotonic clock
+        plus its offset to Redis ``TIME``, measured again every ``CLOCK_REFRESH`` seconds.
+        The worker's wall clock is never read, so a host whose clock is off (or stepped)
+        still stamps hints, deadlines and restart histories on the clock the tick and the
+        scripts compare them with (docs/decisions.md, "One clock")."""
+        mono = time.monotonic()
+        if mono >= self._clock_due or self._clock_offset is None:
+            self._measure_clock()
+        assert self._clock_offset is not None
+        return mono + self._clock_offset
+
+    def clock_ms(self) -> int:
+        """``clock()`` in whole milliseconds, as the scripts and the hint index keep times."""
+        return int(self.clock() * 1000)
+
+    def _measure_clock(self) -> None:
+        """Take Redis ``TIME`` as of the middle of its round trip. If Redis does not answer,
+        keep the offset measured before (it drifts by the clocks' rates only) and try again
+        in ``CLOCK_RETRY``; with no offset yet, the error goes to the caller."""
+        before = time.monotonic()
+        try:
+            seconds, micros = self.client.time()
+        except redis.RedisError:
+            if self._clock_offset is None:
+                raise
+            self._clock_due = before + CLOCK_RETRY
+            return
+        after = time.monotonic()
+        self._clock_offset = int(seconds) + int(micros) / 1e6 - (before + after) / 2
+        self.clock_error = (after - before) / 2
+        self._clock_due = after + CLOCK_REFRESH

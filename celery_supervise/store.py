@@ -210,11 +210,12 @@ class ActorStore:
         self.rt = runtime
 
     def add_hint(self, pipe: Any, type_name: str, key: str, seconds_from_now: float) -> None:
-        """Ask the tick to look at this actor no later than ``seconds_from_now``."""
+        """Ask the tick to look at this actor no later than ``seconds_from_now`` (on Redis'
+        clock, as the tick reads the index)."""
         member = actor_member(type_name, key)
         pipe.zadd(
             self.rt.keyspace.due_bucket(member),
-            {member: int((time.time() + seconds_from_now) * 1000)},
+            {member: int((self.rt.clock() + seconds_from_now) * 1000)},
             lt=True,
         )
 

@@ -11,7 +11,6 @@ look at the exit again.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -89,7 +88,7 @@ def _exit_of(rt: Runtime, atype: ActorSpec[Any], keys: ActorKeys, meta: dict[str
             child,
             supervisor,
             "normal",
-            time.time(),
+            rt.clock(),
             atype.restart,
             0,
             int(meta.get("backoff_level", "0")),
@@ -101,7 +100,7 @@ def _exit_of(rt: Runtime, atype: ActorSpec[Any], keys: ActorKeys, meta: dict[str
         child=child,
         supervisor=supervisor,
         reason="worker_lost" if last.get("reason") == "worker_lost" else "crash",
-        at=time.time(),
+        at=rt.clock(),  # Redis' clock: restart histories are compared across ticks
         restart_type=atype.restart,
         consecutive_crashes=max(1, int(meta.get("crashes_in_row", "1"))),
         backoff_level=int(meta.get("backoff_level", "0")),
@@ -233,7 +232,7 @@ class _PlanShell:
     def restart_sibling(self, action: RestartChild) -> None:
         """A collateral restart: an actor sibling backs off with the group; a supervisor
         child restarts its whole subtree."""
-        delay = max(0.0, action.restart_at - time.time())
+        delay = max(0.0, action.restart_at - self.rt.clock())
         reason, cause = f"restart:{self.exit.child}", action.cause_exit_id
         if is_actor_child(action.child):
             target = _keys(self.rt, action.child)
@@ -247,7 +246,7 @@ class _PlanShell:
 
     def restart_me(self, action: RestartChild) -> Callable[[], object]:
         if self.meta.get("status") == "crashed":
-            delay = max(0.0, action.restart_at - time.time())
+            delay = max(0.0, action.restart_at - self.rt.clock())
             return lambda: self.settle("backoff", delay, action.backoff_level, "restart")
         # a permanent actor that stopped normally comes back
         return lambda: self.store.restart(
@@ -368,7 +367,7 @@ def absorb_crash(
         rt.tree.spec(supervisor).backoff,
         int(meta.get("backoff_level") or 0),
         int(last_at) / 1000 if last_at else None,
-        time.time(),
+        rt.clock(),
     )
     store.settle(keys, crash_seq=meta["crash_seq"], status=status, delay=delay, level=level,
                  reason=reason)  # fmt: skip

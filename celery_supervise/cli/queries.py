@@ -8,7 +8,6 @@ the capped events stream, in one pipelined round trip.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -128,6 +127,8 @@ class _StatusReads:
     #: The newest events, newest first.
     events: list[Any]
     tick_lock: int
+    #: Redis' clock when it read them (seconds).
+    now: float
 
 
 def tree_status(sup: Supervision) -> TreeStatus:
@@ -140,7 +141,7 @@ def tree_status(sup: Supervision) -> TreeStatus:
     types_by_sup, unplaced = _actor_types_by_supervisor(sup)
     actor_children = [c for n in names for c in tree.static_children(n) if is_actor_child(c)]
     reads = _read_status(sup, names, actor_children)
-    now = time.time()
+    now = reads.now
     child_status = _child_statuses(actor_children, reads.child_statuses)
     supervisors = [
         _supervisor_status(sup, name, reply, child_status, types_by_sup.get(name, []), now)
@@ -191,12 +192,14 @@ def _read_status(
         pipe.hget(ks.actor(*split_actor_child(child)).meta, "status")
     pipe.xrevrange(ks.events, count=EVENTS_SHOWN)
     pipe.exists(ks.tick_lock)
-    results = pipe.execute()
+    pipe.time()  # Redis' clock: the restart history is stamped on it
+    *results, (seconds, micros) = pipe.execute()
     return _StatusReads(
         supervisors=[results[4 * i : 4 * i + 4] for i in range(len(names))],
         child_statuses=results[4 * len(names) : -2],
         events=results[-2],
         tick_lock=results[-1],
+        now=int(seconds) + int(micros) / 1e6,
     )
 
 

@@ -1,7 +1,8 @@
 """A Celery app using celery_supervise, for integration tests with real workers.
 
 Configured from the environment so each test can point it at its own Redis server and key
-prefix: ``TEST_BROKER_URL``, ``TEST_KEY_PREFIX``, ``TEST_LEASE`` and ``TEST_TICK``.
+prefix: ``TEST_BROKER_URL``, ``TEST_KEY_PREFIX``, ``TEST_LEASE``, ``TEST_TICK`` and (to route the
+supervisor tick to a queue of its own) ``TEST_TICK_QUEUE``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ app.conf.update(
     supervise_lease_seconds=float(os.environ.get("TEST_LEASE", "2.0")),
     supervise_tick_interval=float(os.environ.get("TEST_TICK", "0.5")),
 )
+if os.environ.get("TEST_TICK_QUEUE"):  # ticks on workers of their own (docs: routing)
+    app.conf.task_routes = {"celery_supervise.tick": {"queue": os.environ["TEST_TICK_QUEUE"]}}
 supervision = Supervision(app)
 
 _probe: redis.Redis | None = None

@@ -158,7 +158,8 @@ def test_isolate_outcome_is_delivered_once_when_two_runs_race(
             "kwargs": {}, "timeout": None}
     redis_client.hset(keys.meta, mapping={"type": "shop.checkout", "key": "k@1:x",
                                           "status": "idle", "sched": 1})
-    redis_client.hset(keys.isolates, iso_id, Isolation.pending_record(spec, int(time.time() * 1000)))
+    record = Isolation.pending_record(spec, sup.runtime.clock_ms())
+    redis_client.hset(keys.isolates, iso_id, record)
     sup.isolation.start({"kind": "isolate", "id": iso_id, "spec": spec})  # published
     sup.scripts.iso_mark(keys=[keys.isolates], args=[iso_id, "heartbeat", "now", "0"])
     assert sup.isolation.pending(keys)[iso_id]["args"] == [12345678901234567, 0.1, []]
