@@ -53,14 +53,20 @@ class TimeLimitExceeded(SuperviseError):
 
 
 class _LeaseRenewer(threading.Thread):
-    """Renews the lease every third of its length until stopped, lost, or past the limit."""
+    """Renews the lease every third of its length until stopped, lost, or past the step's
+    time limit (counted from the start of each step: ``step_started``)."""
 
     def __init__(self, rt: Runtime, keys: ActorKeys, token: int, limit: float | None) -> None:
         super().__init__(name="celery_supervise-lease", daemon=True)
         self.rt, self.keys, self.token = rt, keys, token
+        self.limit = limit
         self.deadline = time.monotonic() + limit if limit else None
         self.stopped = threading.Event()
         self.lost = False
+
+    def step_started(self) -> None:
+        if self.limit:
+            self.deadline = time.monotonic() + self.limit
 
     def run(self) -> None:
         interval = self.rt.settings.lease_seconds / 3
@@ -114,6 +120,7 @@ class _Run:
         self.token = 0
         self.version = 0
         self.committed = 0
+        self.renewer: _LeaseRenewer | None = None
 
     def run(self) -> dict[str, Any]:
         summary: dict[str, Any] = {"actor": self.atype.name, "key": self.key}
@@ -123,7 +130,9 @@ class _Run:
         if claim.halted_by is not None:
             return {**summary, "outcome": self.stop_for_supervisor(claim.halted_by)}
         self.token, self.version = claim.token, claim.version
-        renewer = _LeaseRenewer(self.rt, self.keys, self.token, self.atype.time_limit)
+        renewer = self.renewer = _LeaseRenewer(
+            self.rt, self.keys, self.token, self.atype.time_limit
+        )
         renewer.start()
         try:
             state = self.load_state(claim)
@@ -256,6 +265,8 @@ class _Run:
         state = json.loads(state_raw)  # checked once per run in ``load_state``
         message = entry.message()
         marker = in_handler.set(True)
+        if self.renewer is not None:
+            self.renewer.step_started()
         try:
             with _time_limit(self.atype.time_limit):
                 started = time.monotonic()

@@ -95,6 +95,12 @@ def strict(ctx: Any, state: dict[str, Any], message: Any) -> Any:
     return state
 
 
+@actor(name="tree.patient", initial={"n": 0}, time_limit=3.5, max_attempts=1)
+def patient(ctx: Any, state: dict[str, Any], message: Any) -> dict[str, Any]:
+    """Steps that take most of a ``time_limit`` longer than the lease (2 s in the tests)."""
+    return _apply(state, message)
+
+
 @actor(name="tree.slowloop", supervisor="quarantining", initial={"n": 0}, max_attempts=1)
 def slowloop(ctx: Any, state: dict[str, Any], message: Any) -> dict[str, Any]:
     """Each crashing message is dead-lettered at once: crashes come only as often as

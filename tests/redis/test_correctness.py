@@ -349,3 +349,24 @@ def test_a_committed_stop_survives_a_collateral_restart_before_the_release(
     local.settle(1.5)
     snap = ref.snapshot()
     assert (snap.status, snap.state["n"]) == ("stopped", 1), snap
+
+
+def test_time_limit_counts_from_each_step_not_from_the_run(
+    bank: ModuleType, local: LocalRunner, monkeypatch: Any
+) -> None:
+    """The lease renewer stopped at ``time_limit`` after the *run* started: in a thread pool
+    (no SIGALRM) a second step well within its own limit lost its lease and was crashed as
+    ``worker_lost`` (and, with max_attempts=1, dead-lettered though innocent)."""
+    sup = bank.supervision
+    assert sup.settings.lease_seconds < 3.5  # each step outlives the lease, not its limit
+    from celery_supervise import runner
+
+    monkeypatch.setattr(runner, "BATCH_SECONDS", 10.0)  # one run takes both steps
+    ref = sup.ref("tree.patient", "p")
+    ref.send_many([{"sleep": 3.0}, {"sleep": 3.0}])
+    runner_thread = threading.Thread(target=local.run)  # not the main thread: no SIGALRM
+    runner_thread.start()
+    runner_thread.join(30)
+    local.settle(1.0)
+    snap = ref.snapshot()
+    assert (snap.state["n"], snap.dead_letters, snap.last_crash) == (2, 0, None), snap
