@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from celery_supervise import Supervision
 from celery_supervise.testing import CeleryProcess, RedisServer, start_beat, start_worker
 
 APP = "example_project.flask_app.make_celery"
@@ -211,7 +212,7 @@ def _crash_loop(run: Run) -> None:
 def panel(run: Run, wallets: list[str]) -> str:
     from example_project.wallets.actors import LEDGER_KEY, ledger, wallet
 
-    sup = wallet.ref(wallets[0]).supervision
+    sup = Supervision.for_current_app()
     snaps = [wallet.ref(k).snapshot() for k in [*wallets, LOOP_WALLET]]
     ledger_snap = ledger.ref(LEDGER_KEY).snapshot()
     statuses = Counter(s.status for s in snaps)
@@ -324,7 +325,7 @@ def settle(run: Run, wallets: list[str], timeout: float) -> bool:
 def summary(run: Run, wallets: list[str], settled: bool) -> bool:
     from example_project.wallets.actors import LEDGER_KEY, ledger, wallet
 
-    sup = wallet.ref(wallets[0]).supervision
+    sup = Supervision.for_current_app()
     refs = [wallet.ref(k) for k in [*wallets, LOOP_WALLET]] + [ledger.ref(LEDGER_KEY)]
     snaps = [r.snapshot() for r in refs]
     events = _events(sup)
