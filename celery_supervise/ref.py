@@ -22,6 +22,7 @@ from .errors import (
 from .operations import restart_actor, rollback_actor, stop_actor
 from .registry import registered, validate_key
 from .runtime import Runtime, redis_errors
+from .status import PUBLIC_STATUSES, PublicStatus
 from .store import ActorStore
 
 __all__ = [
@@ -37,12 +38,12 @@ __all__ = [
 MAX_MESSAGE_ID_LENGTH = 200
 
 
-def public_status(raw: str | None) -> str:
+def public_status(raw: str | None) -> PublicStatus:
     """The stored status as SPEC 2 names it ('crashed' is waiting for its supervisor)."""
-    if raw in (None, "idle"):
-        return "idle"
-    if raw == "crashed":
-        return "backoff"
+    if raw is None or raw == "crashed":
+        return "idle" if raw is None else "backoff"
+    if raw not in PUBLIC_STATUSES:
+        raise CorruptActorData(f"status {raw!r} is not one of {', '.join(PUBLIC_STATUSES)}")
     return raw
 
 

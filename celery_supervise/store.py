@@ -20,6 +20,7 @@ from .codec import encode, text
 from .errors import CorruptActorData
 from .keyspace import ActorKeys, actor_member
 from .runtime import Runtime, patiently, redis_errors
+from .status import STATUSES, ActorStatus
 
 __all__ = [
     "CRASHES_KEPT",
@@ -167,8 +168,12 @@ class Look:
     dead: int
 
     @property
-    def status(self) -> str:
-        return self.meta.get("status", "idle")
+    def status(self) -> ActorStatus:
+        status = self.meta.get("status", "idle")
+        if status not in STATUSES:  # the scripts refuse to act on such a meta hash
+            raise CorruptActorData(f"{self.meta.get('type')}:{self.meta.get('key')}: status "
+                                   f"{status!r} is not one of {', '.join(STATUSES)}")  # fmt: skip
+        return status
 
     @property
     def leased(self) -> bool:

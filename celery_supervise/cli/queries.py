@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..codec import text
+from ..keyspace import Keyspace
 
 if TYPE_CHECKING:
     from ..ref import ActorRef, DeadLetter, HistoryEntry, UndeliverableEffect
@@ -271,7 +272,7 @@ def _restarts(history: list[tuple[bytes, float]], period_start: float) -> Restar
     restarts: list[Restart] = []
     in_period = 0
     for member, score in history:
-        exit_id, _, child = text(member).partition("\n")
+        exit_id, child = Keyspace.parse_restart_member(text(member))
         restarts.append(Restart(exit_id=exit_id, child=child, at=float(score)))
         in_period += float(score) >= period_start
     return Restarts(

@@ -21,6 +21,8 @@ Fixtures (available to any test once celery_supervise is installed):
 
 from __future__ import annotations
 
+import collections
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -77,7 +79,7 @@ def supervise_redis_url(supervise_redis_server: RedisServer | None) -> str:
         return supervise_redis_server.url
     url = env_redis_url()
     assert url is not None
-    import redis
+    import redis  # here: pytest loads this plugin in every run, even without these fixtures
 
     client = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0)
     try:
@@ -113,8 +115,6 @@ class LocalRunner:
     """
 
     def __init__(self, supervision: Any) -> None:
-        import collections
-
         self.supervision = supervision
         self.queue: collections.deque[tuple[str, tuple[Any, ...], dict[str, Any]]] = (
             collections.deque()
@@ -142,6 +142,7 @@ class LocalRunner:
 
     def tick(self) -> dict[str, Any]:
         """One supervisor tick, then the runs it scheduled."""
+        # Imported here: pytest loads this plugin in every run; the runtime only when used.
         from celery_supervise.tick import run_tick
 
         summary: dict[str, Any] = run_tick(self.supervision.runtime)
@@ -150,8 +151,6 @@ class LocalRunner:
 
     def settle(self, seconds: float = 5.0, interval: float = 0.05) -> None:
         """Run and tick for ``seconds`` (backoffs and timers come due in real time)."""
-        import time
-
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             self.run()

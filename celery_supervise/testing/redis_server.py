@@ -345,7 +345,7 @@ class RedisServer:
 
     def client(self, **kwargs: Any) -> redis.Redis:
         """A new ``redis.Redis`` connected to database 0 (``decode_responses=False`` default)."""
-        import redis
+        import redis  # when used: pytest loads this plugin in every run
 
         options: dict[str, Any] = {"host": _HOST, "port": self.port, "db": 0}
         options["decode_responses"] = False
@@ -354,6 +354,7 @@ class RedisServer:
 
     def _control_client(self, timeout: float) -> redis.Redis:
         """A client that fails at once: redis-py's default retries take seconds per refusal."""
+        # when used: pytest loads this plugin in every run
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
