@@ -155,9 +155,12 @@ def decide_exit(rt: Runtime, atype: ActorSpec[Any], keys: ActorKeys) -> str:
     shell = _PlanShell(rt, keys, meta, exit)
     finish: Callable[[], object] | None = None
     for action in plan:
-        finish = shell.apply(action) or finish
+        # Reported before it is applied: whoever sees its effect finds it in the events. A
+        # tick killed in between leaves the actor 'crashed', so the next tick re-applies the
+        # plan and reports it again (at least once; exit_id + action identify a repeat).
         fields = {("notice" if k == "event" else k): v for k, v in describe(action).items()}
         rt.events.record("decision", exit_id=exit.exit_id, reason=exit.reason, **fields)
+        finish = shell.apply(action) or finish
     # The exited actor is settled last: until then it still reads 'crashed' (or its
     # normal exit is unreported), so a tick that dies mid-plan leaves it for the next
     # tick, which re-applies the stored plan.
@@ -213,7 +216,9 @@ class _PlanShell:
             case Quarantine(child=child, cause=cause):
                 _set_supervisor(self.rt, child, "quarantined", f"limit:{cause}")
             case StopSupervisor(supervisor=name, cause_exit_id=cause):
-                stop_subtree(self.rt, name, reason=f"escalated:{me}", cause=cause + ":stop")
+                stop_subtree(
+                    self.rt, name, reason=f"escalated:{me}", cause=cause + ":stop", exited=me
+                )
             case ClearHistory(supervisor=name):
                 self.rt.client.delete(ks.supervisor_history(name))
             case RootGaveUp():
@@ -293,17 +298,21 @@ def _keys(rt: Runtime, child: str) -> ActorKeys:
     return rt.keyspace.actor(*split_actor_child(child))
 
 
-def stop_subtree(rt: Runtime, name: str, *, reason: str, cause: str = "") -> None:
+def stop_subtree(
+    rt: Runtime, name: str, *, reason: str, cause: str = "", exited: str = ""
+) -> None:
     """Stop every supervisor of the subtree and its static actor children. Dynamic children
     are stopped the next time they run (their run checks their supervisors' status), so no
-    scan of all actors is ever needed; each one so stopped is recorded for the restart."""
+    scan of all actors is ever needed; each one so stopped is recorded for the restart.
+    ``exited`` (the actor whose exit is being decided) is left alone: it is settled after
+    the rest of its plan (decide_exit records it as a member first)."""
     store = ActorStore(rt)
     if _applied(rt, name, cause, also=cause.removesuffix(":stop")):
         return  # this stop (or the restart that follows it) was applied by an earlier tick
     for sname in rt.tree.subtree(name):
         _set_supervisor(rt, sname, "stopped", reason, cause)
         for child in rt.tree.static_children(sname):
-            if not is_actor_child(child):
+            if not is_actor_child(child) or child == exited:
                 continue
             keys, why = _keys(rt, child), f"supervisor:{sname}"
             if _crash_seq(rt, keys) is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from types import ModuleType
 from typing import Any
 
@@ -13,6 +14,7 @@ import redis
 
 from celery_supervise import tick as tick_module
 from celery_supervise import tree_shell
+from celery_supervise.decisions import describe
 from celery_supervise.keyspace import actor_member
 from celery_supervise.testing import LocalRunner
 
@@ -167,3 +169,107 @@ def test_a_visit_that_raises_neither_stops_the_tick_nor_loses_the_actor(
     local.tick()
     assert broken.snapshot().last_crash is not None
     assert redis_client.hget(broken.keys.meta, "status") in (b"backoff", b"idle", b"active")
+
+
+def _reported(redis_client: redis.Redis, action: dict[str, Any]) -> bool:
+    """Is this plan action's decision in the events stream (as ``log_event`` writes it)?"""
+    want = {("notice" if k == "event" else k): v for k, v in action.items()}
+    return any(
+        e["event"] == "decision" and all(e.get(k) == v for k, v in want.items())
+        for e in _events(redis_client)
+    )
+
+
+def _crash_loop_until_holder_gives_up(
+    bank: ModuleType, local: LocalRunner, redis_client: redis.Redis, monkeypatch: Any,
+    kill_after: tuple[str, int] | None = None,
+) -> list[dict[str, Any]]:
+    """Crash-loop m0 (escalating: one_for_all, escalate at its 4th restart, under holder of
+    intensity 1) until holder quarantines escalating, as the worker test does, but with the
+    ticks in this process. After every action a tick applies, read the events the way an
+    observer would: the action is already in effect, so its decision must already be
+    reported. ``kill_after=(action, n)`` kills the tick right after applying the n-th such
+    action (the next tick must complete the plan). Returns the actions not yet reported at
+    the moment they were in effect."""
+    members = [bank.supervision.ref("tree.member", f"m{i}") for i in range(3)]
+    for ref in members:
+        ref.send("hello")
+    local.run()
+    real_apply = tree_shell._PlanShell.apply
+    unreported: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+
+    def observed(shell: Any, action: Any) -> Any:
+        finish = real_apply(shell, action)
+        if finish is None and not _reported(redis_client, describe(action)):
+            unreported.append(describe(action))
+        seen[action.name] = seen.get(action.name, 0) + 1
+        if kill_after == (action.name, seen[action.name]):
+            raise SystemExit("tick process killed")
+        return finish
+
+    monkeypatch.setattr(tree_shell._PlanShell, "apply", observed)
+    members[0].send("crash")
+    local.run()
+    deadline = time.monotonic() + 20
+    while redis_client.hget("t:sup:{escalating}", "status") != b"quarantined":
+        assert time.monotonic() < deadline, (
+            f"holder never decided about escalating "
+            f"(status {redis_client.hget('t:sup:{escalating}', 'status')!r}, applied {seen})"
+        )
+        try:
+            local.tick()
+        except SystemExit:
+            redis_client.delete("t:tick:lock")  # a killed tick never releases it
+        time.sleep(0.02)
+    local.tick()  # a tick killed at the very end of the plan is completed by the next one
+    assert redis_client.hget("t:sup:{escalating}", "status") == b"quarantined"
+    assert all(m.snapshot().status == "stopped" for m in members)
+    return unreported
+
+
+def test_an_applied_decision_is_reported_before_anyone_can_see_its_effect(
+    bank: ModuleType, local: LocalRunner, redis_client: redis.Redis, monkeypatch: Any
+) -> None:
+    """The flake of test_escalation_restarts_the_group_then_gives_up_as_otp_would: the test
+    saw escalating quarantined and read the events before the tick that quarantined it had
+    logged the decision (it was logged after being applied)."""
+    unreported = _crash_loop_until_holder_gives_up(bank, local, redis_client, monkeypatch)
+    assert unreported == []
+    decisions = [e for e in _events(redis_client) if e["event"] == "decision"]
+    quarantines = [e for e in decisions if e["action"] == "quarantine"]
+    assert [(e["supervisor"], e["child"]) for e in quarantines] == [("holder", "escalating")]
+    # nothing died: each decision reported exactly once
+    keys = [json.dumps(e, sort_keys=True) for e in decisions]
+    assert len(keys) == len(set(keys))
+
+
+@pytest.mark.parametrize(
+    "kill_after",
+    [("stop_supervisor", 1), ("stop_supervisor", 2), ("quarantine", 1)],
+    ids=["after-escalating-stops-then-holder-restarts", "after-escalating-stops-again",
+         "after-holder-quarantines"],
+)
+def test_a_tick_killed_mid_escalation_is_completed_and_every_decision_reported(
+    bank: ModuleType,
+    local: LocalRunner,
+    redis_client: redis.Redis,
+    monkeypatch: Any,
+    kill_after: tuple[str, int],
+) -> None:
+    """A tick killed right after applying an escalation's stop (or holder's quarantine) left
+    the crashed actor already stopped by the escalation, so no tick looked at its exit again:
+    the rest of the plan was never applied, and what was applied was never reported."""
+    unreported = _crash_loop_until_holder_gives_up(
+        bank, local, redis_client, monkeypatch, kill_after
+    )
+    assert unreported == []
+    decisions = [e for e in _events(redis_client) if e["event"] == "decision"]
+    assert any(
+        e["action"] == "quarantine" and e["supervisor"] == "holder" and e["child"] == "escalating"
+        for e in decisions
+    )
+    assert any(
+        e["action"] == "restart" and e["supervisor"] == "holder" and e["child"] == "escalating"
+        for e in decisions
+    )
