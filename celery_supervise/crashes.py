@@ -5,8 +5,8 @@ what the crash script put in the outbox (a dead-letter notice to an asker)."""
 from __future__ import annotations
 
 from .delivery import Delivery
-from .effects import relay_outbox
 from .keyspace import ActorKeys
+from .relay import relay_outbox
 from .runtime import Runtime
 from .store import ActorStore, CrashOutcome, CrashRecord
 

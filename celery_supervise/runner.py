@@ -24,11 +24,12 @@ import redis
 from .codec import encode, text
 from .context import Context, in_handler
 from .crashes import record_crash
-from .effects import encode_effects, relay_outbox
+from .effects import encode_effects
 from .errors import CorruptActorData, StateRejected, SuperviseError
 from .keyspace import ActorKeys
 from .mailbox import Entry, unparsed_entry
 from .registry import ActorSpec
+from .relay import relay_outbox
 from .runtime import Runtime
 from .store import ActorStore, Claim, CrashOutcome, CrashRecord
 from .tree_shell import supervisor_chain

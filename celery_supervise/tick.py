@@ -22,7 +22,6 @@ from typing import Any
 from .codec import text
 from .crashes import record_crash
 from .delivery import Delivery
-from .effects import relay_outbox
 from .errors import (
     ActorNotRegistered,
     CorruptActorData,
@@ -34,6 +33,7 @@ from .isolation import Isolation
 from .keyspace import ActorKeys, parse_actor_member
 from .mailbox import Entry, unparsed_entry
 from .registry import ActorSpec, registered
+from .relay import relay_outbox
 from .runtime import EventLog, Runtime, redis_errors
 from .store import ActorStore, CrashRecord, Look
 from .tree_shell import decide_exit

@@ -29,7 +29,8 @@ from celery_supervise import RedisUnavailable
 from celery_supervise.cli.queries import actor_report
 from celery_supervise.context import Effects
 from celery_supervise.delivery import Delivery
-from celery_supervise.effects import encode_effects, relay_outbox
+from celery_supervise.effects import encode_effects
+from celery_supervise.relay import relay_outbox
 from celery_supervise.testing import LocalRunner
 from tests.harness import PROJECT_ROOT
 

@@ -21,8 +21,8 @@ import pytest
 import redis
 
 from celery_supervise import CorruptActorData
-from celery_supervise.effects import relay_outbox
 from celery_supervise.keyspace import ActorKeys, Keyspace
+from celery_supervise.relay import relay_outbox
 from celery_supervise.scripts import Scripts
 
 T, K = "atom.type", "k1"
@@ -152,6 +152,9 @@ CASES = [
                                                      marker=f"{w.prefix}:reply:{{m}}:pushed")),
          actor_keys("reply", "marker"), lambda w: ['{"value":1}', 300], [],
          [("reply", "list"), ("marker", "string")]),
+    Case("undeliver", base, actor_keys("outbox", "undelivered"),
+         lambda w: ['{"kind":"old"}', '{"kind":"send","error":"x"}'], [],
+         [("outbox", "list"), ("undelivered", "list")]),
 ]
 BY_NAME = {c.script: c for c in CASES}
 

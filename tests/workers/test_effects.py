@@ -20,9 +20,9 @@ import pytest
 import redis
 
 from celery_supervise import AskNotAllowed, AskTimeout, MessageDeadLettered
-from celery_supervise.effects import relay_outbox
 from celery_supervise.isolation import Isolation
 from celery_supervise.registry import registered
+from celery_supervise.relay import relay_outbox
 from tests.harness import wait_until
 
 GATEWAY = "gateway"
