@@ -335,26 +335,32 @@ def decide(
     if not is_supervisor and not should_restart(exit.restart_type, exit.reason):
         return (StopChild(spec.name, exit.child, "stopped", exit.exit_id),)
 
-    history = histories.get(spec.name, ())
-    budget_child = exit.child if spec.on_limit == "quarantine" else None
-    count = 1 + restarts_in_window(
-        history, now, spec.period, child=budget_child, exclude_exit_id=exit.exit_id
-    )
-    cause: LimitCause | None = None
-    if count > spec.intensity:
-        cause = "intensity"
-    elif (
-        not is_supervisor
-        and exit.reason != "normal"
-        and exit.consecutive_crashes > spec.max_consecutive_crashes
-    ):
-        cause = "consecutive_crashes"
-
+    cause = limit_hit(spec, exit, histories.get(spec.name, ()), now)
     if cause is None:
         return _restart(tree, spec, exit, now, restart_types)
     if spec.on_limit == "quarantine":
         return _quarantine(spec, exit, cause)
     return _escalate(tree, spec, exit, histories, now, restart_types)
+
+
+def limit_hit(
+    spec: SupervisorSpec, exit: Exit, history: Iterable[RestartRecord], now: float
+) -> LimitCause | None:
+    """Which limit this restart would pass, if any: intensity first (this child's restarts
+    only in quarantine mode), then the actor's consecutive crashes."""
+    budget_child = exit.child if spec.on_limit == "quarantine" else None
+    count = 1 + restarts_in_window(
+        history, now, spec.period, child=budget_child, exclude_exit_id=exit.exit_id
+    )
+    if count > spec.intensity:
+        return "intensity"
+    if (
+        is_actor_child(exit.child)
+        and exit.reason != "normal"
+        and exit.consecutive_crashes > spec.max_consecutive_crashes
+    ):
+        return "consecutive_crashes"
+    return None
 
 
 def _restart(
@@ -371,40 +377,35 @@ def _restart(
     backoff of its own (its actors keep theirs) and starts with a clean history, like a
     freshly started OTP supervisor.
     """
-    level: int | None = None
-    delay = 0.0
-    if is_actor_child(exit.child):
-        level = exit.backoff_level  # a normal exit is not a crash: no wait, level unchanged
-        if exit.reason != "normal":
-            level = next_backoff_level(spec.backoff, level, exit.previous_crash_at, exit.at)
-            delay = backoff_delay(spec.backoff, level)
+    level, delay = _backoff_of(spec, exit)
     plan: list[Action] = [
         RecordRestart(spec.name, RestartRecord(exit.exit_id, exit.child, now), exit.exit_id)
     ]
     targets = strategy_targets(spec.strategy, tree.static_children(spec.name), exit.child)
     for child in targets:
         collateral = child != exit.child
-        if (
-            collateral
-            and is_actor_child(child)
-            and not restarts_with_group(restart_types.get(child, "permanent"))
-        ):
-            plan.append(StopChild(spec.name, child, "stopped", exit.exit_id))
-            continue
+        if collateral and is_actor_child(child):
+            if not restarts_with_group(restart_types.get(child, "permanent")):
+                plan.append(StopChild(spec.name, child, "stopped", exit.exit_id))
+                continue
         if not is_actor_child(child):
             plan.extend(ClearHistory(s, exit.exit_id) for s in tree.subtree(child))
         plan.append(
-            RestartChild(
-                supervisor=spec.name,
-                child=child,
-                delay=delay,
-                restart_at=now + delay,
-                backoff_level=None if collateral else level,
-                collateral=collateral,
-                cause_exit_id=exit.exit_id,
-            )
-        )
+            RestartChild(spec.name, child, delay, now + delay, None if collateral else level,
+                         collateral, exit.exit_id)
+        )  # fmt: skip
     return tuple(plan)
+
+
+def _backoff_of(spec: SupervisorSpec, exit: Exit) -> tuple[int | None, float]:
+    """(new backoff level, delay) of the exited child: None and 0 for a supervisor; a
+    normal exit is not a crash (no wait, level unchanged)."""
+    if not is_actor_child(exit.child):
+        return None, 0.0
+    if exit.reason == "normal":
+        return exit.backoff_level, 0.0
+    level = next_backoff_level(spec.backoff, exit.backoff_level, exit.previous_crash_at, exit.at)
+    return level, backoff_delay(spec.backoff, level)
 
 
 def _quarantine(spec: SupervisorSpec, exit: Exit, cause: LimitCause) -> RestartPlan:

@@ -391,30 +391,17 @@ def worker_lost(v: Visit, look: Look) -> str:
             v.rt.publish(keys.type_name, keys.key)
         return f"released_{released}"
     try:
-        entry: Entry | None = Entry.parse(head, where=f"actor {keys.type_name}:{keys.key}")
+        entry = Entry.parse(head, where=f"actor {keys.type_name}:{keys.key}")
     except CorruptActorData:
         entry = unparsed_entry(head)  # tied to the garbage head, like any message
-    attempt = (
-        look.field_int("attempts") + 1 if entry and meta.get("attempt_seq") == str(entry.seq) else 1
-    )
+    same = meta.get("attempt_seq") == str(entry.seq)
+    owner = meta.get("lease_owner")
     record = CrashRecord.of(
-        "worker_lost",
-        None,
-        actor=keys.type_name,
-        key=keys.key,
-        version=look.field_int("version"),
-        message_id=entry.message_id if entry else None,
-        seq=entry.seq if entry else 0,
-        attempt=attempt,
-        worker=meta.get("lease_owner"),
-        message=f"lease of {meta.get('lease_owner')} expired mid-step",
-    )
-    outcome = record_crash(
-        v.rt,
-        keys,
-        record,
-        token=meta["token"],
-        max_attempts=v.atype.max_attempts,
-        only_if_expired=True,
-    )
+        "worker_lost", None, actor=keys.type_name, key=keys.key,
+        version=look.field_int("version"), message_id=entry.message_id, seq=entry.seq,
+        attempt=look.field_int("attempts") + 1 if same else 1, worker=owner,
+        message=f"lease of {owner} expired mid-step",
+    )  # fmt: skip
+    outcome = record_crash(v.rt, keys, record, token=meta["token"],
+                           max_attempts=v.atype.max_attempts, only_if_expired=True)  # fmt: skip
     return "worker_lost" if outcome.crashed else "checked"
