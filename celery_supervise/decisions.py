@@ -384,10 +384,10 @@ def _restart(
     targets = strategy_targets(spec.strategy, tree.static_children(spec.name), exit.child)
     for child in targets:
         collateral = child != exit.child
-        if collateral and is_actor_child(child):
-            if not restarts_with_group(restart_types.get(child, "permanent")):
-                plan.append(StopChild(spec.name, child, "stopped", exit.exit_id))
-                continue
+        stays_down = not restarts_with_group(restart_types.get(child, "permanent"))
+        if collateral and is_actor_child(child) and stays_down:
+            plan.append(StopChild(spec.name, child, "stopped", exit.exit_id))
+            continue
         if not is_actor_child(child):
             plan.extend(ClearHistory(s, exit.exit_id) for s in tree.subtree(child))
         plan.append(
