@@ -54,7 +54,9 @@ def _wait(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-def _ask_in_thread(ref: Any, message: Any, answers: list[Any]) -> threading.Thread:
+def _ask_in_thread(
+    ref: Any, message: Any, answers: list[Any], local: LocalRunner
+) -> threading.Thread:
     def ask() -> None:
         try:
             answers.append(ref.ask(message, timeout=10))
@@ -63,7 +65,8 @@ def _ask_in_thread(ref: Any, message: Any, answers: list[Any]) -> threading.Thre
 
     thread = threading.Thread(target=ask)
     thread.start()
-    _wait(lambda: ref.snapshot().pending == 1)
+    # stored, and its run published (the asker's thread does both, one after the other)
+    _wait(lambda: ref.snapshot().pending == 1 and bool(local.queue))
     return thread
 
 
@@ -100,7 +103,7 @@ def test_a_corrupt_receiver_does_not_block_the_senders_other_effects(
     redis_client.hset(r1.keys.meta, "type", "someone.else")  # send.lua: CORRUPT
     f = sup.ref("shop.fanout", "f")
     answers: list[Any] = []
-    asking = _ask_in_thread(f, {"to": ["r1", "r2"]}, answers)
+    asking = _ask_in_thread(f, {"to": ["r1", "r2"]}, answers, local)
     local.run()
     asking.join(15)
 
