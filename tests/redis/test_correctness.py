@@ -91,11 +91,11 @@ def test_asks_reusing_one_business_id_with_two_actors_get_their_own_answers(
 
     asking_x = threading.Thread(target=ask, args=("x",))
     asking_x.start()
-    _wait(lambda: sup.ref("shop.echo", "x").snapshot().pending == 1)
+    _wait(lambda: sup.ref("shop.echo", "x").snapshot().pending == 1 and len(local.queue) == 1)
     time.sleep(0.2)  # x's asker is blocked on its reply now
     asking_y = threading.Thread(target=ask, args=("y",))
     asking_y.start()
-    _wait(lambda: sup.ref("shop.echo", "y").snapshot().pending == 1)
+    _wait(lambda: sup.ref("shop.echo", "y").snapshot().pending == 1 and len(local.queue) == 2)
     time.sleep(0.2)
     local.queue.rotate(-1)  # y's run first: its answer lands while x's asker waits
     local.run()
