@@ -165,6 +165,13 @@ class Runtime:
         self.clock_error = 0.0
         self._clock_due = 0.0
 
+    def use_settings(self, settings: Settings) -> None:
+        """Replace the settings (a test points a configured Supervision at its own server):
+        clients, scripts and the clock offset are made again from them. Same key prefix."""
+        self.settings = settings
+        self._client = self._once = self._scripts = None
+        self._clock_offset = None
+
     def publish(self, type_name: str, key: str) -> None:
         """Schedule one task run of the actor (its Celery task carries only the key)."""
         self.dispatch(type_name, (key,), {}, {})

@@ -103,6 +103,7 @@ class Supervision:
         self._register_tasks()
         self._schedule_tick()
         self._connect_startup_check()
+        self._discover_actors()
 
     # -- what the runtime holds, for callers of this object ----------------------------------
     @property
@@ -154,6 +155,15 @@ class Supervision:
 
         register_isolation_task(self.app, rt)
         self.tick_task = tick
+
+    def _discover_actors(self) -> None:
+        # Actor types live in ``actors.py`` as tasks live in ``tasks.py``: import ``<app>.actors``
+        # of every installed Django app, lazily, the way ``autodiscover_tasks()`` finds tasks
+        # (on ``import_modules``, when a worker, beat or a ``celery`` command imports the
+        # app's task modules). Without this a worker knew the actors only if something else
+        # (Django's system checks importing the views) happened to import them. Outside
+        # Django the app's ``imports``/``include`` name the modules.
+        self.app.autodiscover_tasks(related_name="actors")
 
     def _connect_startup_check(self) -> None:
         # Connected here, when the user installs us on their app -- never at import time.

@@ -16,7 +16,12 @@ Fixtures (available to any test once celery_supervise is installed):
     ``CELERY_SUPERVISE_TEST_REDIS_URL``; the server is checked to answer ``PING``.
 ``supervise_runner``
     Factory: ``supervise_runner(supervision)`` attaches a :class:`LocalRunner` that runs the
-    actor steps and ticks celery_supervise would publish, in the test's own process.
+    actor steps and ticks celery_supervise would publish, in the test's own process. It fails
+    the test if the Supervision's Redis is not the session's server, and deletes the keys
+    under its key prefix on the first attach of each test (state isolated per test).
+``supervise_use_test_redis``
+    Factory: ``supervise_use_test_redis(supervision)`` points an already-configured
+    Supervision at the session's server for one test.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ __all__ = [
     "supervise_redis_server",
     "supervise_redis_url",
     "supervise_runner",
+    "supervise_use_test_redis",
     "wait_until",
 ]
 
@@ -162,11 +168,22 @@ class LocalRunner:
 
 
 @pytest.fixture
-def supervise_runner() -> Iterator[Callable[[Any], LocalRunner]]:
-    """Factory: ``supervise_runner(supervision)`` attaches a ``LocalRunner`` for this test."""
+def supervise_runner(supervise_redis_url: str) -> Iterator[Callable[[Any], LocalRunner]]:
+    """Factory: ``supervise_runner(supervision)`` attaches a ``LocalRunner`` for this test.
+
+    The Supervision must use this session's test server (else the test fails, saying how to
+    fix it), and its state starts empty: the first attach in a test deletes every key under
+    its key prefix."""
+    from .pointing import clear_keys, require_test_server
+
     runners: list[LocalRunner] = []
+    cleared: set[int] = set()
 
     def attach(supervision: Any) -> LocalRunner:
+        require_test_server(supervision, supervise_redis_url)
+        if id(supervision) not in cleared:
+            clear_keys(supervision)
+            cleared.add(id(supervision))
         runner = LocalRunner(supervision)
         runners.append(runner)
         return runner
@@ -174,3 +191,22 @@ def supervise_runner() -> Iterator[Callable[[Any], LocalRunner]]:
     yield attach
     for runner in runners:
         runner.close()
+
+
+@pytest.fixture
+def supervise_use_test_redis(supervise_redis_url: str) -> Iterator[Callable[[Any], Any]]:
+    """Factory: ``supervise_use_test_redis(supervision)`` points a Supervision configured
+    with another Redis (its app imported at a test module's top) at this session's server,
+    in this process, until the test ends. Workers started by the test read their own
+    settings: give them the test server's URL in their environment."""
+    from .pointing import use_redis
+
+    restore: list[tuple[Any, Any]] = []
+
+    def point(supervision: Any) -> Any:
+        restore.append((supervision, use_redis(supervision, supervise_redis_url)))
+        return supervision
+
+    yield point
+    for supervision, settings in reversed(restore):
+        supervision.runtime.use_settings(settings)

@@ -1,4 +1,5 @@
-"""Django app config. Celery's ``autodiscover_tasks()`` imports ``wallets.tasks`` from here."""
+"""Django app config. Celery's ``autodiscover_tasks()`` imports ``wallets.tasks`` from here, and
+celery_supervise imports ``wallets.actors``."""
 
 from django.apps import AppConfig
 

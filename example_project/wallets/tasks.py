@@ -1,9 +1,8 @@
-"""Every Celery task of the wallets app, where Celery's ``autodiscover_tasks()`` looks.
+"""The Celery tasks of the wallets app, where Celery's ``autodiscover_tasks()`` looks.
 
-Importing this module registers the actors and the gateway on every Celery app of the
-process (like ``@shared_task``)."""
+The actors live in ``actors.py``, which celery_supervise finds the same way (it imports
+``<app>.actors`` of every installed Django app): nothing here imports them."""
 
-from .actors import LEDGER_KEY, ledger, wallet
 from .gateway import gateway
 
-__all__ = ["LEDGER_KEY", "gateway", "ledger", "wallet"]
+__all__ = ["gateway"]

@@ -16,7 +16,7 @@ from celery import Celery, current_app
 
 from celery_supervise import Supervision
 from celery_supervise.testing import LocalRunner
-from example_project.wallets.tasks import LEDGER_KEY, ledger, wallet
+from example_project.wallets.actors import LEDGER_KEY, ledger, wallet
 
 
 @pytest.fixture

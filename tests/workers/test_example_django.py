@@ -4,10 +4,17 @@ against real ``celery -A example_project.django_site worker`` processes.
 The site is configured only by its settings module, read from the environment set here:
 the session's Redis server (also the broker), key prefix ``exdj``, and a gateway that never
 fails at random (``WALLETS_GATEWAY_FAILURE_RATE=0``), so only ``simulate`` decides.
+Celery's Django fixup runs Django's system checks in the worker, which import the URLconf,
+the views and so, by accident, the actors: ``CELERY_SKIP_CHECKS=1`` turns that off, so the
+worker knows the actors (defined only in ``wallets/actors.py``) by autodiscovery alone.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +22,7 @@ import pytest
 import redis
 from celery import Celery, current_app
 
-from tests.harness import CeleryProcess, start_worker, wait_until
+from tests.harness import PROJECT_ROOT, CeleryProcess, start_worker, wait_until
 
 SITE = "example_project.django_site"
 SETTINGS = "example_project.django_site.settings"
@@ -28,6 +35,7 @@ def site_env(supervise_redis_url: str) -> dict[str, str]:
         "EXAMPLE_REDIS_URL": supervise_redis_url,
         "EXAMPLE_KEY_PREFIX": "exdj",
         "WALLETS_GATEWAY_FAILURE_RATE": "0",
+        "CELERY_SKIP_CHECKS": "1",
     }
 
 
@@ -157,3 +165,22 @@ def test_bad_requests_are_refused(client: Any) -> None:
     assert bad.status_code == 400 and "simulate" in bad.json()["error"]
     assert client.get("/wallets/eve/deposits").status_code == 405
     assert client.get("/wallets/eve").json()["version"] == 0  # nothing was sent
+
+
+def test_actors_are_autodiscovered_without_system_checks(
+    client: Any, site_env: dict[str, str]
+) -> None:
+    """``wallets.wallet`` is defined only in ``wallets/actors.py``, which neither the settings
+    nor ``tasks.py`` import: the worker and the CLI find it as ``autodiscover_tasks`` finds
+    ``tasks.py`` (with ``CELERY_SKIP_CHECKS=1``, nothing else imports it)."""
+    assert post(client, "/wallets/frank/deposits", {"amount": 70}).status_code == 202
+    wait_until(lambda: client.get("/wallets/frank").json()["version"] == 1, 20,
+               message="the worker did not handle the deposit")
+    status = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", SITE, "supervise", "status", "--json"],
+        env={**os.environ, **site_env}, cwd=PROJECT_ROOT, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    types = {s["name"]: s["actor_types"] for s in json.loads(status.stdout)["supervisors"]}
+    assert types["payments"] == ["wallets.wallet"] and types["audit"] == ["wallets.ledger"]

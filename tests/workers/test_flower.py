@@ -4,6 +4,9 @@ celery_supervise does as ordinary tasks -- through its HTTP API, ``/api/tasks``.
 - actor steps and ticks are listed by readable names (``bank.account``,
   ``celery_supervise.tick``), an actor step's only argument being the actor's key;
 - a crashed step is a FAILURE task whose traceback holds the handler's own exception;
+- an isolated subtask is a ``celery_supervise.isolated`` task naming the actor, its tag and
+  the user's task, its result the outcome's summary; an escalation's decisions (the
+  supervisor failing to its parent) show in a tick result;
 - dead letters show in the failed task's exception (``-- dead-lettered after 3 attempts``),
   restarts and quarantines in the tick tasks' results (their ``decisions``), and a run the
   tick sent after a restart has that tick as its parent.
@@ -111,6 +114,9 @@ def test_flower_shows_steps_ticks_crashes_and_supervision_decisions(
     poison.send("after")
     loop = bank.supervision.ref("tree.worker", "loop")
     loop.send("crash", message_id="crash-1")
+    isolator = bank.supervision.ref("tree.isolator", "iso")
+    isolator.send("charge-f")  # an isolated subtask: tree.count_calls("charge-f", 0.5)
+    bank.supervision.ref("tree.dynamic", "esc").send("crash")  # dynesc escalates to root
 
     wait_until(lambda: account.snapshot().state == {"balance": 6, "seen": []}, 30,
                message="bank.account k1 did not commit its 3 messages")
@@ -183,7 +189,8 @@ def test_flower_shows_steps_ticks_crashes_and_supervision_decisions(
 
     decisions = wait_until(decided, 20, interval=0.5,
                            message="tick results in Flower lack the restart/quarantine decisions")
-    quarantine = next(d for d in decisions if d.get("action") == "quarantine")
+    quarantine = next(d for d in decisions  # the escalating dynesc adds others: root's
+                      if d.get("action") == "quarantine" and d.get("child") == "tree.worker:loop")
     assert quarantine["event"] == "decision" and quarantine["supervisor"] == "quarantining", (
         quarantine)
     assert any(d["event"] == "restarted" and (d["actor"], d["key"]) == ("tree.worker", "loop")
@@ -191,3 +198,26 @@ def test_flower_shows_steps_ticks_crashes_and_supervision_decisions(
     restarts = [d for d in decisions
                 if d.get("action") == "restart" and d.get("child") == "tree.worker:loop"]
     assert len(restarts) >= 3, restarts  # intensity 3 in 5 s: the 4th crash quarantines
+
+    # -- an isolated subtask: the wrapper task, readable args (actor, key, id, tag, task) --
+    wait_until(lambda: isolator.snapshot().state["outcomes"], 30,
+               message="tree.isolator got no outcome")
+    (iso,) = wait_until(
+        lambda: [t for t in _tasks(flower, taskname="celery_supervise.isolated")
+                 if t["state"] == "SUCCESS"], 20, interval=0.3,
+        message="Flower does not list the isolated subtask")
+    type_name, key, iso_id, tag, task_name = _args(iso)
+    assert (type_name, key, tag, task_name) == ("tree.isolator", "iso", "charge-f",
+                                                "tree.count_calls"), iso["args"]
+    assert iso_id.startswith("tree.isolator:iso@"), iso_id
+    assert "'args': ['charge-f', 0.5]" in iso["kwargs"], iso["kwargs"]
+    assert _result(iso) == {"tag": "charge-f", "ok": True, "delivered": True}, iso["result"]
+
+    # -- an escalation: dynesc over its limit fails to root, in a tick's decisions --
+    def escalated() -> list[dict[str, Any]]:
+        return [d for d in _decisions(flower) if d.get("action") == "notify_parent"
+                and d.get("notice") == "escalated" and d.get("supervisor") == "dynesc"]
+
+    (notice, *_) = wait_until(escalated, 30, interval=0.5,
+                              message="tick results in Flower lack the dynesc escalation")
+    assert notice["event"] == "decision", notice
