@@ -208,21 +208,21 @@ def test_every_quarantined_actor_of_a_type_is_listed_without_a_scan(
 def test_bad_input_is_named(bank: ModuleType, local: LocalRunner, fix: Any,
                             redis_client: redis.Redis) -> None:  # fmt: skip
     rt = bank.supervision.runtime
-    with pytest.raises(ActorNotRegistered, match="no actor type named 'replay.nope'"):
+    with pytest.raises(ActorNotRegistered, match=r"no actor type named 'replay.nope'"):
         replay_actor(rt, rt.keyspace.actor("replay.nope", "k"))
-    with pytest.raises(NotQuarantined, match="replay.ledger:ghost does not exist"):
+    with pytest.raises(NotQuarantined, match=r"replay.ledger:ghost does not exist"):
         bank.replaying.ledger.ref("ghost").replay()
     idle = bank.replaying.ledger.ref("idle")
     idle.send({"kind": "deposit", "amount": 1})
     local.run()
-    with pytest.raises(NotQuarantined, match="replay.ledger:idle is idle, not quarantined"):
+    with pytest.raises(NotQuarantined, match=r"replay.ledger:idle is idle, not quarantined"):
         idle.replay()
-    with pytest.raises(UnknownDeadLetter, match="replay.ledger:idle has no dead letter 'm-x'"):
+    with pytest.raises(UnknownDeadLetter, match=r"replay.ledger:idle has no dead letter 'm-x'"):
         idle.replay(message_id="m-x")
     ref = bank.replaying.ledger.ref("bad")
     quarantine(local, ref, {"kind": "fee", "amount": 0})
     redis_client.hset(ref.keys.meta, "state", b'{"balance": 1')
-    with pytest.raises(CorruptActorData, match="replay.ledger:bad: stored state does not decode"):
+    with pytest.raises(CorruptActorData, match=r"replay.ledger:bad: stored state does not decode"):
         ref.replay()
     assert [(k, type(r).__name__) for k, r in replay_type(rt, "replay.ledger")] == [
         ("bad", "CorruptActorData")
