@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         MessageDeadLettered,
         MessageTooLarge,
         NotInstalled,
+        NotQuarantined,
         RedisRejected,
         RedisUnavailable,
         StateRejected,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
         UnknownVersion,
     )
     from .ref import ActorRef, DeadLetter, HistoryEntry, Snapshot, UndeliverableEffect
+    from .replay import ReplayEffects, ReplayResult
     from .supervision import Supervision
 
 #: Where each public name lives.
@@ -48,6 +50,8 @@ _HOME = {
     "HistoryEntry": "ref",
     "Snapshot": "ref",
     "UndeliverableEffect": "ref",
+    "ReplayEffects": "replay",
+    "ReplayResult": "replay",
     "Supervision": "supervision",
     **dict.fromkeys(
         [
@@ -61,6 +65,7 @@ _HOME = {
             "MessageDeadLettered",
             "MessageTooLarge",
             "NotInstalled",
+            "NotQuarantined",
             "RedisRejected",
             "RedisUnavailable",
             "StateRejected",
@@ -88,8 +93,11 @@ __all__ = [
     "MessageDeadLettered",
     "MessageTooLarge",
     "NotInstalled",
+    "NotQuarantined",
     "RedisRejected",
     "RedisUnavailable",
+    "ReplayEffects",
+    "ReplayResult",
     "Snapshot",
     "StateRejected",
     "SuperviseError",

@@ -49,6 +49,7 @@ class Context:
         attempt: int,
         reply_wanted: bool,
         max_message_bytes: int,
+        replaying: bool = False,
     ) -> None:
         self.actor = actor
         self.key = key
@@ -56,6 +57,9 @@ class Context:
         self.version = version
         self.attempt = attempt
         self.effects = Effects()
+        #: True while ``supervise replay`` runs this step on a copy: nothing asked of
+        #: ``ctx`` is performed, but code outside ``ctx`` runs as usual (docs/operations.md).
+        self.replaying = replaying
         self._reply_wanted = reply_wanted
         self._max_message_bytes = max_message_bytes
 

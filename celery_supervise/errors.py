@@ -19,6 +19,7 @@ __all__ = [
     "MessageDeadLettered",
     "MessageTooLarge",
     "NotInstalled",
+    "NotQuarantined",
     "RedisRejected",
     "RedisUnavailable",
     "StateRejected",
@@ -118,6 +119,11 @@ class MessageDeadLettered(SuperviseError):
 
 class UnknownVersion(SuperviseError, KeyError):
     """``rollback`` named a version that is not in the actor's history."""
+
+
+class NotQuarantined(SuperviseError):
+    """``replay`` named an actor that does not exist or is not quarantined (a dead letter
+    is replayed with ``message_id``, whatever the actor's status)."""
 
 
 class UnknownDeadLetter(SuperviseError, KeyError):

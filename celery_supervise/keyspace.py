@@ -114,6 +114,14 @@ class Keyspace:
         tick, so ``supervise dead-letters`` lists them without a scan."""
         return f"{self.prefix}:deadletters"
 
+    def quarantined_index(self, type_name: str) -> str:
+        """Sorted set of one type's actors that were quarantined (member "T:K", score: how
+        many times it was noted, so that a pruner can tell a member noted again).
+        A hint like the dead-letter index: written beside the script that quarantines, never
+        cleared by the scripts that bring an actor back, so ``supervise replay TYPE`` lists
+        candidates without a scan and checks each against the actor's own status."""
+        return f"{self.prefix}:quarantined:{{{_escape(type_name)}}}"
+
     @property
     def tick_lock(self) -> str:
         return f"{self.prefix}:tick:lock"

@@ -22,9 +22,15 @@ HALTED = ("stopped", "quarantined", "backoff")
 
 
 def restart_actor(
-    rt: Runtime, keys: ActorKeys, *, recovery: str | None, only_halted: bool = False
+    rt: Runtime,
+    keys: ActorKeys,
+    *,
+    recovery: str | None,
+    only_halted: bool = False,
+    fence: str = "",
 ) -> str:
-    """Restart now (from any status, or with ``only_halted`` only a halted one)."""
+    """Restart now (from any status, or with ``only_halted`` only a halted one; with
+    ``fence`` (``store.fence_of``) only if the actor is still as that reader saw it)."""
     atype = registered(keys.type_name)
     recovery = recovery or atype.recovery
     if recovery not in ("last_good", "reset"):
@@ -43,9 +49,11 @@ def restart_actor(
         initial=initial,
         history=atype.history,
         clear_crashes=True,
+        fence=fence,
     )
     rt.events.record(
-        "operator_restart", actor=keys.type_name, key=keys.key, recovery=recovery, outcome=outcome
+        "operator_restart", actor=keys.type_name, key=keys.key, recovery=recovery, outcome=outcome,
+        **({"after": "replay"} if fence else {}),
     )
     return outcome
 

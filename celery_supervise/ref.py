@@ -21,6 +21,7 @@ from .errors import (
 )
 from .operations import restart_actor, rollback_actor, stop_actor
 from .registry import registered, validate_key
+from .replay import Released, ReplayResult, release, replay_actor
 from .runtime import Runtime, redis_errors
 from .status import PUBLIC_STATUSES, PublicStatus
 from .store import ActorStore
@@ -342,3 +343,18 @@ class ActorRef:
     def stop(self) -> str:
         """Stop the actor; its mailbox is kept and keeps accepting messages."""
         return stop_actor(self.runtime, self.keys)
+
+    def replay(
+        self, *, message_id: str | None = None, timeout: float | None = None
+    ) -> ReplayResult:
+        """Run this process's handler on a copy of the quarantined actor's committed state
+        and its mailbox head (or the dead letter ``message_id``); writes nothing and
+        performs no effect. Stopped after ``timeout`` or the type's ``time_limit``."""
+        return replay_actor(self.runtime, self.keys, message_id=message_id, timeout=timeout)
+
+    def release(self, result: ReplayResult) -> Released:
+        """Resume (for a dead letter: requeue) what ``result`` proved, only if the actor is
+        still as the replay read it: 'resumed' | 'requeued' | 'failed' | 'changed' | 'gone'."""
+        if (result.type, result.key) != (self.type_name, self.key):
+            raise InvalidMessage(f"{result.type}:{result.key}'s replay given to {self!r}")
+        return release(self.runtime, result)

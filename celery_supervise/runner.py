@@ -34,7 +34,14 @@ from .runtime import Runtime
 from .store import ActorStore, Claim, CrashOutcome, CrashRecord
 from .tree_shell import supervisor_chain
 
-__all__ = ["StepCrashed", "run_actor"]
+__all__ = [
+    "StepCrashed",
+    "TimeLimitExceeded",
+    "check_state",
+    "crash_reason",
+    "run_actor",
+    "step_on_copy",
+]
 
 log = logging.getLogger("celery_supervise")
 
@@ -187,7 +194,7 @@ class _Run:
             _check_stored_state(claim.state, self.where)
             return claim.state
         except Exception as exc:
-            self.crash(CrashRecord.of(_reason(exc), exc, **self._about(None, 0)))
+            self.crash(CrashRecord.of(crash_reason(exc), exc, **self._about(None, 0)))
             raise StepCrashed(f"{self.where}: state unusable: {exc}") from exc
 
     def handle_batch(self, claim: Claim, state: bytes) -> bool:
@@ -225,7 +232,8 @@ class _Run:
             if entry is None:  # garbage in the mailbox: tie the crash to it
                 entry = unparsed_entry(raw)
                 attempt = claim.attempts + 1 if claim.attempt_seq == entry.seq else 1
-            outcome = self.crash(CrashRecord.of(_reason(exc), exc, **self._about(entry, attempt)))
+            record = CrashRecord.of(crash_reason(exc), exc, **self._about(entry, attempt))
+            outcome = self.crash(record)
             raise StepCrashed(
                 f"{self.where}: message {entry.message_id!r} attempt {attempt} crashed: "
                 f"{type(exc).__name__}: {exc}"
@@ -254,47 +262,21 @@ class _Run:
 
     def step(self, state_raw: bytes, entry: Entry, attempt: int) -> tuple[bytes, Context]:
         """Run the handler on a fresh copy of the state; return the new state, encoded."""
-        ctx = Context(
-            actor=self.atype.name,
-            key=self.key,
-            message_id=entry.message_id,
+        renewer = self.renewer
+        return step_on_copy(
+            self.rt,
+            self.atype,
+            self.key,
+            state_raw=state_raw,
+            entry=entry,
             version=self.version,
             attempt=attempt,
-            reply_wanted=entry.reply_wanted,
-            max_message_bytes=self.rt.settings.max_message_bytes,
+            time_limit=self.atype.time_limit,
+            on_start=renewer.step_started if renewer is not None else None,
         )
-        state = json.loads(state_raw)  # checked once per run in ``load_state``
-        message = entry.message()
-        marker = in_handler.set(True)
-        if self.renewer is not None:
-            self.renewer.step_started()
-        try:
-            with _time_limit(self.atype.time_limit):
-                started = time.monotonic()
-                result = self.atype.handler(ctx, state, message)
-                elapsed = time.monotonic() - started
-        finally:
-            in_handler.reset(marker)
-        if self.atype.time_limit and elapsed > self.atype.time_limit:
-            raise TimeLimitExceeded(f"step took {elapsed:.3f} s, over time_limit")
-        new_state = state if result is None else result
-        return self.check_state(new_state), ctx
 
     def check_state(self, new_state: Any) -> bytes:
-        try:
-            raw = encode(new_state, what="new state")
-        except SuperviseError as exc:
-            raise StateRejected("unserializable_state", str(exc)) from None
-        limit = self.rt.settings.max_state_bytes
-        if len(raw) > limit:
-            raise StateRejected(
-                "state_too_large",
-                f"new state is {len(raw)} bytes, over supervise_max_state_bytes={limit}",
-            )
-        problem = self.atype.check(new_state)
-        if problem:
-            raise StateRejected("invalid_state", f"new state fails validate: {problem}")
-        return raw
+        return check_state(self.rt, self.atype, new_state)
 
     def commit(self, entry: Entry, new_raw: bytes, ctx: Context, *, stepping_next: bool) -> bool:
         effects = encode_effects(
@@ -347,7 +329,8 @@ class _Run:
         return released
 
 
-def _reason(exc: BaseException) -> str:
+def crash_reason(exc: BaseException) -> str:
+    """The crash reason a step's exception is recorded with."""
     if isinstance(exc, StateRejected):
         return exc.reason
     if isinstance(exc, TimeLimitExceeded):
@@ -362,6 +345,69 @@ def _check_stored_state(raw: bytes, where: str) -> None:
         json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CorruptActorData(f"{where}: stored state is not valid JSON ({exc})") from None
+
+
+def step_on_copy(
+    rt: Runtime,
+    atype: ActorSpec[Any],
+    key: str,
+    *,
+    state_raw: bytes,
+    entry: Entry,
+    version: int,
+    attempt: int,
+    time_limit: float | None,
+    replaying: bool = False,
+    on_start: Callable[[], None] | None = None,
+) -> tuple[bytes, Context]:
+    """One step, pure of Redis: the handler on a fresh copy of ``state_raw`` (JSON, already
+    checked), then the new state checked and encoded. Raises what makes the step a crash;
+    the effects asked for are in the returned ``ctx.effects``, performed by nobody here
+    (the runner commits them, a replay only reports them)."""
+    ctx = Context(
+        actor=atype.name,
+        key=key,
+        message_id=entry.message_id,
+        version=version,
+        attempt=attempt,
+        reply_wanted=entry.reply_wanted,
+        max_message_bytes=rt.settings.max_message_bytes,
+        replaying=replaying,
+    )
+    state = json.loads(state_raw)
+    message = entry.message()
+    marker = in_handler.set(True)
+    if on_start is not None:
+        on_start()
+    try:
+        with _time_limit(time_limit):
+            started = time.monotonic()
+            result = atype.handler(ctx, state, message)
+            elapsed = time.monotonic() - started
+    finally:
+        in_handler.reset(marker)
+    if time_limit and elapsed > time_limit:
+        raise TimeLimitExceeded(f"step took {elapsed:.3f} s, over time_limit")
+    new_state = state if result is None else result
+    return check_state(rt, atype, new_state), ctx
+
+
+def check_state(rt: Runtime, atype: ActorSpec[Any], new_state: Any) -> bytes:
+    """``new_state`` encoded, or ``StateRejected``: not JSON, too large, or fails validate."""
+    try:
+        raw = encode(new_state, what="new state")
+    except SuperviseError as exc:
+        raise StateRejected("unserializable_state", str(exc)) from None
+    limit = rt.settings.max_state_bytes
+    if len(raw) > limit:
+        raise StateRejected(
+            "state_too_large",
+            f"new state is {len(raw)} bytes, over supervise_max_state_bytes={limit}",
+        )
+    problem = atype.check(new_state)
+    if problem:
+        raise StateRejected("invalid_state", f"new state fails validate: {problem}")
+    return raw
 
 
 def run_actor(rt: Runtime, atype: ActorSpec[Any], key: str, task: Any) -> dict[str, Any]:

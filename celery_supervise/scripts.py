@@ -40,6 +40,8 @@ SCRIPT_NAMES = (
     "iso_mark",
     "reply",
     "undeliver",
+    "requeue",
+    "zrem_unchanged",
 )
 
 
@@ -91,6 +93,8 @@ class Scripts:
     iso_mark: LuaScript
     reply: LuaScript
     undeliver: LuaScript
+    requeue: LuaScript
+    zrem_unchanged: LuaScript
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client

@@ -31,6 +31,7 @@ __all__ = [
     "CrashRecord",
     "EncodedEffects",
     "Look",
+    "fence_of",
     "text_dict",
 ]
 
@@ -183,6 +184,15 @@ class Look:
         return int(self.meta.get(name) or default)
 
 
+def fence_of(meta: dict[str, str]) -> str:
+    """What an operator's conditional restart compares (``restart.lua`` ARGV[7]): the
+    actor's status, fencing token, version and crash sequence number as ``meta`` holds
+    them. A message sent meanwhile changes none of them; a step, a crash, a restart or a
+    rollback changes at least one."""
+    fields = ("status", "token", "version", "crash_seq")
+    return "|".join(meta.get(name, "") for name in fields)
+
+
 def _where(keys: ActorKeys) -> str:
     return f"actor {keys.type_name}:{keys.key}"
 
@@ -223,6 +233,16 @@ class ActorStore:
             {member: int((self.rt.clock() + seconds_from_now) * 1000)},
             lt=True,
         )
+
+    def note_quarantine(self, pipe: Any, type_name: str, key: str) -> None:
+        """List the actor in its type's quarantine index (a hint ``supervise replay`` checks
+        against the actor's own status). Queued both before and after the script that
+        quarantines: a process dying between them leaves at worst a stale member. The score
+        counts the notes, so it changes at every one: a pruner removes a member only if its
+        score is still the one it read before finding the actor not quarantined
+        (``zrem_unchanged.lua``), and so never drops one quarantined meanwhile."""
+        index = self.rt.keyspace.quarantined_index(type_name)
+        pipe.zincrby(index, 1, actor_member(type_name, key))
 
     def _run(self, where: str, build: Any) -> list[Any]:
         """One pipelined round trip, repeated while Redis is away (SPEC 6.7)."""
@@ -356,17 +376,23 @@ class ActorStore:
     ) -> str:
         """Stop, quarantine or back off an actor from outside its steps ('ok' | 'skip')."""
 
+        quarantine = status == "quarantined"
+
         def build(pipe: Any) -> None:
             if status == "backoff":
                 self.add_hint(pipe, keys.type_name, keys.key, delay)
+            if quarantine:
+                self.note_quarantine(pipe, keys.type_name, keys.key)
             self.rt.scripts.halt(
                 keys=[keys.meta],
                 args=[status, reason, int(delay * 1000), ",".join(only_from) or "*", cause],
                 client=pipe,
             )
+            if quarantine:
+                self.note_quarantine(pipe, keys.type_name, keys.key)
 
         with redis_errors(_where(keys)):
-            return text(self.rt.pipeline(build)[-1][0])
+            return text(self.rt.pipeline(build)[-2 if quarantine else -1][0])
 
     def restart(
         self,
@@ -378,8 +404,11 @@ class ActorStore:
         history: int,
         clear_crashes: bool,
         rollback_of: int | None = None,
+        fence: str = "",
     ) -> str:
-        """Bring a halted actor back ('woke' | 'idle' | 'skip'); publishes the run it wakes."""
+        """Bring a halted actor back ('woke' | 'idle' | 'skip'); publishes the run it wakes.
+        ``fence`` ("status|token|version|crash_seq", as ``fence_of`` builds it): only if the
+        actor still matches it."""
 
         def build(pipe: Any) -> None:
             # If the run this restart publishes is lost, the tick repairs it from this hint.
@@ -393,6 +422,7 @@ class ActorStore:
                     history,
                     "1" if clear_crashes else "0",
                     "" if rollback_of is None else rollback_of,
+                    fence,
                 ],
                 client=pipe,
             )
@@ -402,6 +432,28 @@ class ActorStore:
         if outcome == "woke":
             self.rt.publish(keys.type_name, keys.key)
         return outcome
+
+    def requeue(
+        self, keys: ActorKeys, *, raw: bytes, seq: int, version: int, header: str, body: bytes
+    ) -> tuple[str, int]:
+        """Requeue one dead letter (``raw``, as read) only if the actor is still at
+        ``version`` and the letter still dead: ('requeued' | 'changed' | 'gone', new seq)."""
+
+        def build(pipe: Any) -> None:
+            self.add_hint(pipe, keys.type_name, keys.key, self.rt.repair_after)
+            self.rt.scripts.requeue(
+                keys=[keys.meta, keys.mailbox, keys.dead, keys.requeued(seq)],
+                args=[raw, version, header, body, self.rt.settings.dedup_window],
+                client=pipe,
+            )
+
+        with redis_errors(_where(keys)):
+            reply = self.rt.pipeline(build)[-1]
+        if text(reply[0]) != "requeued":
+            return text(reply[1]), 0
+        if int(reply[1]) == 1:
+            self.rt.publish(keys.type_name, keys.key)
+        return "requeued", int(reply[2])
 
     def settle(
         self,
@@ -415,14 +467,20 @@ class ActorStore:
     ) -> None:
         """Apply the supervisor's decision about one crash, once (by its crash_seq)."""
 
+        quarantine = status == "quarantined"
+
         def build(pipe: Any) -> None:
             if status == "backoff":
                 self.add_hint(pipe, keys.type_name, keys.key, delay)
+            if quarantine:
+                self.note_quarantine(pipe, keys.type_name, keys.key)
             self.rt.scripts.settle(
                 keys=[keys.meta],
                 args=[crash_seq, status, int(delay * 1000), level, reason],
                 client=pipe,
             )
+            if quarantine:
+                self.note_quarantine(pipe, keys.type_name, keys.key)
 
         self.rt.pipeline(build)
 

@@ -18,12 +18,13 @@ The modules, from the bottom up:
 ``render``     those dataclasses as text or ``--json``
 ``reading``    ``status``, ``actor``, ``dead-letters``
 ``operating``  ``resume``, ``restart``, ``tick``
+``replaying``  ``replay`` (replay before release)
 """
 
 from __future__ import annotations
 
 # Importing the command modules registers their commands on the group.
-from . import operating, reading  # noqa: F401
+from . import operating, reading, replaying  # noqa: F401
 from .base import supervise
 
 __all__ = ["supervise"]

@@ -4,6 +4,9 @@
 -- ARGV[2] recovery: last_good | reset   ARGV[3] initial state json (for reset)
 -- ARGV[4] history length to keep   ARGV[5] "1" to clear the consecutive-crash count
 -- ARGV[6] for reset: the version whose state ARGV[3] is (a rollback), or "" (initial state)
+-- ARGV[7] optional fence: "status|token|version|crash_seq" as a reader saw them (absent
+-- fields as ""); when given and the actor no longer matches, nothing is done (a release
+-- after a replay: the replay's proof is about the actor as it was)
 -- Returns {'woke'} (caller publishes a run) | {'idle'} | {'skip', status}
 local meta, mbox, hist = KEYS[1], KEYS[2], KEYS[3]
 local err = check_types(meta, 'hash', mbox, 'list', hist, 'list')
@@ -14,6 +17,11 @@ err = check_status(status) or check_int(m[2], 'restart_at') or check_int(m[3], '
   or check_int(m[4], 'token') or check_int(m[5], 'version')
 if err then return err end
 if not status then return {'skip', 'missing'} end
+if ARGV[7] and ARGV[7] ~= '' then
+  local f = redis.call('HMGET', meta, 'crash_seq')
+  local seen = status .. '|' .. (m[4] or '') .. '|' .. (m[5] or '') .. '|' .. (f[1] or '')
+  if seen ~= ARGV[7] then return {'skip', 'changed'} end
+end
 local now = now_ms()
 if ARGV[1] == 'due' then
   if status ~= 'backoff' or tonumber(m[2] or '0') > now then return {'skip', status} end

@@ -155,6 +155,15 @@ CASES = [
     Case("undeliver", base, actor_keys("outbox", "undelivered"),
          lambda w: ['{"kind":"old"}', '{"kind":"send","error":"x"}'], [],
          [("outbox", "list"), ("undelivered", "list")]),
+    Case("requeue", lambda w: (base(w, status="idle", lease_until=None),
+                               w.extra.update(mark=w.keys.requeued(1))),
+         actor_keys("meta", "mailbox", "dead", "mark"),
+         lambda w: ['{"seq":1}', 3, '{"id":"m1"}', '{"a":1}', 100],
+         ["version", "seq", "status"],
+         [("meta", "hash"), ("mailbox", "list"), ("dead", "list"), ("mark", "string")]),
+    Case("zrem_unchanged", lambda w: (base(w), w.extra.update(index=f"{w.prefix}:q:{{t}}"),
+                                      w.client.zadd(w.extra["index"], {"m": 2})),
+         actor_keys("index"), lambda w: ["m", "2.0"], [], [("index", "zset")]),
 ]
 BY_NAME = {c.script: c for c in CASES}
 
@@ -322,3 +331,17 @@ def test_a_reply_relayed_twice_is_pushed_once(
     redis_client.rpush(ref.keys.outbox, item)
     relay_outbox(sup.runtime, ref.type_name, ref.key)
     assert redis_client.llen(reply_key) == 0
+
+
+@pytest.mark.parametrize("fence", ["quarantined|5|3|4", "quarantined|5|3|5", "stopped|5|3|4"])
+def test_a_fenced_restart_acts_only_on_the_actor_as_it_was_read(world: World, fence: str) -> None:
+    """restart.lua's ARGV[7] (a release after a replay): any difference in status, token,
+    version or crash_seq and nothing is written."""
+    base(world, status="quarantined", lease_until=None)
+    before = image(world.client, world.prefix)
+    args = ["force", "last_good", "null", 10, "1", "", fence]
+    reply = world.scripts.restart(keys=actor_keys("meta", "mailbox", "history")(world), args=args)
+    if fence == "quarantined|5|3|4":
+        assert reply == [b"woke"] and image(world.client, world.prefix) != before
+    else:
+        assert reply == [b"skip", b"changed"] and image(world.client, world.prefix) == before
