@@ -234,7 +234,17 @@ class ActorStore:
         cause: str = "",
     ) -> str:
         """Stop, quarantine or back off an actor from outside its steps ('ok' | 'skip')."""
+        args = [status, reason, int(delay * 1000), ",".join(only_from) or "*", cause]
+        with redis_errors(_where(keys)):
+            reply = self._transition(keys, status, delay, self.rt.scripts.halt, args)
+        return text(reply[0])
 
+    def _transition(
+        self, keys: ActorKeys, status: str, delay: float, script: Any, args: list[Any]
+    ) -> Any:
+        """Run ``script`` on the actor's meta with the hints its new ``status`` needs: a
+        backoff's due hint before it, a quarantine's index entry before *and* after it (the
+        index is a hint the tick and ``replay`` re-check). Returns the script's reply."""
         quarantine = status == "quarantined"
 
         def build(pipe: Any) -> None:
@@ -242,16 +252,11 @@ class ActorStore:
                 self.add_hint(pipe, keys.type_name, keys.key, delay)
             if quarantine:
                 self.note_quarantine(pipe, keys.type_name, keys.key)
-            self.rt.scripts.halt(
-                keys=[keys.meta],
-                args=[status, reason, int(delay * 1000), ",".join(only_from) or "*", cause],
-                client=pipe,
-            )
+            script(keys=[keys.meta], args=args, client=pipe)
             if quarantine:
                 self.note_quarantine(pipe, keys.type_name, keys.key)
 
-        with redis_errors(_where(keys)):
-            return text(self.rt.pipeline(build)[-2 if quarantine else -1][0])
+        return self.rt.pipeline(build)[-2 if quarantine else -1]
 
     def restart(
         self,
@@ -325,23 +330,8 @@ class ActorStore:
         reason: str,
     ) -> None:
         """Apply the supervisor's decision about one crash, once (by its crash_seq)."""
-
-        quarantine = status == "quarantined"
-
-        def build(pipe: Any) -> None:
-            if status == "backoff":
-                self.add_hint(pipe, keys.type_name, keys.key, delay)
-            if quarantine:
-                self.note_quarantine(pipe, keys.type_name, keys.key)
-            self.rt.scripts.settle(
-                keys=[keys.meta],
-                args=[crash_seq, status, int(delay * 1000), level, reason],
-                client=pipe,
-            )
-            if quarantine:
-                self.note_quarantine(pipe, keys.type_name, keys.key)
-
-        self.rt.pipeline(build)
+        args = [crash_seq, status, int(delay * 1000), level, reason]
+        self._transition(keys, status, delay, self.rt.scripts.settle, args)
 
     def rewake(self, keys: ActorKeys, *, base_ms: int, cap_ms: int) -> bool:
         """Claim the right to re-publish a run whose task was lost; the caller publishes."""
