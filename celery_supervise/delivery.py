@@ -127,14 +127,16 @@ class Delivery:
             )
         )
 
-    def requeue(self, keys: ActorKeys, raw: Any, message_id: str, seq: int, message: Any) -> None:
-        """Move one dead letter back to the mailbox, exactly once: the send lands before the
-        removal (a crash in between loses nothing) and is deduplicated on the letter's
-        sequence number (so requeueing it again after such a crash does not send twice)."""
+    def requeue(self, keys: ActorKeys, raw: Any, message_id: str, seq: int, message: Any) -> str:
+        """Move one dead letter back to the end of the mailbox, exactly once: in one script
+        (``requeue.lua``), which removes the letter as it appends it, and marks the letter's
+        seq so a retry after a lost reply appends nothing more. 'requeued', or 'gone' (it
+        was requeued already)."""
         body = encode(message, what="dead letter")
-        self.send(keys.type_name, keys.key, [(message_id, body, keys.requeued(seq))])
-        # redis-py types list values as str; the bytes read back are what LREM compares
-        self.rt.client.lrem(keys.dead, 1, raw)
+        outcome, _ = ActorStore(self.rt).requeue(
+            keys, raw=raw, seq=seq, version=None, header=header_json(message_id), body=body
+        )
+        return outcome
 
     # -- the dead-letter index -------------------------------------------------------------
     def index_dead(self, type_name: str, key: str) -> None:

@@ -19,6 +19,7 @@ from .errors import (
     UnknownDeadLetter,
     UnknownVersion,
 )
+from .mailbox import Entry
 from .operations import restart_actor, rollback_actor, stop_actor
 from .registry import registered, validate_key
 from .replay import Released, ReplayResult, release, replay_actor
@@ -314,7 +315,22 @@ class ActorRef:
                     self.keys, raw, letter.message_id, letter.seq, letter.message
                 )
                 return message_id
+        if self._requeued(message_id):  # a retry after a lost reply: done already
+            return message_id
         raise UnknownDeadLetter(f"{self.type_name}:{self.key} has no dead letter {message_id!r}")
+
+    def _requeued(self, message_id: str) -> bool:
+        """True if a requeued copy of ``message_id`` waits in the mailbox (operator actions
+        only: it reads the whole mailbox)."""
+        with redis_errors(f"mailbox of {self.type_name}:{self.key}"):
+            raws = self.runtime.client.lrange(self.keys.mailbox, 0, -1)
+        for raw in raws:
+            try:
+                if Entry.parse(raw, where="").message_id == message_id:
+                    return True
+            except CorruptActorData:
+                continue
+        return False
 
     # -- operating -----------------------------------------------------------------------
     def restart(self, recovery: str | None = None) -> str:

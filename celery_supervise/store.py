@@ -298,16 +298,19 @@ class ActorStore:
         return outcome
 
     def requeue(
-        self, keys: ActorKeys, *, raw: bytes, seq: int, version: int, header: str, body: bytes
+        self, keys: ActorKeys, *, raw: bytes, seq: int, version: int | None, header: str,
+        body: bytes,
     ) -> tuple[str, int]:
-        """Requeue one dead letter (``raw``, as read) only if the actor is still at
-        ``version`` and the letter still dead: ('requeued' | 'changed' | 'gone', new seq)."""
+        """Move one dead letter (``raw``, as read) back to the end of the mailbox, in one
+        script: only if the actor is still at ``version`` (None: any) and the letter still
+        dead. ('requeued' | 'changed' | 'gone', new seq)."""
 
         def build(pipe: Any) -> None:
             self.add_hint(pipe, keys.type_name, keys.key, self.rt.repair_after)
             self.rt.scripts.requeue(
                 keys=[keys.meta, keys.mailbox, keys.dead, keys.requeued(seq)],
-                args=[raw, version, header, body, self.rt.settings.dedup_window],
+                args=[raw, "" if version is None else version, header, body,
+                      self.rt.settings.dedup_window],
                 client=pipe,
             )
 

@@ -5,7 +5,8 @@
 -- KEYS[4] the letter's requeue mark (ActorKeys.requeued(seq)): shared with
 -- Delivery.requeue, so an operator's plain requeue of the same letter and this one
 -- append it once between them
--- ARGV[1] the dead letter, exactly as read   ARGV[2] the version the replay ran on
+-- ARGV[1] the dead letter, exactly as read   ARGV[2] the version the replay ran on ("": any;
+-- an operator's plain requeue)
 -- ARGV[3] header json of the new entry   ARGV[4] body json   ARGV[5] dedup window (s)
 -- Returns {'requeued', woke (0|1), seq} | {'skip', 'changed' | 'gone'}
 local meta, mbox, dead, mark = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -18,8 +19,13 @@ local marked = redis.call('GET', mark)
 if marked and not (string.match(marked, '^%d+$') and #marked <= 18) then
   return corrupt(mark .. ' holds no sequence number: ' .. shown(marked))
 end
-if not m[3] or (m[1] or '0') ~= ARGV[2] then return {'skip', 'changed'} end
-if marked then return {'skip', 'gone'} end
+if not m[3] or (ARGV[2] ~= '' and (m[1] or '0') ~= ARGV[2]) then return {'skip', 'changed'} end
+if marked then
+  -- requeued already (by a process that died before removing it, before this script):
+  -- the letter's copy in the mailbox is the one that counts
+  redis.call('LREM', dead, 1, ARGV[1])
+  return {'skip', 'gone'}
+end
 if redis.call('LREM', dead, 1, ARGV[1]) == 0 then return {'skip', 'gone'} end
 local now = now_ms()
 local seq = redis.call('HINCRBY', meta, 'seq', 1)

@@ -431,12 +431,16 @@ def test_requeue_interrupted_between_send_and_removal_applies_once(
     bad = ref.send("poison")
     local.settle(2.5)
     (letter,) = ref.dead_letters()
-    store = bank.supervision
+    from celery_supervise.store import ActorStore
 
-    def dies_before_removal(*args: Any, **kwargs: Any) -> int:
+    # The requeue is one script now: the client can die only after it (its reply lost).
+    real_requeue = ActorStore.requeue
+
+    def dies_after_the_script(*args: Any, **kwargs: Any) -> Any:
+        real_requeue(*args, **kwargs)
         raise SystemExit("client killed")
 
-    monkeypatch.setattr(store.client, "lrem", dies_before_removal)
+    monkeypatch.setattr(ActorStore, "requeue", dies_after_the_script)
     with pytest.raises(SystemExit):
         ref.requeue_dead_letter(bad)
     monkeypatch.undo()
