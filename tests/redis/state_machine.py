@@ -37,18 +37,23 @@ resumed): every message must then be applied or dead-lettered.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
+from hypothesis import currently_in_test_context
 from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from celery_supervise import effects as effects_module
+from celery_supervise import runner as runner_module
 from celery_supervise import tick as tick_module
-from celery_supervise.isolation import ISOLATED_TASK
+from celery_supervise.isolation import ISOLATED_TASK, Isolation
 from celery_supervise.mailbox import Entry
 from celery_supervise.registry import registered
 from celery_supervise.runner import StepCrashed, _Run
@@ -61,6 +66,14 @@ ACTORS: list[tuple[str, str]] = [
     (app_module.RESETTER, "c"),
 ]
 SENDERS = ("c0", "c1")
+#: Rules choose among what exists now (workers, held runs, dead letters) by an index drawn
+#: independently of it (taken modulo the count), so that what hypothesis draws never depends
+#: on what Redis did: timing may change the state, never the drawing.
+PICK = st.integers(0, 15)
+
+
+def chosen(items: list[Any], pick: int) -> Any:
+    return items[pick % len(items)]
 #: Longest the drain at the end of a case may take before the case fails as stranded.
 DRAIN_SECONDS = 10.0
 #: What the machine did, over every case of a run (printed by the test: is it exploring?).
@@ -69,7 +82,8 @@ STATS: collections.Counter[str] = collections.Counter()
 
 def event(what: str) -> None:
     STATS[what] += 1
-    hypothesis_event(what)
+    if currently_in_test_context():
+        hypothesis_event(what)
 
 
 def member(actor: tuple[str, str]) -> str:
@@ -222,7 +236,8 @@ class Worker:
             committed, crash_seq = r.committed, self._crash_seq()
             entry = Entry.parse(raw, where="machine")
             try:
-                stepped = r.handle(raw, state, claim)
+                with _relay_later():
+                    stepped = r.handle(raw, state, claim)
             except StepCrashed:
                 stepped = None
                 event(f"crash {'recorded' if self._crash_seq() != crash_seq else 'refused'}"
@@ -242,17 +257,66 @@ class Worker:
                     f"{entry.message_id!r} after losing its lease"
                 )
                 self.machine.committed(self.actor, entry.message_id, _tag(entry.body))
-            yield
+                yield
+                yield from self._relay()
+            else:
+                yield
             if stepped is None:
                 return  # lease lost: the run ends without releasing
             state, stop = stepped
             if stop:
                 break
-        r.release()
+        # ``_Run.release``, with a call (and so a chance to die) between its two parts
+        released = r.store.release(r.keys, r.token)
         yield
+        if released == "more":
+            r.rt.publish(r.atype.name, r.key)
+        elif released == "stopped":
+            r.store.notify_exit(r.atype.name, r.key)
+        yield
+
+    def _relay(self) -> Iterator[None]:
+        """``effects.relay_outbox``, one Redis call per yield: each effect applied, then
+        removed from the outbox."""
+        rt, keys = self.machine.rt, self.run.keys
+        for raw in rt.client.lrange(keys.outbox, 0, -1):
+            effects_module._apply(rt, keys, json.loads(raw))
+            yield
+            rt.client.lrem(keys.outbox, 1, raw)
+            yield
 
     def _crash_seq(self) -> int:
         return int(self.machine.sup.client.hget(self.run.keys.meta, "crash_seq") or 0)
+
+
+@contextlib.contextmanager
+def _relay_later() -> Iterator[None]:
+    """The committing worker relays its outbox in steps of its own (``Worker._relay``)."""
+    real = runner_module.relay_outbox
+    runner_module.relay_outbox = lambda *args: 0
+    try:
+        yield
+    finally:
+        runner_module.relay_outbox = real
+
+
+@contextlib.contextmanager
+def _requeue_dies() -> Iterator[None]:
+    class Died(Exception):
+        pass
+
+    real = redis.Redis.lrem
+
+    def died(self: Any, *args: Any) -> Any:
+        raise Died
+
+    redis.Redis.lrem = died  # type: ignore[method-assign]
+    try:
+        yield
+    except Died:
+        pass
+    finally:
+        redis.Redis.lrem = real  # type: ignore[method-assign]
 
 
 @dataclass
@@ -305,8 +369,8 @@ class Model(RuleBasedStateMachine):
         actor=st.sampled_from(ACTORS),
         sender=st.sampled_from(SENDERS),
         with_id=st.booleans(),
-        crash=st.sampled_from([0, 0, 0, 1, 2, 3]),
-        effect=st.sampled_from(["none", "none", "send", "timer", "iso", "iso_fail", "stop"]),
+        crash=st.sampled_from([0, 0, 0, 0, 0, 1, 3]),
+        effect=st.sampled_from(["none", "send", "timer", "iso", "iso", "iso_fail", "stop"]),
         to=st.sampled_from(ACTORS),
         iso_timeout=st.sampled_from([None, 0.3]),
     )
@@ -344,26 +408,38 @@ class Model(RuleBasedStateMachine):
     def send_plain(self, actor: tuple[str, str], sender: str, with_id: bool) -> None:
         self.send(actor, sender, with_id, 0, "none", actor, None)
 
-    @precondition(lambda self: self.given)
-    @rule(data=st.data())
-    def send_again(self, data: st.DataObject) -> None:
+    @rule(actor=st.sampled_from(ACTORS), sender=st.sampled_from(SENDERS), n=st.integers(2, 3))
+    def send_batch(self, actor: tuple[str, str], sender: str, n: int) -> None:
+        """``send_many``: one round trip, in order."""
+        bodies = []
+        for _ in range(n):
+            self.counter[(actor, sender)] += 1
+            bodies.append({"tag": f"{sender}:{self.counter[(actor, sender)]}"})
+        ids = self.sup.ref(*actor).send_many(bodies)
+        for mid, body in zip(ids, bodies, strict=True):
+            self.sent[mid] = Sent(actor, sender, int(body["tag"].split(":")[1]), body)
+
+    @rule(pick=PICK)
+    def send_again(self, pick: int) -> None:
         """A client retrying a send with the same message id: applied once."""
-        mid = data.draw(st.sampled_from(self.given))
+        if not self.given:
+            return
+        mid = chosen(self.given, pick)
         sent = self.sent[mid]
         assert self.sup.ref(*sent.actor).send(sent.body, message_id=mid) == mid
 
     # -- runs and workers ------------------------------------------------------------------
-    @precondition(lambda self: self.runs)
-    @rule(data=st.data())
-    def start_published_run(self, data: st.DataObject) -> None:
-        i = data.draw(st.integers(0, len(self.runs) - 1))
-        name, key = self.runs.pop(i)
+    @rule(pick=PICK)
+    def start_published_run(self, pick: int) -> None:
+        if not self.runs:
+            return
+        name, key = self.runs.pop(pick % len(self.runs))
         self._start((name, key))
 
-    @precondition(lambda self: self.runs)
-    @rule(data=st.data())
-    def lose_published_run(self, data: st.DataObject) -> None:
-        self.runs.pop(data.draw(st.integers(0, len(self.runs) - 1)))
+    @rule(pick=PICK)
+    def lose_published_run(self, pick: int) -> None:
+        if self.runs:
+            self.runs.pop(pick % len(self.runs))
 
     @rule(actor=st.sampled_from(ACTORS))
     def start_redelivered_run(self, actor: tuple[str, str]) -> None:
@@ -378,26 +454,30 @@ class Model(RuleBasedStateMachine):
         if worker.done:
             del self.workers[self.next_worker - 1]
 
-    def _pick_worker(self, data: st.DataObject) -> int:
-        return data.draw(st.sampled_from(sorted(self.workers)))
+    def _pick_worker(self, pick: int) -> int | None:
+        return chosen(sorted(self.workers), pick) if self.workers else None
 
-    @precondition(lambda self: self.workers)
-    @rule(data=st.data())
-    def advance_worker(self, data: st.DataObject) -> None:
-        wid = self._pick_worker(data)
+    @rule(pick=PICK)
+    def advance_worker(self, pick: int) -> None:
+        wid = self._pick_worker(pick)
+        if wid is None:
+            return
         self.workers[wid].advance()
         if self.workers[wid].done:
             del self.workers[wid]
 
-    @precondition(lambda self: self.workers)
-    @rule(data=st.data())
-    def kill_worker(self, data: st.DataObject) -> None:
-        del self.workers[self._pick_worker(data)]
+    @rule(pick=PICK)
+    def kill_worker(self, pick: int) -> None:
+        wid = self._pick_worker(pick)
+        if wid is not None:
+            del self.workers[wid]
 
-    @precondition(lambda self: self.workers)
-    @rule(data=st.data())
-    def renew_lease(self, data: st.DataObject) -> None:
-        w = self.workers[self._pick_worker(data)]
+    @rule(pick=PICK)
+    def renew_lease(self, pick: int) -> None:
+        wid = self._pick_worker(pick)
+        if wid is None:
+            return
+        w = self.workers[wid]
         w.run.store.renew(w.run.keys, w.run.token, w.run.lease_ms)
 
     @rule(seconds=st.sampled_from([0.05, 0.05, 0.15, app_module.LEASE + 0.05]))
@@ -405,10 +485,11 @@ class Model(RuleBasedStateMachine):
         """Short sleeps bring timers and backoffs due; the long one expires every lease."""
         time.sleep(seconds)
 
-    @precondition(lambda self: self.workers)
-    @rule(data=st.data())
-    def worker_finishes(self, data: st.DataObject) -> None:
-        self.workers.pop(self._pick_worker(data)).finish()
+    @rule(pick=PICK)
+    def worker_finishes(self, pick: int) -> None:
+        wid = self._pick_worker(pick)
+        if wid is not None:
+            self.workers.pop(wid).finish()
 
     # -- ticks -----------------------------------------------------------------------------
     @rule()
@@ -425,11 +506,12 @@ class Model(RuleBasedStateMachine):
         now = self.rt.now_ms()
         self.ticks[slot] = SlowTick(now, tick_module._due(self.rt, now))
 
-    @precondition(lambda self: any(t.due for t in self.ticks.values()))
-    @rule(data=st.data())
-    def slow_tick_visits(self, data: st.DataObject) -> None:
-        slot = data.draw(st.sampled_from(sorted(s for s, t in self.ticks.items() if t.due)))
-        t = self.ticks[slot]
+    @rule(pick=PICK)
+    def slow_tick_visits(self, pick: int) -> None:
+        slots = sorted(s for s, t in self.ticks.items() if t.due)
+        if not slots:
+            return
+        t = self.ticks[chosen(slots, pick)]
         bucket, m, score = t.due.pop(0)
         event(f"slow tick: {tick_module.visit(self.rt, bucket, m, score, t.now)}")
 
@@ -440,9 +522,9 @@ class Model(RuleBasedStateMachine):
             ["resume", "restart", "restart_last_good", "restart_reset", "stop", "rollback",
              "requeue"]
         ),
-        data=st.data(),
+        pick=PICK,
     )
-    def operator(self, actor: tuple[str, str], action: str, data: st.DataObject) -> None:
+    def operator(self, actor: tuple[str, str], action: str, pick: int) -> None:
         ref = self.sup.ref(*actor)
         if not self.sup.client.exists(ref.keys.meta):
             return
@@ -456,26 +538,40 @@ class Model(RuleBasedStateMachine):
         elif action == "rollback":
             versions = [h.version for h in ref.history()]
             if versions:
-                ref.rollback(data.draw(st.sampled_from(versions)))
+                ref.rollback(chosen(versions, pick))
                 event("operator rollback")
         else:
             dead = [d.message_id for d in ref.dead_letters()]
             if dead:
-                mid = data.draw(st.sampled_from(dead))
-                ref.requeue_dead_letter(mid)
-                event("operator requeue")
+                mid = chosen(dead, pick)
+                if action == "requeue_dies":
+                    # the operator's process dies inside Delivery.requeue: after its send,
+                    # before the LREM of the letter
+                    with _requeue_dies():
+                        ref.requeue_dead_letter(mid)
+                else:
+                    ref.requeue_dead_letter(mid)
+                event(f"operator {action}")
                 if mid in self.sent:
                     self.sent[mid].requeued = True
 
     # -- isolated subtasks -----------------------------------------------------------------
-    @precondition(lambda self: self.isos)
-    @rule(data=st.data(), lost=st.booleans())
-    def isolated_task(self, data: st.DataObject, lost: bool) -> None:
-        """The published wrapper task of a subtask runs (in full), or the broker loses it."""
-        args, kwargs = self.isos.pop(data.draw(st.integers(0, len(self.isos) - 1)))
-        if not lost:
+    @rule(pick=PICK, fate=st.sampled_from(["runs", "runs twice", "lost", "dies running"]))
+    def isolated_task(self, pick: int, fate: str) -> None:
+        """The published wrapper task of a subtask runs (in full; or a broker redelivery runs
+        it again), or the broker loses it, or its worker dies after claiming it."""
+        STATS[f"isolated_task rule with {len(self.isos)} held"] += 1
+        if not self.isos:
+            return
+        args, kwargs = self.isos.pop(pick % len(self.isos))
+        event(f"isolated task {fate}")
+        if fate == "dies running":
+            type_name, key, iso_id = args[:3]
+            keys = self.sup.keyspace.actor(type_name, key)
+            Isolation(self.rt).mark(keys, iso_id, "started", claim=True)
+            return
+        for _ in range({"runs": 1, "runs twice": 2, "lost": 0}[fate]):
             self.app.tasks[ISOLATED_TASK].apply(args=args, kwargs=kwargs, throw=True)
-            event("isolated task ran")
 
     # -- invariants ------------------------------------------------------------------------
     @invariant()
@@ -519,7 +615,7 @@ class Model(RuleBasedStateMachine):
             places.update(v.timer_tags)
             places.update(v.iso_tags)
             tags[a] = places
-        for a, v in views.items():  # relays not relayed yet count at their receiver
+        for v in views.values():  # relays not relayed yet count at their receiver
             for raw_tag in v.outbox_tags:
                 target = self._relay_target(raw_tag)
                 tags[target][raw_tag] += 1
@@ -655,6 +751,9 @@ class Model(RuleBasedStateMachine):
             self.check(final=True)
         finally:
             self.sup.dispatcher = None
+            for _, fields in self.sup.client.xrange(self.sup.keyspace.events):
+                record = json.loads(fields[b"event"])
+                STATS[f"event {record['event']} {record.get('reason', '')}".strip()] += 1
 
 
 __all__ = ["Model", "Worker", "read_view"]
