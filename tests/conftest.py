@@ -18,6 +18,17 @@ from tests.harness import CeleryProcess, start_beat, start_worker
 BANK = "tests.apps.bank"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The state machine's long profile runs in ``make faults`` (``-m faults``) only: in a
+    plain run its bounded twin already covers it, in a tenth of the time."""
+    if "faults" in (config.option.markexpr or ""):
+        return
+    long_runs = [item for item in items if item.get_closest_marker("long_profile")]
+    if long_runs:
+        config.hook.pytest_deselected(items=long_runs)
+        items[:] = [item for item in items if item not in long_runs]
+
+
 @pytest.fixture(scope="session")
 def bank_env(supervise_redis_url: str) -> dict[str, str]:
     """Environment for the bank app, in this process and in its workers."""
