@@ -44,19 +44,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
 from hypothesis import currently_in_test_context
 from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from celery_supervise import effects as effects_module
+from celery_supervise import relay as relay_module
 from celery_supervise import runner as runner_module
 from celery_supervise import tick as tick_module
 from celery_supervise.isolation import ISOLATED_TASK, Isolation
 from celery_supervise.mailbox import Entry
 from celery_supervise.registry import registered
 from celery_supervise.runner import StepCrashed, _Run
+from celery_supervise.store import ActorStore
 from celery_supervise.supervision import Supervision
 from tests.apps import machine as app_module
 
@@ -73,10 +73,7 @@ PICK = st.integers(0, 15)
 #: Operator actions that reproduce a finding not fixed yet (see
 #: tests/redis/test_found_by_state_machine.py): left out so the suite stays green; the fix
 #: removes the name from this set.
-OPEN_FINDINGS = {
-    # test_requeue_interrupted_after_its_send_leaves_the_message_in_one_place
-    "requeue_dies",
-}
+OPEN_FINDINGS: set[str] = set()
 OPERATOR_ACTIONS = [
     a
     for a in ("resume", "restart", "restart_last_good", "restart_reset", "stop", "rollback",
@@ -242,7 +239,8 @@ class Worker:
             state = r.load_state(claim)
         except StepCrashed:
             return
-        for raw in claim.entries:
+        for i, raw in enumerate(claim.entries):
+            has_next = i + 1 < len(claim.entries)
             # A commit needs the lease (an expired one is lost); a crash record only needs
             # the token (nobody else acted on the actor: the worker's report is the truth).
             held, valid = self._lease()
@@ -250,7 +248,7 @@ class Worker:
             entry = Entry.parse(raw, where="machine")
             try:
                 with _relay_later():
-                    stepped = r.handle(raw, state, claim)
+                    stepped = r.handle(raw, state, claim, lambda n=has_next: n)
             except StepCrashed:
                 stepped = None
                 event(f"crash {'recorded' if self._crash_seq() != crash_seq else 'refused'}"
@@ -276,8 +274,8 @@ class Worker:
                 yield
             if stepped is None:
                 return  # lease lost: the run ends without releasing
-            state, stop = stepped
-            if stop:
+            state, more = stepped
+            if not more:
                 break
         # ``_Run.release``, with a call (and so a chance to die) between its two parts
         released = r.store.release(r.keys, r.token)
@@ -289,11 +287,11 @@ class Worker:
         yield
 
     def _relay(self) -> Iterator[None]:
-        """``effects.relay_outbox``, one Redis call per yield: each effect applied, then
+        """``relay.relay_outbox``, one Redis call per yield: each effect applied, then
         removed from the outbox."""
         rt, keys = self.machine.rt, self.run.keys
         for raw in rt.client.lrange(keys.outbox, 0, -1):
-            effects_module._apply(rt, keys, json.loads(raw))
+            relay_module._apply(rt, keys, json.loads(raw))
             yield
             rt.client.lrem(keys.outbox, 1, raw)
             yield
@@ -318,18 +316,20 @@ def _requeue_dies() -> Iterator[None]:
     class Died(Exception):
         pass
 
-    real = redis.Redis.lrem
+    # The requeue is one script: its process can die only after it (the reply lost).
+    real = ActorStore.requeue
 
-    def died(self: Any, *args: Any) -> Any:
+    def died(self: Any, *args: Any, **kwargs: Any) -> Any:
+        real(self, *args, **kwargs)
         raise Died
 
-    redis.Redis.lrem = died  # type: ignore[method-assign]
+    ActorStore.requeue = died  # type: ignore[method-assign]
     try:
         yield
     except Died:
         pass
     finally:
-        redis.Redis.lrem = real  # type: ignore[method-assign]
+        ActorStore.requeue = real  # type: ignore[method-assign]
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Failures the state machine (``tests/redis/state_machine.py``) found, each reduced to one
-deterministic interleaving (real Redis, ``LocalRunner``). Marked ``xfail(strict=True)``
-until fixed: the fix removes the mark, and the test then guards it."""
+deterministic interleaving (real Redis, ``LocalRunner``). Each was marked
+``xfail(strict=True)`` until fixed; the fix removed the mark, and the test guards it."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import redis
 
+from celery_supervise.store import ActorStore
 from celery_supervise.testing import LocalRunner
 
 
@@ -23,11 +24,6 @@ class _Died(Exception):
     """The operator's process dies here."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by the state machine: a requeue that dies after its send leaves the "
-    "message both dead-lettered and queued",
-)
 def test_requeue_interrupted_after_its_send_leaves_the_message_in_one_place(
     bank: ModuleType, local: LocalRunner, redis_client: redis.Redis, monkeypatch: Any
 ) -> None:
@@ -45,10 +41,14 @@ def test_requeue_interrupted_after_its_send_leaves_the_message_in_one_place(
     local.settle(2.0)
     assert [d.message_id for d in ref.dead_letters()] == ["p"]
 
-    def died(self: Any, *args: Any) -> Any:
+    # Fixed: the requeue is one script (requeue.lua), so the process can die only after it.
+    real = ActorStore.requeue
+
+    def died(self: Any, *args: Any, **kwargs: Any) -> Any:
+        real(self, *args, **kwargs)
         raise _Died
 
-    monkeypatch.setattr(redis.Redis, "lrem", died)
+    monkeypatch.setattr(ActorStore, "requeue", died)
     with pytest.raises(_Died):
         ref.requeue_dead_letter("p")
     monkeypatch.undo()
