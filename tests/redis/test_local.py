@@ -501,5 +501,5 @@ def test_ask_raises_redis_unavailable_when_redis_goes_away_while_it_waits(
         app.conf.update(supervise_key_prefix="askdown", broker_connection_retry=False)
         ref = Supervision(app).ref("bank.account", "nobody-answers")  # no worker runs
         threading.Timer(0.5, server.kill).start()
-        with pytest.raises(RedisUnavailable, match="bank.account:nobody-answers"):
+        with pytest.raises(RedisUnavailable, match=r"bank\.account:nobody-answers"):
             ref.ask({"add": 1}, timeout=30)
