@@ -145,6 +145,18 @@ def build_table(cfg: Config, r: dict[str, Any]) -> list[list[str]]:
             f"<= {limit:g} s (lease+2 ticks+step)",
             ours <= limit,
         )
+        if rc.get("detection_delays"):
+            worst = max(rc["detection_delays"])
+            tick = rc["tick_interval"]
+            row(
+                f"lost worker: worker_lost recorded after lease expiry, s (worst of "
+                f"{len(rc['detection_delays'])})",
+                f"{fmt(worst)} ({worst / tick:.2f} ticks)",
+                "no lease (visibility_timeout)",
+                None,
+                f"<= {tick:g} s (1 tick)",
+                worst <= tick,
+            )
         row(
             "  plain Celery with the default visibility_timeout",
             "",
@@ -242,6 +254,11 @@ def details(r: dict[str, Any]) -> None:
             print(
                 f"  recovery, killed {offset:.2f} s into the step; s after SIGKILL: "
                 + ", ".join(f"{k} {v:.2f}" for k, v in sorted(phases.items(), key=lambda kv: kv[1]))
+            )
+        if rc.get("detection_delays"):
+            print(
+                "  detection delay (worker_lost recorded - lease expiry), s: "
+                f"{[round(x, 3) for x in rc['detection_delays']]}"
             )
         print(
             f"  recovery trials: celery_supervise {[round(x, 2) for x in rc['actor_trials']]} s;"

@@ -110,7 +110,12 @@ class Delivery:
                     f"no reply from {keys.type_name}:{keys.key} to message {mid!r} within "
                     f"{timeout} s (the message stays queued and will still be handled)"
                 )
-            got = self.rt.client.blpop([reply_key], timeout=max(0.01, min(left, BLOCK_SECONDS)))
+            # Redis going away while we wait is the caller's RedisUnavailable, as at send
+            # (the message stays queued; asking again with the same message id is safe).
+            with redis_errors(f"ask to {keys.type_name}:{keys.key}"):
+                got = self.rt.client.blpop(
+                    [reply_key], timeout=max(0.01, min(left, BLOCK_SECONDS))
+                )
             if got:
                 answer = decode(got[1], what=f"reply to {mid!r}")
                 if "dead" in answer:

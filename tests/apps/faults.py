@@ -8,6 +8,13 @@ its own so concurrent runs on one RabbitMQ never share messages), ``FAULTS_LEASE
 ``FAULTS_TICK``. The test process builds its own app with the same settings through
 :func:`make_app` (several runs in one pytest process use different servers).
 
+The effects variant adds ``faults.effector`` (the same account, and per message one effect:
+``ctx.send`` to a ``faults.sink``, ``ctx.reply``, ``ctx.isolate`` of ``faults.echo`` or
+``ctx.send_after``; the isolate outcomes and timers come back to it and are recorded) and,
+with ``FAULTS_DIE_AFTER_COMMIT=p``, kills its own pool process with probability ``p`` right
+after a commit that left effects in the outbox, before the worker relays them: the moment
+random kills from outside almost never hit.
+
 The actor has ``max_attempts=1000`` and lives under a supervisor whose restart limits are
 very high: the test kills workers at random, and every kill that lands mid-step counts an
 attempt of the message at the head of that actor's mailbox (SPEC 4.1: a message that kills
@@ -19,6 +26,8 @@ not what this test measures (that every message is applied exactly once in order
 from __future__ import annotations
 
 import os
+import random
+import signal
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +36,10 @@ from celery import Celery
 from celery_supervise import Supervision, actor
 
 TYPE = "faults.account"
+EFFECTOR = "faults.effector"
+SINK = "faults.sink"
+#: Seconds after which an effector's timer fires.
+TIMER_SECONDS = 0.3
 SUPERVISOR = "faults"
 
 SUPERVISOR_SPEC = {
@@ -72,3 +85,80 @@ def account(ctx: Any, state: dict[str, Any], message: dict[str, Any]) -> dict[st
     state["balance"] += message["add"]
     state["seen"].append([message["s"], message["n"]])
     return state
+
+
+def _prefix() -> str:
+    return os.environ.get("FAULTS_KEY_PREFIX", "faults")
+
+
+def died_after_commit_key(prefix: str) -> str:
+    """Counts the pool processes killed right after a commit (``FAULTS_DIE_AFTER_COMMIT``)."""
+    return f"{prefix}:probe:died-after-commit"
+
+
+@actor(
+    name=EFFECTOR,
+    initial=lambda key: {"balance": 0, "seen": [], "outcomes": [], "fired": []},
+    supervisor=SUPERVISOR,
+    max_attempts=1000,
+)
+def effector(ctx: Any, state: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
+    """An account whose messages each ask for one effect (``fx``), named by ``tag``."""
+    if "isolated" in message:
+        state["outcomes"].append([message["isolated"], message["ok"]])
+        return state
+    if "fired" in message:
+        state["fired"].append(message["fired"])
+        return state
+    state["balance"] += message["add"]
+    state["seen"].append([message["s"], message["n"]])
+    fx, tag = message.get("fx"), message.get("tag")
+    if fx == "send":
+        ctx.send(sink.ref(sink_key(tag)), {"from": ctx.key, "tag": tag})
+    elif fx == "reply":
+        ctx.reply({"key": ctx.key, "tag": tag})
+    elif fx == "isolate":
+        ctx.isolate(echo.s(tag), tag=tag, timeout=30)
+    elif fx == "timer":
+        ctx.send_after(TIMER_SECONDS, {"fired": tag})
+    return state
+
+
+def sink_key(tag: str) -> str:
+    return f"sink-{sum(tag.encode()) % 4}"
+
+
+@actor(name=SINK, initial={"got": []}, supervisor=SUPERVISOR, max_attempts=1000)
+def sink(ctx: Any, state: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
+    state["got"].append([message["from"], message["tag"]])
+    return state
+
+
+@app.task(name="faults.echo")  # type: ignore[untyped-decorator]  # celery has no hints
+def echo(tag: str) -> str:
+    """The isolated subtask: runs on the same (chaotic) workers."""
+    return tag
+
+
+def _die_after_commit(probability: float) -> None:
+    """Wrap the relay a worker does right after its commit: sometimes SIGKILL the pool
+    process first, so the committed effects are left for the tick to relay."""
+    import redis
+
+    from celery_supervise import runner
+
+    relay = runner.relay_outbox
+    probe = redis.Redis.from_url(os.environ.get("FAULTS_REDIS_URL")
+                                 or os.environ.get("FAULTS_BROKER_URL", ""))
+
+    def relay_or_die(rt: Any, type_name: str, key: str) -> Any:
+        if type_name == EFFECTOR and random.random() < probability:
+            probe.incr(died_after_commit_key(_prefix()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return relay(rt, type_name, key)
+
+    runner.relay_outbox = relay_or_die
+
+
+if os.environ.get("FAULTS_DIE_AFTER_COMMIT"):
+    _die_after_commit(float(os.environ["FAULTS_DIE_AFTER_COMMIT"]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from typing import Any
 
@@ -143,4 +145,30 @@ def dynamic(ctx: Any, state: dict[str, Any], message: Any) -> dict[str, Any]:
 )
 def reset_invalid(ctx: Any, state: dict[str, Any], message: Any) -> dict[str, Any]:
     state["n"] = max(state["n"], 0) + 1
+    return state
+
+
+@actor(name="tree.killer", initial={"applied": []}, max_attempts=2)
+def killer(ctx: Any, state: dict[str, Any], message: Any) -> dict[str, Any]:
+    """``"kill"`` SIGKILLs the pool process running the step (a segfault, the OOM killer)."""
+    if message == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    state["applied"].append(message)
+    return state
+
+
+def _under_cap(state: dict[str, Any]) -> bool:
+    """An invariant an operator can tighten at run time (the probe key ``capped:cap``): a
+    state committed under the old cap may fail it later."""
+    cap = probe().get("capped:cap")
+    return cap is None or state["balance"] <= int(cap)
+
+
+@actor(name="tree.capped", initial={"balance": 0}, validate=_under_cap, max_attempts=100)
+def capped(ctx: Any, state: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
+    """Adds ``message["add"]``; with ``sleep``, says it started (probe) and takes that long."""
+    if message.get("sleep"):
+        probe().set(f"capped:started:{ctx.key}", os.getpid())
+        time.sleep(message["sleep"])
+    state["balance"] += message["add"]
     return state

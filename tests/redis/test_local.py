@@ -488,3 +488,22 @@ def test_scripts_run_by_sha_in_one_round_trip_and_survive_a_script_flush(
     ref.send({"add": 1})
     local.run()
     assert ref.snapshot().state["balance"] == 22
+
+
+def test_ask_raises_redis_unavailable_when_redis_goes_away_while_it_waits(
+    bank: ModuleType,
+) -> None:
+    """SPEC 6.7: an ``ask`` whose message was sent but whose Redis then goes down raises
+    ``RedisUnavailable`` (a ``SuperviseError``), like ``send``, not redis-py's own error."""
+    import threading
+
+    from celery_supervise import RedisUnavailable, Supervision
+    from celery_supervise.testing import RedisServer
+
+    with RedisServer() as server:
+        app = Celery("askdown", broker=server.url, set_as_current=False)
+        app.conf.update(supervise_key_prefix="askdown", broker_connection_retry=False)
+        ref = Supervision(app).ref("bank.account", "nobody-answers")  # no worker runs
+        threading.Timer(0.5, server.kill).start()
+        with pytest.raises(RedisUnavailable, match=r"bank\.account:nobody-answers"):
+            ref.ask({"add": 1}, timeout=30)

@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,9 +203,11 @@ class Chaos:
 
 
 def _send_all(refs: list[Any], sends: list[tuple[int, int, int, str]], sender: int,
-              seconds: float, retries: Counter[str], errors: list[str]) -> None:
+              seconds: float, retries: Counter[str], errors: list[str],
+              fx_of: Callable[[str], dict[str, Any]] | None = None) -> None:
     """Send in order, spread over ``seconds``; on ``RedisUnavailable`` resend the same
-    message with the same id until it goes through (the dedup makes that safe)."""
+    message with the same id until it goes through (the dedup makes that safe). ``fx_of``
+    adds the effect a message asks for (the effects variant)."""
     start = time.monotonic()
     per = seconds / max(1, len(sends))
     for i, (a, n, add, mid) in enumerate(sends):
@@ -214,7 +217,8 @@ def _send_all(refs: list[Any], sends: list[tuple[int, int, int, str]], sender: i
         deadline = time.monotonic() + 60
         while True:
             try:
-                refs[a].send({"add": add, "s": sender, "n": n}, message_id=mid)
+                body = {"add": add, "s": sender, "n": n, **(fx_of(mid) if fx_of else {})}
+                refs[a].send(body, message_id=mid)
                 break
             except RedisUnavailable as exc:
                 retries["redis_unavailable"] += 1

@@ -143,3 +143,28 @@ def test_poison_message_is_dead_lettered_and_the_next_applied(
     # requeued: it crashes three more times and comes back as a dead letter, nothing lost
     wait_until(lambda: len(ref.dead_letters()) == 1, 30)
     assert ref.snapshot().state == {"applied": ["first", "after"]}
+
+
+def test_message_that_kills_its_worker_is_dead_lettered_after_max_attempts(
+    bank: ModuleType, workers: Any, beat: Any
+) -> None:
+    """SPEC 4.1: "kill" SIGKILLs its own pool process each time it is handled. Each death is
+    a worker_lost crash counting an attempt; at max_attempts=2 the message is dead-lettered
+    and the next one applied, instead of being redelivered without end."""
+    worker = workers("w1", concurrency=1)
+    ref = bank.supervision.ref("tree.killer", "k")
+    ref.send("first")
+    bad = ref.send("kill")
+    ref.send("after")
+    wait_until(
+        lambda: ref.snapshot().state == {"applied": ["first", "after"]},
+        60,
+        message="the message that kills its worker blocked the mailbox",
+    )
+    (letter,) = ref.dead_letters()
+    assert letter.message_id == bad and letter.message == "kill"
+    assert [c["attempt"] for c in letter.crashes] == [1, 2]
+    assert [c["reason"] for c in letter.crashes] == ["worker_lost", "worker_lost"]
+    assert worker.log_text().count("WorkerLostError") >= 2  # two real pool deaths
+    snap = ref.snapshot()
+    assert (snap.version, snap.pending, snap.status) == (2, 0, "idle")

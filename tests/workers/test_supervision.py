@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from types import ModuleType
 from typing import Any
 
 import redis
 
-from tests.harness import wait_until
+from tests.harness import PROJECT_ROOT, start_beat, start_worker, wait_until
 
 
 def _events(redis_client: redis.Redis, event: str) -> list[dict[str, Any]]:
@@ -142,3 +145,86 @@ def test_restart_types_with_real_workers(bank: ModuleType, workers: Any, beat: A
     assert temporary.snapshot().status == "stopped"
     assert transient_stop.snapshot().status == "stopped"
     assert transient_crash.snapshot().status != "stopped"
+
+
+def test_rest_for_one_restarts_the_crashed_child_and_those_after_it(
+    bank: ModuleType, workers: Any, beat: Any, redis_client: redis.Redis
+) -> None:
+    """ordered: rest_for_one over r0, r1, r2. r1 crashes once: r1 and r2 (collateral) are
+    restarted, r0 is untouched; all three go on handling messages."""
+    workers("w1")
+    refs = [bank.supervision.ref("tree.member", f"r{i}") for i in range(3)]
+    for ref in refs:
+        ref.send("hello")
+    wait_until(lambda: all(r.snapshot().version == 1 for r in refs), 20)
+    refs[1].send({"crash_once": "r1"})
+    wait_until(lambda: refs[1].snapshot().version == 2, 30, message="r1 never came back")
+    wait_until(lambda: refs[2].snapshot().status == "idle", 30, message="r2 not back")
+    restarts = [e for e in _events(redis_client, "decision") if e["action"] == "restart"]
+    assert [(e["supervisor"], e["child"], bool(e.get("collateral"))) for e in restarts] == [
+        ("ordered", "tree.member:r1", False),
+        ("ordered", "tree.member:r2", True),
+    ]
+    decided = {e.get("child") for e in _events(redis_client, "decision")}
+    assert "tree.member:r0" not in decided
+    r0 = refs[0].snapshot()
+    assert (r0.status, r0.version, r0.last_crash) == ("idle", 1, None)
+    assert refs[2].snapshot().last_crash is None  # restarted, never crashed itself
+    for ref in refs:
+        ref.send("again")
+    wait_until(lambda: [r.snapshot().version for r in refs] == [2, 3, 2], 30,
+               message="a child did not go on after the restart")
+
+
+def _giveup_events(redis_client: redis.Redis, event: str) -> list[dict[str, Any]]:
+    rows = redis_client.xrange("g:events")
+    found = [json.loads(fields[b"event"]) for _, fields in rows]
+    return [e for e in found if e["event"] == event or e.get("action") == event]
+
+
+def test_root_gives_up_and_resume_root_brings_everything_back(
+    bank: ModuleType, bank_env: dict[str, str], redis_client: redis.Redis, tmp_path: Any
+) -> None:
+    """tests/apps/giveup.py: group fails to root at each restart, root restarts it once and
+    gives up at the second failure. Everything under root stops (mailboxes kept, new
+    messages queue); ``supervise resume root`` brings it back and the queue drains."""
+    from tests.apps import giveup  # a second app: imported by the one test that uses it
+
+    app = "tests.apps.giveup"
+    procs = [start_worker(app, concurrency=2, hostname="g1@%h", env=bank_env,
+                          log_dir=tmp_path),
+             start_beat(app, env=bank_env, schedule_dir=tmp_path / "beat")]
+    try:
+        counter = giveup.supervision.ref("giveup.counter", "c")
+        flaky = giveup.supervision.ref("giveup.flaky", "f")
+        counter.send("before")
+        wait_until(lambda: counter.snapshot().version == 1, 20)
+        redis_client.set(giveup.BROKEN, 1)
+        flaky.send("work")
+        wait_until(lambda: _giveup_events(redis_client, "root_gave_up"), 60,
+                   message="root never gave up")
+        decisions = _giveup_events(redis_client, "decision")
+        assert [e["supervisor"] for e in decisions if e["action"] == "stop_supervisor"] == [
+            "group", "group", "root"]
+        counter.send("while stopped")
+        wait_until(lambda: counter.snapshot().status == "stopped", 20,
+                   message="an actor under root still runs after root gave up")
+        time.sleep(1.5)  # a few ticks: nothing restarts by itself
+        assert flaky.snapshot().status == "stopped" and flaky.snapshot().pending == 1
+        c = counter.snapshot()
+        assert (c.status, c.version, c.pending) == ("stopped", 1, 1)
+        assert redis_client.hget("g:sup:{root}", "status") == b"stopped"
+
+        redis_client.delete(giveup.BROKEN)  # the operator fixes the cause, then resumes
+        env = {**os.environ, **bank_env, "PYTHONPATH": str(PROJECT_ROOT)}
+        done = subprocess.run([sys.executable, "-m", "celery", "-A", app, "supervise",
+                               "resume", "root"], env=env, cwd=PROJECT_ROOT,
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        wait_until(lambda: counter.snapshot().version == 2 and flaky.snapshot().version == 1,
+                   30, message="pending messages did not drain after resume root")
+        assert counter.snapshot().pending == 0 and flaky.snapshot().pending == 0
+        assert flaky.snapshot().state == {"n": 1}
+    finally:
+        for proc in procs:
+            proc.kill()
