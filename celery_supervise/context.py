@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import contextvars
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .codec import encode
 from .errors import InvalidMessage, MessageTooLarge
 
-if TYPE_CHECKING:
-    from .ref import ActorRef
 
-__all__ = ["Context", "Effects", "in_handler"]
+class Addressee(Protocol):
+    """What ``ctx.send`` needs of its target: an ``ActorRef`` (or anything naming an actor)."""
+
+    @property
+    def type_name(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+
+__all__ = ["Addressee", "Context", "Effects", "in_handler"]
 
 #: Set while a handler runs in this thread/task, so ``ask`` can refuse (it would deadlock).
 in_handler: contextvars.ContextVar[bool] = contextvars.ContextVar("in_handler", default=False)
@@ -75,7 +81,7 @@ class Context:
             raise MessageTooLarge(len(body), self._max_message_bytes)
         return body
 
-    def send(self, ref: ActorRef, message: Any) -> None:
+    def send(self, ref: Addressee, message: Any) -> None:
         """Send ``message`` to another actor (or this one) if this step commits."""
         if len(self.effects.sends) >= 1024:
             raise InvalidMessage("ctx.send: at most 1024 messages per step")
