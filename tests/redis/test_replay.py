@@ -1,7 +1,7 @@
 """Replay before release (SPEC 7) against a real Redis, driven in this process: a replay
 reports what the step would do and writes nothing; a release lets only proven work run,
 fenced against any change since the replay. The same with real workers and the CLI is in
-tests/workers/test_replay.py."""
+tests/workers/test_replay_workers.py."""
 
 from __future__ import annotations
 
