@@ -1,6 +1,8 @@
 """The one crash path, shared by a worker whose step failed and a tick that found a lease
 expired: record the crash (fenced by the token), index a dead letter, report it, and relay
-what the crash script put in the outbox (a dead-letter notice to an asker)."""
+what the crash script put in the outbox (a dead-letter notice to an asker). A message due to
+be dead-lettered while the actor holds ``supervise_max_dead_letters`` stays at the head of
+its mailbox and the actor is quarantined (``dead_letters_full``) for an operator."""
 
 from __future__ import annotations
 
@@ -46,6 +48,28 @@ def record_crash(
         attempt=outcome.attempt,
         dead_lettered=outcome.dead_lettered,
         consecutive=outcome.consecutive,
+        dead_letters_full=outcome.dead_letters_full,
     )
+    if outcome.dead_letters_full:
+        _quarantine_full(rt, keys, record)
     relay_outbox(rt, keys.type_name, keys.key)
     return outcome
+
+
+def _quarantine_full(rt: Runtime, keys: ActorKeys, record: CrashRecord) -> None:
+    """Quarantine the actor whose dead letters are full, unless a tick decided its crash
+    first. Not atomic with the crash, and need not be: lost here (this process dies, or a
+    tick restarts it first), the message is still at the head with its attempts counted,
+    so the next run crashes on it, finds the list still full, and quarantines it then."""
+    done = ActorStore(rt).halt(
+        keys, "quarantined", reason="dead_letters_full", only_from=("crashed",)
+    )
+    if done == "ok":
+        rt.events.record(
+            "quarantined",
+            actor=keys.type_name,
+            key=keys.key,
+            reason="dead_letters_full",
+            message_id=record.message_id,
+            max_dead_letters=rt.settings.max_dead_letters,
+        )

@@ -130,6 +130,8 @@ class CrashOutcome:
     attempt: int = 0
     dead_lettered: bool = False
     consecutive: int = 0
+    #: Due to be dead-lettered, but the actor holds ``supervise_max_dead_letters``: kept.
+    dead_letters_full: bool = False
 
 
 @dataclass(frozen=True)

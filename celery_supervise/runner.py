@@ -237,7 +237,7 @@ class _Run:
             raise StepCrashed(
                 f"{self.where}: message {entry.message_id!r} attempt {attempt} crashed: "
                 f"{type(exc).__name__}: {exc}"
-                + (f" -- dead-lettered after {attempt} attempts" if outcome.dead_lettered else "")
+                + _fate(outcome, attempt)
             ) from exc
         more = not ctx.effects.stop and go_on()
         if not self.commit(entry, new_state, ctx, stepping_next=more):
@@ -327,6 +327,15 @@ class _Run:
             self.rt.events.record("stopped", actor=self.atype.name, key=self.key, reason="normal")
             self.store.notify_exit(self.atype.name, self.key)
         return released
+
+
+def _fate(outcome: CrashOutcome, attempt: int) -> str:
+    """What became of the crashed message, for the StepCrashed text."""
+    if outcome.dead_lettered:
+        return f" -- dead-lettered after {attempt} attempts"
+    if outcome.dead_letters_full:
+        return " -- kept, not dead-lettered: the dead letters are full, actor quarantined"
+    return ""
 
 
 def crash_reason(exc: BaseException) -> str:

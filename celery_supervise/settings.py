@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "supervise_max_state_bytes": 1_048_576,
     "supervise_max_message_bytes": 262_144,
     "supervise_dedup_window": 86_400,
+    "supervise_max_dead_letters": 10_000,
 }
 #: Settings for which ``None`` is a documented value (the same as leaving them out).
 NONE_ALLOWED = frozenset({"supervise_redis_url"})
@@ -51,6 +52,8 @@ class Settings:
     max_state_bytes: int = 1_048_576
     max_message_bytes: int = 262_144
     dedup_window: int = 86_400
+    #: Dead letters one actor may hold; one more quarantines it (``dead_letters_full``).
+    max_dead_letters: int = 10_000
     tree: SupervisorTree = field(default_factory=lambda: SupervisorTree({}))
 
 
@@ -158,5 +161,6 @@ def read_settings(app: Any) -> Settings:
         max_state_bytes=reader.positive_int("supervise_max_state_bytes"),
         max_message_bytes=reader.positive_int("supervise_max_message_bytes"),
         dedup_window=reader.positive_int("supervise_dedup_window"),
+        max_dead_letters=reader.positive_int("supervise_max_dead_letters"),
         tree=tree,
     )

@@ -43,6 +43,7 @@ __all__ = [
 #: Crash records kept per actor (the per-message records travel with dead letters).
 CRASHES_KEPT = 50
 
+
 def fence_of(meta: dict[str, str]) -> str:
     """What an operator's conditional restart compares (``restart.lua`` ARGV[7]): the
     actor's status, fencing token, version and crash sequence number as ``meta`` holds
@@ -199,6 +200,7 @@ class ActorStore:
                     max_attempts,
                     "1" if only_if_expired else "0",
                     CRASHES_KEPT,
+                    self.rt.settings.max_dead_letters,
                 ],
                 client=pipe,
             )
@@ -206,7 +208,14 @@ class ActorStore:
         reply = self._run(_where(keys), build)[-1]
         if text(reply[0]) != "crashed":
             return CrashOutcome(False)
-        return CrashOutcome(True, int(reply[1]), int(reply[2]), int(reply[3]) == 1, int(reply[4]))
+        return CrashOutcome(
+            True,
+            int(reply[1]),
+            int(reply[2]),
+            int(reply[3]) == 1,
+            int(reply[4]),
+            int(reply[5]) == 1,
+        )
 
     def release(self, keys: ActorKeys, token: int | str) -> Release:
         """Give the lease back: 'more' (publish the next run), 'idle', 'stopped' or 'stale'."""
@@ -298,7 +307,13 @@ class ActorStore:
         return outcome
 
     def requeue(
-        self, keys: ActorKeys, *, raw: bytes, seq: int, version: int | None, header: str,
+        self,
+        keys: ActorKeys,
+        *,
+        raw: bytes,
+        seq: int,
+        version: int | None,
+        header: str,
         body: bytes,
     ) -> tuple[str, int]:
         """Move one dead letter (``raw``, as read) back to the end of the mailbox, in one
@@ -309,8 +324,13 @@ class ActorStore:
             self.add_hint(pipe, keys.type_name, keys.key, self.rt.repair_after)
             self.rt.scripts.requeue(
                 keys=[keys.meta, keys.mailbox, keys.dead, keys.requeued(seq)],
-                args=[raw, "" if version is None else version, header, body,
-                      self.rt.settings.dedup_window],
+                args=[
+                    raw,
+                    "" if version is None else version,
+                    header,
+                    body,
+                    self.rt.settings.dedup_window,
+                ],
                 client=pipe,
             )
 

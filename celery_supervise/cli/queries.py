@@ -353,16 +353,31 @@ class DeadLetterHolder:
     type: str
     key: str
     dead_letters: int
+    #: At ``supervise_max_dead_letters``: its next dead letter quarantines it instead.
+    full: bool = False
+    #: Quarantined for that (``dead_letters_full``), its message kept at the mailbox head.
+    quarantined: bool = False
 
 
 def dead_letter_holders(sup: Supervision) -> list[DeadLetterHolder]:
     """Every actor holding dead letters, most recent first (from the index, no scan)."""
     from ..delivery import Delivery  # runtime: not loaded by every `celery` command
 
+    cap = sup.settings.max_dead_letters
     return [
-        DeadLetterHolder(type=t, key=k, dead_letters=n)
+        DeadLetterHolder(
+            type=t, key=k, dead_letters=n, full=n >= cap, quarantined=n >= cap and _full(sup, t, k)
+        )
         for t, k, n in Delivery(sup.runtime).actors_with_dead_letters()
     ]
+
+
+def _full(sup: Supervision, type_name: str, key: str) -> bool:
+    """Whether the actor is quarantined because its dead letters are full."""
+    status, reason = sup.client.hmget(
+        sup.keyspace.actor(type_name, key).meta, "status", "halt_reason"
+    )
+    return (status, reason) == (b"quarantined", b"dead_letters_full")
 
 
 @dataclass(frozen=True)

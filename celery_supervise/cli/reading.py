@@ -83,10 +83,11 @@ def dead_letters(
         if requeue is not None or type_name is not None:
             raise click.UsageError("give both TYPE and KEY (and --requeue only with them)")
         held = dead_letter_holders(sup)
+        cap = sup.settings.max_dead_letters
         if as_json:
-            print_json({"actors": [vars(h) for h in held]})
+            print_json({"actors": [vars(h) for h in held], "max_dead_letters": cap})
         else:
-            dead_letter_holders_text(ctx, held)
+            dead_letter_holders_text(ctx, held, cap)
         return
     ref = actor_ref(sup, type_name, key, must_exist=requeue is not None)
     if requeue is None:

@@ -200,10 +200,19 @@ def actor_text(ctx: click.Context, report: ActorReport) -> None:
             echo(ctx, f"    v{h.version}  {_when(h.at, now)}  {how}")
 
 
-def dead_letter_holders_text(ctx: click.Context, held: list[DeadLetterHolder]) -> None:
-    echo(ctx, f"{len(held)} actor(s) hold dead letters")
+def dead_letter_holders_text(ctx: click.Context, held: list[DeadLetterHolder], cap: int) -> None:
+    full = sum(1 for h in held if h.quarantined)
+    echo(
+        ctx,
+        f"{len(held)} actor(s) hold dead letters (at most {cap} each: supervise_max_dead_letters)",
+    )
     for h in held:
-        echo(ctx, f"  {h.type} {h.key}: {h.dead_letters}")
+        note = ""
+        if h.full:
+            note = " (full: quarantined, dead_letters_full)" if h.quarantined else " (full)"
+        echo(ctx, f"  {h.type} {h.key}: {h.dead_letters}{note}")
+    if full:
+        echo(ctx, f"{full} actor(s) quarantined: dead_letters_full (requeue, then resume)")
     if held:
         echo(ctx, "(details: supervise dead-letters TYPE KEY)")
 

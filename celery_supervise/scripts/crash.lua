@@ -1,13 +1,14 @@
 -- Record a crash of the step holding the lease, count the attempt of the head message,
--- dead-letter it at max_attempts, revoke the lease and leave the actor 'crashed' for the
--- supervisor tick to decide.
+-- dead-letter it at max_attempts (unless the actor already holds max dead letters: then the
+-- message stays at the head and the reply says 'full', for the caller to quarantine the
+-- actor), revoke the lease and leave the actor 'crashed' for the supervisor tick to decide.
 -- KEYS[1] meta  KEYS[2] mailbox  KEYS[3] crashes  KEYS[4] attempts  KEYS[5] dead
 -- KEYS[6] outbox
 -- ARGV[1] fencing token   ARGV[2] seq of the crashing entry (0: not tied to a message;
 -- -1: the head entry, which is garbage without a sequence number of its own)
 -- ARGV[3] crash record json   ARGV[4] max attempts   ARGV[5] "1": only if the lease expired
--- ARGV[6] crash records to keep
--- Returns {'crashed', crash_seq, attempt, dead (0|1), crashes_in_row} | {'stale'}
+-- ARGV[6] crash records to keep   ARGV[7] max dead letters the actor may hold
+-- Returns {'crashed', crash_seq, attempt, dead (0|1), crashes_in_row, full (0|1)} | {'stale'}
 local meta, mbox, crashes, attempts, dead, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local err = check_types(meta, 'hash', mbox, 'list', crashes, 'list', attempts, 'list',
                         dead, 'list', outbox, 'list')
@@ -63,7 +64,7 @@ end
 local crash_seq = tonumber(m[5] or '0') + 1
 local record = ARGV[3]
 local seq = tonumber(ARGV[2])
-local attempt, is_dead = 0, 0
+local attempt, is_dead, is_full = 0, 0, 0
 redis.call('LPUSH', crashes, record)
 redis.call('LTRIM', crashes, 0, tonumber(ARGV[6]) - 1)
 local head = redis.call('LINDEX', mbox, 0)
@@ -84,7 +85,10 @@ if (seq > 0 and head_seq == seq) or garbage_head then
   local letter_seq = garbage_head and -crash_seq or seq
   redis.call('RPUSH', attempts, record)
   redis.call('HSET', meta, 'attempt_seq', seq, 'attempts', attempt, 'attempt_head', head_id)
-  if attempt >= tonumber(ARGV[4]) then
+  if attempt >= tonumber(ARGV[4]) and redis.call('LLEN', dead) >= tonumber(ARGV[7]) then
+    -- Never dropped: the message and its attempts stay; an operator makes room, resumes.
+    is_full = 1
+  elseif attempt >= tonumber(ARGV[4]) then
     local records = redis.call('LRANGE', attempts, 0, -1)
     local nl = string.find(head, '\n', 1, true)
     local sp1 = string.find(head, ' ', 1, true)
@@ -121,4 +125,4 @@ redis.call('HINCRBY', meta, 'token', 1)
 redis.call('HDEL', meta, 'lease_until', 'lease_owner')
 redis.call('HSET', meta, 'status', 'crashed', 'crashed_at', now, 'last_crash', record, 'sched', 0)
 bump_rev(meta)
-return {'crashed', crash_seq, attempt, is_dead, in_row}
+return {'crashed', crash_seq, attempt, is_dead, in_row, is_full}

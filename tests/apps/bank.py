@@ -26,6 +26,7 @@ app.conf.update(
     supervise_key_prefix=os.environ.get("TEST_KEY_PREFIX", "supervise"),
     supervise_lease_seconds=float(os.environ.get("TEST_LEASE", "2.0")),
     supervise_tick_interval=float(os.environ.get("TEST_TICK", "0.5")),
+    supervise_max_dead_letters=int(os.environ.get("TEST_MAX_DEAD_LETTERS", "10000")),
 )
 if os.environ.get("TEST_TICK_QUEUE"):  # ticks on workers of their own (docs: routing)
     app.conf.task_routes = {"celery_supervise.tick": {"queue": os.environ["TEST_TICK_QUEUE"]}}

@@ -49,6 +49,8 @@ def _app(**conf: Any) -> Celery:
         ("supervise_lease_seconds", "5", "supervise_lease_seconds: must be a number"),
         ("supervise_max_state_bytes", 1.5, "supervise_max_state_bytes: must be an int"),
         ("supervise_dedup_window", True, "supervise_dedup_window: must be an int"),
+        ("supervise_max_dead_letters", 0, "supervise_max_dead_letters: must be an int >= 1"),
+        ("supervise_max_dead_letters", "9", "supervise_max_dead_letters: must be an int"),
         ("supervise_redis_url", "http://x", "supervise_redis_url: must start with"),
         ("supervise_key_prefix", "a{b}", "supervise_key_prefix"),
         ("supervise_supervisors", {"s": {"intensity": -1}}, "['s']['intensity']"),

@@ -112,7 +112,7 @@ CASES = [
           ("timers", "zset"), ("isolates", "hash")]),
     Case("crash", base,  # attempt 2 of max 2: the dead-letter path, every key written
          actor_keys("meta", "mailbox", "crashes", "attempts", "dead", "outbox"),
-         lambda w: [5, 2, '{"reason":"exception"}', 2, "0", 50],
+         lambda w: [5, 2, '{"reason":"exception"}', 2, "0", 50, 10],
          ["token", "lease_until", "attempt_seq", "attempts", "crash_seq", "crashes_in_row"],
          [("meta", "hash"), ("mailbox", "list"), ("crashes", "list"), ("attempts", "list"),
           ("dead", "list"), ("outbox", "list")]),

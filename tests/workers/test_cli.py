@@ -331,4 +331,31 @@ def test_dead_letters_without_an_actor_lists_the_actors_holding_them(
         ("x2", 1),
     ]
     text = ok(bank_env, "dead-letters")
-    assert "2 actor(s) hold dead letters" in text and "bank.poison x1: 1" in text
+    assert "2 actor(s) hold dead letters (at most 10000 each" in text
+    assert "bank.poison x1: 1\n" in text and "(full" not in text
+    assert listing["max_dead_letters"] == 10000
+
+
+def test_dead_letters_shows_the_cap_and_the_actors_quarantined_for_it(
+    bank: ModuleType, bank_env: dict[str, str], supervise_runner: Any
+) -> None:
+    from celery_supervise.store import ActorStore
+
+    local = supervise_runner(bank.supervision)
+    for key in ("full", "one"):
+        bank.poison.ref(key).send("poison")
+    local.settle(3.0)
+    # As record_crash leaves an actor whose dead letters are full (the path itself is
+    # tests/redis/test_dead_letter_cap.py): quarantined for it, the message kept.
+    keys = bank.poison.ref("full").keys
+    ActorStore(bank.supervision.runtime).halt(keys, "quarantined", reason="dead_letters_full")
+    env = _env(bank_env, TEST_MAX_DEAD_LETTERS="1")
+    text = ok(env, "dead-letters")
+    assert "(at most 1 each: supervise_max_dead_letters)" in text
+    assert "bank.poison full: 1 (full: quarantined, dead_letters_full)" in text
+    assert "bank.poison one: 1 (full)\n" in text
+    assert "1 actor(s) quarantined: dead_letters_full" in text
+    listing = ok_json(env, "dead-letters")
+    assert listing["max_dead_letters"] == 1
+    flags = {a["key"]: (a["full"], a["quarantined"]) for a in listing["actors"]}
+    assert flags == {"full": (True, True), "one": (True, False)}
