@@ -21,7 +21,7 @@ def test_a_quarantined_consumers_mailbox_stops_at_the_limit_then_drains(
     bank: ModuleType, workers: Any, beat: Any, redis_client: redis.Redis
 ) -> None:
     workers("w1")
-    LIMIT, broken_flag = bank.bounded.LIMIT, bank.bounded.broken_flag  # noqa: N806
+    LIMIT, broken_flag = bank.bounded.LIMIT, bank.bounded.broken_flag
     box = bank.bounded.box.ref("q")
     redis_client.set(broken_flag("q"), 1)
     box.send("m0")  # crashes at every attempt: intensity 3 in 5 s quarantines it
