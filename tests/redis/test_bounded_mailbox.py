@@ -113,3 +113,17 @@ def test_own_self_sends_timers_and_outcomes_are_never_refused(
 def test_max_mailbox_must_be_an_int_at_least_one(bad: object) -> None:
     with pytest.raises(ConfigurationError, match=r"max_mailbox must be an int >= 1"):
         actor(name=f"bounded.bad{bad!r}", max_mailbox=bad)(lambda ctx, state, message: state)
+
+
+def test_a_type_this_process_does_not_know_is_sent_to_unbounded(
+    bank: ModuleType, local: LocalRunner
+) -> None:
+    """The limit is the sending process's view of the type: unknown there, no limit."""
+    from celery_supervise.delivery import Delivery
+
+    delivery = Delivery(bank.supervision.runtime)
+    for i in range(5):
+        delivery.send("bounded.elsewhere", "k", [(f"m{i}", b'"x"', False)])
+    local.queue.clear()  # no task of that type exists here to run
+    keys = bank.supervision.runtime.keyspace.actor("bounded.elsewhere", "k")
+    assert bank.supervision.runtime.client.llen(keys.mailbox) == 5
