@@ -69,6 +69,7 @@ _OPTIONS = frozenset(
         "max_attempts",
         "history",
         "time_limit",
+        "max_mailbox",
     }
 )
 
@@ -115,6 +116,7 @@ def _build(handler: Handler[Any], options: dict[str, Any]) -> ActorType[Any]:
     where = f"@actor {name!r}"
     get = options.get
     time_limit = get("time_limit")
+    max_mailbox = get("max_mailbox")
     atype = ActorType(
         handler,
         name=name,
@@ -126,6 +128,9 @@ def _build(handler: Handler[Any], options: dict[str, Any]) -> ActorType[Any]:
         time_limit=None
         if time_limit is None
         else check_number(time_limit, where, above=0, option="time_limit"),
+        max_mailbox=None
+        if max_mailbox is None
+        else check_int(max_mailbox, where, minimum=1, option="max_mailbox"),
         **_state_options(options, where),
     )
     register(atype)

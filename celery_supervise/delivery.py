@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from .codec import decode, encode, text
-from .errors import AskTimeout, MessageDeadLettered
+from .errors import AskTimeout, MailboxFull, MessageDeadLettered
 from .keyspace import ActorKeys, actor_member, parse_actor_member
 from .mailbox import header_json
+from .registry import mailbox_limit
 from .runtime import Runtime, redis_errors
 from .store import ActorStore
 
@@ -54,9 +55,11 @@ class Delivery:
         origin: tuple[str, int] | None = None,
     ) -> list[int]:
         """Append the batch; wake the actor if idle. ``origin`` = (sender member, ordinal)
-        marks a relay from another actor's outbox. Returns the seqs (see ``send.lua``)."""
+        marks a relay from another actor's outbox. Returns the seqs (see ``send.lua``).
+        ``MailboxFull`` (nothing written) if the batch does not fit the type's max_mailbox."""
         keys = self.rt.keyspace.actor(type_name, key)
-        args: list[Any] = [type_name, key, self.rt.settings.dedup_window, len(batch)]
+        limit = mailbox_limit(type_name)
+        args: list[Any] = [type_name, key, self.rt.settings.dedup_window, len(batch), limit]
         dedup_keys = []
         for mid, body, given in batch:
             if origin is not None:
@@ -78,6 +81,8 @@ class Delivery:
 
         with redis_errors(f"actor {type_name}:{key}"):
             result = self.rt.pipeline(build, client=self.rt.client_once)[-2]
+        if text(result[0]) == "full":
+            raise MailboxFull(f"{type_name}:{key}", limit, int(result[1]))
         if int(result[0]) == 1:
             self._wake(type_name, key)
         return [int(x) for x in result[1:]]

@@ -16,6 +16,7 @@ __all__ = [
     "CorruptActorData",
     "InvalidKey",
     "InvalidMessage",
+    "MailboxFull",
     "MessageDeadLettered",
     "MessageTooLarge",
     "NotInstalled",
@@ -64,6 +65,26 @@ class MessageTooLarge(InvalidMessage):
     def __str__(self) -> str:
         return (
             f"message is {self.size} bytes encoded, over supervise_max_message_bytes={self.limit}"
+        )
+
+
+class MailboxFull(SuperviseError):
+    """A send was refused, nothing written: the actor's mailbox already holds ``count``
+    messages and its type allows ``limit`` (``@actor(max_mailbox=...)``). Its reason, in an
+    undeliverable effect, is ``mailbox_full``."""
+
+    reason = "mailbox_full"
+
+    def __init__(self, actor: str, limit: int, count: int) -> None:
+        super().__init__(actor, limit, count)
+        self.actor = actor
+        self.limit = limit
+        self.count = count
+
+    def __str__(self) -> str:
+        return (
+            f"mailbox_full: mailbox of {self.actor} holds {self.count} message(s), "
+            f"max_mailbox={self.limit}; nothing was sent"
         )
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "ActorSpec",
     "Handler",
     "all_types",
+    "mailbox_limit",
     "register",
     "registered",
     "validate_key",
@@ -62,6 +63,14 @@ def registered(name: str) -> ActorSpec[Any]:
         ) from None
 
 
+def mailbox_limit(name: str) -> int:
+    """The ``max_mailbox`` of a type, 0 for none. A type this process does not know is
+    unbounded here: a process sending to a type it never imports cannot know its limit,
+    and refusing would break such deploys (docs/decisions.md)."""
+    spec = _REGISTRY.get(name)
+    return 0 if spec is None or spec.max_mailbox is None else spec.max_mailbox
+
+
 def all_types() -> dict[str, ActorSpec[Any]]:
     return dict(_REGISTRY)
 
@@ -96,6 +105,7 @@ class ActorSpec(Generic[S]):
         max_attempts: int,
         history: int,
         time_limit: float | None,
+        max_mailbox: int | None = None,
     ) -> None:
         self.handler = handler
         self.name = name
@@ -107,6 +117,8 @@ class ActorSpec(Generic[S]):
         self.max_attempts = max_attempts
         self.history = history
         self.time_limit = time_limit
+        #: Most messages its mailbox may hold before ``send`` raises ``MailboxFull``.
+        self.max_mailbox = max_mailbox
 
     def __repr__(self) -> str:
         return f"<actor {self.name}>"

@@ -15,7 +15,13 @@ from typing import Any
 
 from .codec import decode
 from .delivery import Delivery
-from .errors import ActorNotRegistered, CorruptActorData, InvalidMessage, RedisUnavailable
+from .errors import (
+    ActorNotRegistered,
+    CorruptActorData,
+    InvalidMessage,
+    MailboxFull,
+    RedisUnavailable,
+)
 from .isolation import Isolation
 from .keyspace import ActorKeys
 from .runtime import Runtime, redis_errors
@@ -27,7 +33,11 @@ log = logging.getLogger("celery_supervise")
 
 #: Failures no retry cures: the entry is set aside (``undelivered``) with its error. Any other
 #: failure (Redis or the broker not answering, an unexpected error) leaves it for a retry.
-PERMANENT = (CorruptActorData, ActorNotRegistered, InvalidMessage)
+#: ``MailboxFull`` is among them: a retry might fit once the receiver drains, but an outbox
+#: that waits on it holds back the sender's later effects to that actor for as long as it
+#: stays full (a quarantined one: indefinitely), so it is dead-lettered on the sender's side,
+#: reason ``mailbox_full``, as the bounded mailbox promises (docs/long-lived.md).
+PERMANENT = (CorruptActorData, ActorNotRegistered, InvalidMessage, MailboxFull)
 
 
 @dataclass

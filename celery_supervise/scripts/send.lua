@@ -3,11 +3,14 @@
 -- KEYS[3..] one dedup key per message: the caller-given id's key, or for a message relayed
 -- from another actor's outbox that sender's watermark key
 -- ARGV[1] actor type   ARGV[2] actor key   ARGV[3] dedup window (s)   ARGV[4] n messages
--- ARGV[5 + 3*(i-1) ..]: header json, body json, and how to deduplicate: "0" not at all,
+-- ARGV[5] most messages the mailbox may hold (the type's max_mailbox; 0 = no limit)
+-- ARGV[6 + 3*(i-1) ..]: header json, body json, and how to deduplicate: "0" not at all,
 -- "1" by caller-given id, "2:<ordinal>" by the sender's increasing effect ordinal (relays
 -- of one sender arrive in order, so one number per sender replaces remembering every id)
 -- Returns {woke (0|1), seq_1, ..., seq_n}; a seq is negative for a duplicate caller id
--- (it is the seq the first send got) and 0 for a duplicate relay.
+-- (it is the seq the first send got) and 0 for a duplicate relay. Returns {'full', queued}
+-- and writes nothing when the messages it would append do not all fit under the limit
+-- (duplicates append nothing, so they never count).
 local meta, mbox = KEYS[1], KEYS[2]
 local err = check_types(meta, 'hash', mbox, 'list')
 if err then return err end
@@ -16,18 +19,30 @@ if err then return err end
 local m = redis.call('HMGET', meta, 'seq', 'status')
 err = check_int(m[1], 'seq') or check_status(m[2])
 if err then return err end
-local window, n = tonumber(ARGV[3]), tonumber(ARGV[4])
+local window, n, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local fresh = 0
 for i = 1, n do
   -- Every dedup mark is read below: a garbage one must stop the send before its first write.
-  if ARGV[7 + 3 * (i - 1)] ~= '0' then
+  local given = ARGV[8 + 3 * (i - 1)]
+  local mark = nil
+  if given ~= '0' then
     local dedup = KEYS[2 + i]
     err = check_type(dedup, 'string')
     if err then return err end
-    local mark = redis.call('GET', dedup)
+    mark = redis.call('GET', dedup)
     if mark and not (string.match(mark, '^%d+$') and #mark <= 18) then
       return corrupt(dedup .. ' holds no sequence number or ordinal: ' .. shown(mark))
     end
   end
+  if not mark or (string.sub(given, 1, 2) == '2:'
+                  and tonumber(mark) < tonumber(string.sub(given, 3))) then
+    fresh = fresh + 1
+  end
+end
+-- The whole batch or nothing: refused before the first write (a bounded mailbox).
+if limit > 0 and fresh > 0 then
+  local queued = redis.call('LLEN', mbox)
+  if queued + fresh > limit then return {'full', queued} end
 end
 local now = now_ms()
 if redis.call('HSETNX', meta, 'type', ARGV[1]) == 1 then
@@ -36,7 +51,7 @@ if redis.call('HSETNX', meta, 'type', ARGV[1]) == 1 then
 end
 local out = {0}
 for i = 1, n do
-  local header, body, given = ARGV[5 + 3 * (i - 1)], ARGV[6 + 3 * (i - 1)], ARGV[7 + 3 * (i - 1)]
+  local header, body, given = ARGV[6 + 3 * (i - 1)], ARGV[7 + 3 * (i - 1)], ARGV[8 + 3 * (i - 1)]
   local dedup = KEYS[2 + i]
   local prior, ordinal = nil, nil
   if given == '1' then

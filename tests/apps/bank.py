@@ -64,4 +64,5 @@ def poison(ctx: Any, state: dict[str, Any], message: Any) -> None:
 
 import tests.apps.shop  # noqa: E402,F401
 
-from . import replaying, tree  # noqa: E402,F401  (the supervision-tree and replay actors)
+# the supervision-tree, replay and bounded-mailbox actors
+from . import bounded, replaying, tree  # noqa: E402,F401

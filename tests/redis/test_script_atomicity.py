@@ -143,7 +143,7 @@ CASES = [
     Case("iso_mark", base, actor_keys("isolates"), lambda w: ["iso1", "heartbeat", "now", "0"],
          [], [("isolates", "hash")]),
     Case("send", _send_setup, actor_keys("meta", "mailbox", "dedup", "origin"),
-         lambda w: [T, K, 100, 2, '{"id":"given-1"}', '"a"', "1", '{"id":"r"}', '"b"', "2:5"],
+         lambda w: [T, K, 100, 2, 100, '{"id":"given-1"}', '"a"', "1", '{"id":"r"}', '"b"', "2:5"],
          ["seq", "status"],
          [("meta", "hash"), ("mailbox", "list"), ("dedup", "string"), ("origin", "string")]),
     Case("hint_move", lambda w: (base(w), w.extra.update(bucket=f"{w.prefix}:due:{{0}}"),
