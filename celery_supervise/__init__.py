@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .ref import ActorRef, DeadLetter, HistoryEntry, Snapshot, UndeliverableEffect
     from .replay import ReplayEffects, ReplayResult
     from .supervision import Supervision
+    from .timers import Timer
 
 #: Where each public name lives.
 _HOME = {
@@ -53,6 +54,7 @@ _HOME = {
     "ReplayEffects": "replay",
     "ReplayResult": "replay",
     "Supervision": "supervision",
+    "Timer": "timers",
     **dict.fromkeys(
         [
             "ActorNotRegistered",
@@ -102,6 +104,7 @@ __all__ = [
     "StateRejected",
     "SuperviseError",
     "Supervision",
+    "Timer",
     "UndeliverableEffect",
     "UnknownDeadLetter",
     "UnknownVersion",

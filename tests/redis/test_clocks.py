@@ -1,8 +1,8 @@
 """One clock (correctness item 14): a process whose wall clock is off still stamps hints,
 isolate deadlines and restart histories on Redis' clock, the one the tick and the scripts
 compare them with. The skew is this process's ``time.time`` moved by a fixed offset (Redis,
-another process, keeps the true time); tests/workers/test_clock_skew_workers.py does the same to real
-worker processes with libfaketime."""
+another process, keeps the true time); tests/workers/test_clock_skew_workers.py does the same
+to real worker processes with libfaketime."""
 
 from __future__ import annotations
 
