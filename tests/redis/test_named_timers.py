@@ -180,3 +180,25 @@ def test_bad_timer_arguments_crash_the_step_naming_them(
     assert crash is not None and crash["type"] == "InvalidMessage"
     assert word in crash["message"]
     assert ref.snapshot().timers == ()
+
+
+def test_a_periodic_timer_of_a_stopped_actor_moves_on_without_firing(
+    shop: ModuleType, local: LocalRunner
+) -> None:
+    """A halted actor's mailbox does not fill with one message per period; resumed, the
+    timer goes on on its own grid."""
+    ref = shop.clock.ref("halted")
+    ref.send({"set": "h", "after": 0.1, "every": 0.5, "tag": "h"})
+    local.run()
+    assert _until(local, lambda: len(_tags(ref)) >= 1)
+    ref.stop()
+    local.run()
+    stopped = ref.snapshot()
+    assert stopped.status == "stopped"
+    local.settle(1.5)
+    snap = ref.snapshot()
+    assert snap.pending == 0 and len(snap.timers) == 1
+    assert snap.timers[0].due_at > stopped.timers[0].due_at  # it moved on, period by period
+    ref.resume()
+    fired = len(_tags(ref))
+    assert _until(local, lambda: len(_tags(ref)) >= fired + 2)
