@@ -202,3 +202,22 @@ def test_a_periodic_timer_of_a_stopped_actor_moves_on_without_firing(
     ref.resume()
     fired = len(_tags(ref))
     assert _until(local, lambda: len(_tags(ref)) >= fired + 2)
+
+
+def test_the_docs_subscription_example(bank: ModuleType, local: LocalRunner) -> None:
+    """docs/long-lived.md#timers: a renewal replaces the expiry, reminders repeat until the
+    expiry cancels them; a cancel removes both."""
+    from docs.examples import subscription as example
+
+    ref = example.subscription.ref("acct-1")
+    ref.send({"kind": "subscribe", "plan": "pro", "seconds": 60, "remind_every": 0.5})
+    ref.send({"kind": "subscribe", "plan": "pro", "seconds": 1.6, "remind_every": 0.5})
+    local.run()
+    assert sorted(t.name or "" for t in ref.snapshot().timers) == ["expiry", "reminder"]
+    assert _until(local, lambda: ref.snapshot().state["expired"])
+    snap = ref.snapshot()
+    assert snap.state["reminders"] >= 2 and snap.timers == ()
+    ref.send({"kind": "subscribe", "plan": "basic", "seconds": 60})
+    ref.send({"kind": "cancel"})
+    local.run()
+    assert ref.snapshot().timers == () and ref.snapshot().state["plan"] is None
