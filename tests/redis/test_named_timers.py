@@ -3,6 +3,7 @@ every=)`` and ``ctx.cancel_timer``), against a real Redis with the in-process ru
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from types import ModuleType
@@ -97,6 +98,7 @@ def test_a_periodic_timer_fires_repeatedly_until_cancelled(
     assert _until(local, lambda: len(_tags(ref)) >= 3, 20.0)
     ids = [t[1] for t in ref.snapshot().state["ticks"]]
     assert len(set(ids)) == len(ids), ids  # one id per firing, so each is its own message
+    assert all(re.fullmatch(r"shop\.clock:periodic@1\.n0/\d{13}", i) for i in ids), ids
     ref.send({"cancel": "p"})
     local.run()
     fired = len(_tags(ref))
