@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .ref import ActorRef, DeadLetter, HistoryEntry, Snapshot, UndeliverableEffect
     from .replay import ReplayEffects, ReplayResult
     from .supervision import Supervision
+    from .timers import Timer
 
 #: Where each public name lives.
 _HOME = {
@@ -54,6 +55,7 @@ _HOME = {
     "ReplayEffects": "replay",
     "ReplayResult": "replay",
     "Supervision": "supervision",
+    "Timer": "timers",
     **dict.fromkeys(
         [
             "ActorNotRegistered",
@@ -105,6 +107,7 @@ __all__ = [
     "StateRejected",
     "SuperviseError",
     "Supervision",
+    "Timer",
     "UndeliverableEffect",
     "UnknownDeadLetter",
     "UnknownVersion",

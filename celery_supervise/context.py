@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from .codec import encode
 from .errors import InvalidMessage, MessageTooLarge
+from .timers import MAX_TIMER_NAME
 
 
 class Addressee(Protocol):
@@ -22,10 +23,19 @@ class Addressee(Protocol):
     @property
     def key(self) -> str: ...
 
-__all__ = ["Addressee", "Context", "Effects", "in_handler"]
+__all__ = ["Addressee", "Context", "Effects", "NamedTimer", "in_handler"]
 
 #: Set while a handler runs in this thread/task, so ``ask`` can refuse (it would deadlock).
 in_handler: contextvars.ContextVar[bool] = contextvars.ContextVar("in_handler", default=False)
+
+
+@dataclass(frozen=True)
+class NamedTimer:
+    """``send_after(..., name=)``: replaces the pending timer of that name when committed."""
+
+    delay: float
+    every: float | None
+    body: bytes
 
 
 @dataclass
@@ -36,10 +46,18 @@ class Effects:
     replies: list[bytes] = field(default_factory=list)
     isolates: list[dict[str, Any]] = field(default_factory=list)
     timers: list[tuple[float, bytes]] = field(default_factory=list)  # (delay s, body)
+    #: The last word of this step on each timer name it touched: set, or None (cancelled).
+    named_timers: dict[str, NamedTimer | None] = field(default_factory=dict)
     stop: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.sends or self.replies or self.isolates or self.timers or self.stop)
+        return bool(self.sends or self.replies or self.isolates or self.timers
+                    or self.named_timers or self.stop)
+
+    def timer_delays(self) -> list[float]:
+        """Delays of every timer this step sets (the tick must look by the first)."""
+        named = [t.delay for t in self.named_timers.values() if t is not None]
+        return [delay for delay, _ in self.timers] + named
 
 
 class Context:
@@ -56,6 +74,7 @@ class Context:
         reply_wanted: bool,
         max_message_bytes: int,
         replaying: bool = False,
+        min_timer_period: float = 0.0,
     ) -> None:
         self.actor = actor
         self.key = key
@@ -68,6 +87,8 @@ class Context:
         self.replaying = replaying
         self._reply_wanted = reply_wanted
         self._max_message_bytes = max_message_bytes
+        #: The tick interval: a periodic timer cannot fire more often than the tick runs.
+        self._min_timer_period = min_timer_period
 
     def __repr__(self) -> str:
         return (
@@ -118,12 +139,49 @@ class Context:
         self._encode(spec, "ctx.isolate signature")  # args must be JSON
         self.effects.isolates.append(spec)
 
-    def send_after(self, seconds: float, message: Any) -> None:
-        """A durable timer: ``message`` is delivered to this actor after ``seconds``."""
+    def send_after(
+        self, seconds: float, message: Any, *, name: str | None = None, every: float | None = None
+    ) -> None:
+        """A durable timer: ``message`` is delivered to this actor after ``seconds``.
+        ``name``: replaces the pending timer of that name. ``every`` (needs ``name``): then
+        again every ``every`` seconds, until ``cancel_timer(name)`` or a replacement."""
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
             raise InvalidMessage(f"ctx.send_after: seconds must be >= 0, got {seconds!r}")
-        self.effects.timers.append((float(seconds), self._encode(message, "message")))
+        body = self._encode(message, "message")
+        if name is None:
+            if every is not None:
+                raise InvalidMessage("ctx.send_after: every needs a name (to cancel it by)")
+            self.effects.timers.append((float(seconds), body))
+            return
+        _check_timer_name(name, "ctx.send_after")
+        if every is not None:
+            self._check_every(every)
+        period = None if every is None else float(every)
+        self.effects.named_timers[name] = NamedTimer(float(seconds), period, body)
+
+    def _check_every(self, every: Any) -> None:
+        number = isinstance(every, int | float) and not isinstance(every, bool)
+        if not number or not 0 < every < 1e9:
+            raise InvalidMessage(f"ctx.send_after: every must be > 0 seconds, got {every!r}")
+        if every < self._min_timer_period:
+            raise InvalidMessage(
+                f"ctx.send_after: every={every!r} is shorter than the tick interval "
+                f"({self._min_timer_period} s), which is as often as a timer can fire"
+            )
+
+    def cancel_timer(self, name: str) -> None:
+        """Remove the pending timer ``name`` if this step commits (unknown: nothing to do)."""
+        _check_timer_name(name, "ctx.cancel_timer")
+        self.effects.named_timers[name] = None
 
     def stop(self) -> None:
         """Exit normally after this step (a transient actor is then not restarted)."""
         self.effects.stop = True
+
+
+def _check_timer_name(name: Any, where: str) -> None:
+    if not isinstance(name, str) or not name or len(name) > MAX_TIMER_NAME:
+        raise InvalidMessage(
+            f"{where}: name must be a non-empty str of at most {MAX_TIMER_NAME} characters, "
+            f"got {name!r:.60}"
+        )

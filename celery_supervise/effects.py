@@ -17,6 +17,7 @@ from .isolation import Isolation
 from .keyspace import actor_member
 from .mailbox import header_json
 from .store import EncodedEffects
+from .timers import named_spec
 
 __all__ = ["MAX_SENDS_PER_STEP", "effect_id", "encode_effects"]
 
@@ -55,7 +56,25 @@ def encode_effects(
     for i, (delay, body) in enumerate(effects.timers):
         header = header_json(effect_id(type_name, key, version, "t", i), timer=True)
         timers.append((int(delay * 1000), header.encode() + b"\n" + body))
-    return EncodedEffects(outbox, selfs, timers, isolates, effects.stop)
+    named = _named_timers(effects, type_name, key, version)
+    return EncodedEffects(outbox, selfs, timers, isolates, effects.stop, named)
+
+
+def _named_timers(
+    effects: Effects, type_name: str, key: str, version: int
+) -> list[tuple[str, int | None, bytes]]:
+    """Named timer sets and cancels, in the commit's terms. A named timer's id is the
+    effect id of kind ``n``; each firing of a periodic one adds ``/<due ms>``."""
+    out: list[tuple[str, int | None, bytes]] = []
+    for i, (name, timer) in enumerate(effects.named_timers.items()):
+        if timer is None:
+            out.append((name, None, b""))
+            continue
+        every_ms = max(1, round(timer.every * 1000)) if timer.every is not None else 0
+        mid = effect_id(type_name, key, version, "n", i)
+        spec = named_spec(mid, name, every_ms, timer.body)
+        out.append((name, int(timer.delay * 1000), spec))
+    return out
 
 
 def _sends(

@@ -52,6 +52,7 @@ class ActorKeys:
     outbox: str  #: list of committed effects not yet relayed
     undelivered: str  #: list of outbox effects that can never be delivered, with the error
     timers: str  #: sorted set of durable timers, by due time
+    timer_specs: str  #: hash: named timer's name -> its spec (``timers.py``)
     isolates: str  #: hash of isolated subtasks still owing their outcome message
     dedup_prefix: str  #: + message_id: caller-given ids remembered for the dedup window
     origin_prefix: str  #: + sender: highest effect ordinal received from that actor
@@ -91,6 +92,7 @@ class Keyspace:
             outbox=f"{base}:outbox",
             undelivered=f"{base}:undelivered",
             timers=f"{base}:timers",
+            timer_specs=f"{base}:tnamed",
             isolates=f"{base}:isolates",
             dedup_prefix=f"{base}:mid:",
             origin_prefix=f"{base}:from:",

@@ -143,6 +143,8 @@ class EncodedEffects:
     timers: Sequence[tuple[int, bytes]] = ()  #: (delay ms, entry) of durable timers
     isolates: Sequence[tuple[str, bytes]] = ()  #: (isolate id, pending record)
     stop: bool = False
+    #: (name, delay ms, spec) of a named timer set; (name, None, b"") of one cancelled
+    named_timers: Sequence[tuple[str, int | None, bytes]] = ()
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,14 @@ from .replay import Released, ReplayResult, release, replay_actor
 from .runtime import Runtime, redis_errors
 from .status import PUBLIC_STATUSES, PublicStatus
 from .store import ActorStore
+from .timers import Timer
 
 __all__ = [
     "ActorRef",
     "DeadLetter",
     "HistoryEntry",
     "Snapshot",
+    "Timer",
     "UndeliverableEffect",
     "public_status",
 ]
@@ -68,6 +70,8 @@ class Snapshot:
     #: Committed effects to other actors, replies or subtasks that can never be delivered
     #: (``undeliverable_effects()`` has them, with the error).
     undeliverable: int = 0
+    #: Pending durable timers, earliest first (at most ``store.TIMERS_SHOWN``).
+    timers: tuple[Timer, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -200,7 +204,8 @@ class ActorRef:
 
     # -- inspecting ----------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
-        meta, pending, dead, undelivered = ActorStore(self.runtime).read_meta(self.keys)
+        store = ActorStore(self.runtime)
+        meta, pending, dead, undelivered = store.read_meta(self.keys)
         where = f"actor {self.type_name}:{self.key}"
         state_raw = meta.get("state")
         state = None
@@ -226,6 +231,7 @@ class ActorRef:
                 received=int(meta.get("seq", 0)),
                 dead_letters=dead,
                 undeliverable=undelivered,
+                timers=store.read_timers(self.keys),
             )
         except ValueError as exc:
             raise CorruptActorData(

@@ -64,10 +64,13 @@ class ReplayEffects:
     replies: tuple[Any, ...] = ()
     #: ``{"tag", "task", "args", "kwargs", "timeout", "options"}`` per ``ctx.isolate``.
     isolates: tuple[dict[str, Any], ...] = ()
-    #: ``{"after": seconds, "message": ...}`` per ``ctx.send_after``.
+    #: ``{"after": seconds, "message": ...}`` per ``ctx.send_after``; with ``"name"`` and
+    #: ``"every"`` too for a named one (the last one set per name).
     timers: tuple[dict[str, Any], ...] = ()
     #: ``ctx.stop()`` was called.
     stop: bool = False
+    #: Names passed to ``ctx.cancel_timer`` (and not set again after it).
+    cancelled_timers: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, ctx: Context) -> ReplayEffects:
@@ -76,8 +79,14 @@ class ReplayEffects:
             sends=tuple({"to": f"{t}:{k}", "message": json.loads(b)} for t, k, b in e.sends),
             replies=tuple(json.loads(b) for b in e.replies),
             isolates=tuple(dict(spec) for spec in e.isolates),
-            timers=tuple({"after": s, "message": json.loads(b)} for s, b in e.timers),
+            timers=tuple({"after": s, "message": json.loads(b)} for s, b in e.timers)
+            + tuple(
+                {"after": t.delay, "message": json.loads(t.body), "name": n, "every": t.every}
+                for n, t in e.named_timers.items()
+                if t is not None
+            ),
             stop=e.stop,
+            cancelled_timers=tuple(n for n, t in e.named_timers.items() if t is None),
         )
 
 

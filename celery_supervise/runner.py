@@ -288,8 +288,8 @@ class _Run:
             now_ms=self.rt.clock_ms(),
         )
         hints = []
-        if ctx.effects.timers:
-            hints.append(min(t[0] for t in ctx.effects.timers))
+        if delays := ctx.effects.timer_delays():
+            hints.append(min(delays))
         if effects.outbox:
             hints.append(self.rt.settings.lease_seconds)
         outcome = self.store.commit(
@@ -382,6 +382,7 @@ def step_on_copy(
         reply_wanted=entry.reply_wanted,
         max_message_bytes=rt.settings.max_message_bytes,
         replaying=replaying,
+        min_timer_period=rt.settings.tick_interval,
     )
     state = json.loads(state_raw)
     message = entry.message()

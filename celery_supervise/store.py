@@ -26,9 +26,11 @@ from .records import (
     text_dict,
 )
 from .runtime import Runtime, patiently, redis_errors
+from .timers import Timer, parse_timers
 
 __all__ = [
     "CRASHES_KEPT",
+    "TIMERS_SHOWN",
     "ActorStore",
     "Claim",
     "CommitOutcome",
@@ -42,6 +44,8 @@ __all__ = [
 
 #: Crash records kept per actor (the per-message records travel with dead letters).
 CRASHES_KEPT = 50
+#: Timers listed per actor by ``snapshot()`` (the earliest).
+TIMERS_SHOWN = 100
 
 
 def fence_of(meta: dict[str, str]) -> str:
@@ -75,6 +79,9 @@ def _effect_args(effects: EncodedEffects, stepping_next: bool) -> list[Any]:
     for pairs in (effects.selfs, effects.timers, effects.isolates):
         for pair in pairs:
             args += pair
+    args.append(len(effects.named_timers))
+    for name, delay_ms, spec in effects.named_timers:
+        args += [name, "" if delay_ms is None else delay_ms, spec]
     return args
 
 
@@ -165,7 +172,7 @@ class ActorStore:
         args: list[Any] = [token, seq, state, entry + state.decode() + "}", history, lease_ms]
         args += _effect_args(effects, stepping_next)
         commit_keys = [keys.meta, keys.mailbox, keys.history, keys.attempts, keys.outbox]
-        commit_keys += [keys.timers, keys.isolates]
+        commit_keys += [keys.timers, keys.isolates, keys.timer_specs]
 
         def build(pipe: Any) -> None:
             for seconds in hints:
@@ -362,7 +369,8 @@ class ActorStore:
 
     def fire_timers(self, keys: ActorKeys) -> tuple[bool, int]:
         """Move due timers into the mailbox: (woke, how many fired)."""
-        woke, fired, _ = self.rt.scripts.fire_timers(keys=[keys.meta, keys.mailbox, keys.timers])
+        timer_keys = [keys.meta, keys.mailbox, keys.timers, keys.timer_specs]
+        woke, fired, _ = self.rt.scripts.fire_timers(keys=timer_keys)
         return bool(int(woke)), int(fired)
 
     def notify_exit(self, type_name: str, key: str) -> None:
@@ -381,6 +389,15 @@ class ActorStore:
         with redis_errors(keys.meta):
             meta, pending, dead, undelivered = pipe.execute()
         return text_dict(meta), int(pending), int(dead), int(undelivered)
+
+    def read_timers(self, keys: ActorKeys) -> tuple[Timer, ...]:
+        """The actor's pending timers, earliest first (the first ``TIMERS_SHOWN``)."""
+        pipe = self.rt.client.pipeline(transaction=False)
+        pipe.zrange(keys.timers, 0, TIMERS_SHOWN - 1, withscores=True)
+        pipe.hgetall(keys.timer_specs)
+        with redis_errors(keys.timers):
+            members, specs = pipe.execute()
+        return parse_timers(members, specs, where=_where(keys))
 
     def look(self, keys: ActorKeys) -> Look:
         """Everything the tick decides from, in one round trip."""

@@ -15,7 +15,7 @@ from ..codec import text
 from ..keyspace import Keyspace
 
 if TYPE_CHECKING:
-    from ..ref import ActorRef, DeadLetter, HistoryEntry, UndeliverableEffect
+    from ..ref import ActorRef, DeadLetter, HistoryEntry, Timer, UndeliverableEffect
     from ..supervision import Supervision
 
 __all__ = [
@@ -313,6 +313,8 @@ class ActorReport:
     undeliverable_effects: list[UndeliverableEffect]
     #: Newest first.
     history: list[HistoryEntry]
+    #: Pending durable timers, earliest first (as ``Snapshot.timers``).
+    timers: list[Timer]
 
 
 def actor_report(sup: Supervision, ref: ActorRef, history: int) -> ActorReport:
@@ -344,6 +346,7 @@ def actor_report(sup: Supervision, ref: ActorRef, history: int) -> ActorReport:
         undeliverable=len(undeliverable),
         undeliverable_effects=undeliverable[-UNDELIVERABLE_SHOWN:],
         history=versions,
+        timers=list(snap.timers),
     )
 
 

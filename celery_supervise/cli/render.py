@@ -185,6 +185,7 @@ def actor_text(ctx: click.Context, report: ActorReport) -> None:
     for u in report.undeliverable_effects:
         what = f"{u.kind} to {u.target}" if u.target else "unreadable outbox entry"
         echo(ctx, f"    {_when(u.at, now)}  {what}: {_compact(u.error, 120)}")
+    _timers_text(ctx, report, now)
     last = report.last_crash
     echo(ctx, f"  last crash           {_describe_crash(last, now) if last else '-'}")
     state = json.dumps(report.state, indent=2, sort_keys=True, default=str)
@@ -198,6 +199,19 @@ def actor_text(ctx: click.Context, report: ActorReport) -> None:
         for h in report.history:
             how = "reset to initial state" if h.reset else f"message {h.message_id}"
             echo(ctx, f"    v{h.version}  {_when(h.at, now)}  {how}")
+
+
+def _timers_text(ctx: click.Context, report: ActorReport, now: float) -> None:
+    echo(ctx, f"  timers               {len(report.timers)}")
+    for t in report.timers:
+        label = t.name if t.name is not None else "(unnamed)"
+        every = f"  every {t.every:g} s" if t.every is not None else ""
+        echo(ctx, f"    {label}{every}  due {_due(t.due_at, now)}: {_compact(t.message)}")
+
+
+def _due(at: float, now: float) -> str:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+    return f"{stamp} (in {max(0.0, at - now):.0f}s)"
 
 
 def dead_letter_holders_text(ctx: click.Context, held: list[DeadLetterHolder], cap: int) -> None:

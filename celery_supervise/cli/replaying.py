@@ -151,10 +151,18 @@ def _one_text(ctx: click.Context, type_name: str, key: str, outcome: Outcome) ->
         echo(ctx, f"  would {line}")
 
 
+def _named(timer: dict[str, Any]) -> str:
+    if "name" not in timer:
+        return ""
+    every = f", every {timer['every']} s" if timer["every"] is not None else ""
+    return f" {timer['name']!r}{every}"
+
+
 def _effect_lines(outcome: ReplayResult) -> list[str]:
     e = outcome.effects
     lines = [f"send {s['to']}: {s['message']!r}" for s in e.sends]
     lines += [f"reply: {r!r}" for r in e.replies]
     lines += [f"isolate {i['task']} (tag {i['tag']!r})" for i in e.isolates]
-    lines += [f"set a timer in {t['after']} s: {t['message']!r}" for t in e.timers]
+    lines += [f"set a timer{_named(t)} in {t['after']} s: {t['message']!r}" for t in e.timers]
+    lines += [f"cancel the timer {name!r}" for name in e.cancelled_timers]
     return lines + (["stop after this step"] if e.stop else [])

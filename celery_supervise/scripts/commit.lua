@@ -1,7 +1,7 @@
 -- Commit one step: new state, version + 1, the handled entry removed from the mailbox,
 -- the step's effects recorded -- all or nothing, and only for the current lease holder.
 -- KEYS[1] meta  KEYS[2] mailbox  KEYS[3] history  KEYS[4] attempts  KEYS[5] outbox
--- KEYS[6] timers  KEYS[7] isolates (pending subtask outcomes)
+-- KEYS[6] timers  KEYS[7] isolates (pending subtask outcomes)  KEYS[8] named timer specs
 -- ARGV[1] fencing token   ARGV[2] seq of the handled entry   ARGV[3] new state json
 -- ARGV[4] history entry json (without version; "{...}" gets '"version":N,' spliced in)
 -- ARGV[5] history length to keep   ARGV[6] lease (ms)   ARGV[7] "1" if ctx.stop() was called
@@ -10,15 +10,17 @@
 -- (recorded as 'stepping': a worker lost after this commit is blamed on the next entry only
 -- if it was about to step it)
 -- then: outbox effect jsons; self message (header, body) pairs; timer (delay_ms, entry)
--- pairs; isolate (id, pending record json) pairs
+-- pairs; isolate (id, pending record json) pairs; then the number of named timer changes
+-- (absent: none) and for each (name, delay_ms or '' to cancel, spec): a set replaces the
+-- pending timer of that name, a cancel of an unknown name does nothing (timers.py)
 -- Returns {'ok', version} | {'stale'} (token superseded) | {'expired'} (the lease ran out,
 -- even if nobody took it over yet: an expired lease is a lost lease) | {'moved'} (head is
 -- not seq)
 -- A retry of a commit that was applied but whose reply was lost returns {'ok', version}.
 local meta, mbox, hist, attempts, outbox, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local isolates = KEYS[7]
+local isolates, specs = KEYS[7], KEYS[8]
 local err = check_types(meta, 'hash', mbox, 'list', hist, 'list', outbox, 'list',
-                        timers, 'zset', isolates, 'hash')
+                        timers, 'zset', isolates, 'hash', specs, 'hash')
 if err then return err end
 local m = redis.call('HMGET', meta, 'token', 'lease_until', 'consumed', 'version', 'seq')
 err = check_int(m[2], 'lease_until') or check_int(m[3], 'consumed') or check_int(m[4], 'version')
@@ -59,6 +61,19 @@ for _ = 1, n_timer do
 end
 for _ = 1, n_iso do
   redis.call('HSET', isolates, ARGV[i], ARGV[i + 1]); i = i + 2
+end
+local n_named = tonumber(ARGV[i]) or 0
+i = i + 1
+for _ = 1, n_named do
+  local name, delay = ARGV[i], ARGV[i + 1]
+  if delay == '' then
+    redis.call('ZREM', timers, '@' .. name)
+    redis.call('HDEL', specs, name)
+  else
+    redis.call('ZADD', timers, now + tonumber(delay), '@' .. name)
+    redis.call('HSET', specs, name, ARGV[i + 2])
+  end
+  i = i + 3
 end
 if ARGV[7] == '1' then
   redis.call('HSET', meta, 'stop_requested', 1)

@@ -154,4 +154,22 @@ def stopper(ctx: Any, state: dict[str, Any], message: dict[str, Any]) -> dict[st
     return state
 
 
+@actor(name="shop.clock", supervisor="shop", initial={"ticks": []}, max_attempts=100)
+def clock(ctx: Any, state: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
+    """Named and periodic timers (SPEC 7): ``{"set": name|None, "after": s, "every": e,
+    "tag": t}`` sets one, ``{"cancel": name}`` cancels one; ``crash`` then crashes the step.
+    A fired timer records ``[tag, message_id]``."""
+    if "tick" in message:
+        state["ticks"].append([message["tick"], ctx.message_id])
+        return state
+    if "cancel" in message:
+        ctx.cancel_timer(message["cancel"])
+    else:
+        ctx.send_after(message["after"], {"tick": message["tag"]}, name=message.get("set"),
+                       every=message.get("every"))
+    if message.get("crash"):
+        raise RuntimeError("clock step crashed after changing a timer")
+    return state
+
+
 import docs.examples.payments  # noqa: E402,F401  (the docs example runs on these workers)

@@ -233,7 +233,7 @@ META_FIELDS = ["version", "token", "seq", "status", "lease_until", "state", "att
                "attempt_seq", "consumed", "sched", "type", "key", "crash_seq", "last_crash",
                "restart_at", "backoff_level", "crashes_in_row", "sched_at", "rewakes"]
 LISTS = ["mailbox", "history", "crashes", "attempts", "dead", "outbox", "undelivered"]
-ALL_KEYS = ["meta", *LISTS, "timers", "isolates"]
+ALL_KEYS = ["meta", *LISTS, "timers", "timer_specs", "isolates"]
 
 
 def _wrong_type(attr: str, kind: str) -> Corruption:
@@ -252,7 +252,7 @@ def _wrong_type(attr: str, kind: str) -> Corruption:
 def corruptions(draw: st.DrawFn) -> tuple[str, Corruption]:
     garbage = draw(st.sampled_from(GARBAGE) | st.binary(max_size=40))
     kind = draw(st.sampled_from(["meta_field", "wrong_type", "list_entry", "list_head",
-                                 "timer", "isolate"]))
+                                 "timer", "named_timer", "isolate"]))
     if kind == "meta_field":
         field = draw(st.sampled_from(META_FIELDS))
         return (f"meta.{field} = {garbage!r}",
@@ -268,6 +268,9 @@ def corruptions(draw: st.DrawFn) -> tuple[str, Corruption]:
                 lambda c, k: getattr(c, push)(getattr(k, attr), garbage))
     if kind == "timer":
         return f"timer {garbage!r}", lambda c, k: c.zadd(k.timers, {garbage: 0})
+    if kind == "named_timer":
+        return (f"named timer spec {garbage!r}",
+                lambda c, k: (c.zadd(k.timers, {b"@n": 0}), c.hset(k.timer_specs, b"n", garbage)))
     return f"isolate {garbage!r}", lambda c, k: c.hset(k.isolates, b"iso-1", garbage)
 
 

@@ -59,6 +59,8 @@ BASE_META = {
     "state": '{"n":1}', "claim_nonce": "n0", "restart_at": 1, "backoff_level": 0,
 }
 HEAD = b'2 1000 {"id":"m2"}\n{"a":1}'
+#: A periodic named timer's spec (celery_supervise/timers.py), due in ``base``.
+NAMED_SPEC = b'500\n"t:k@2.n0"\n,"timer":true,"name":"p"}\n{"b":2}'
 
 
 def base(w: World, **changes: Any) -> None:
@@ -70,7 +72,8 @@ def base(w: World, **changes: Any) -> None:
     w.client.rpush(w.keys.attempts, b'{"attempt":1}')
     w.client.rpush(w.keys.dead, b'{"seq":1}')
     w.client.rpush(w.keys.outbox, b'{"kind":"old"}')
-    w.client.zadd(w.keys.timers, {b'{"id":"t0","timer":true}\n1': 1})
+    w.client.zadd(w.keys.timers, {b'{"id":"t0","timer":true}\n1': 1, b"@p": 1})
+    w.client.hset(w.keys.timer_specs, "p", NAMED_SPEC)
     w.client.hset(w.keys.isolates, "iso1", '{"tag":"t"}')
 
 
@@ -103,13 +106,15 @@ CASES = [
          ["status", "lease_until", "version", "attempt_seq", "attempts", "token"],
          [("meta", "hash"), ("mailbox", "list")]),
     Case("commit", base,
-         actor_keys("meta", "mailbox", "history", "attempts", "outbox", "timers", "isolates"),
+         actor_keys("meta", "mailbox", "history", "attempts", "outbox", "timers", "isolates",
+                    "timer_specs"),
          lambda w: [5, 2, '{"n":2}', '{"message_id":"m2","state":{"n":2}}', 10, 5000, "0",
                     1, 1, 1, 1, "1", '{"kind":"send"}', '{"id":"self"}', '{"b":1}',
-                    1000, '{"id":"t1","timer":true}\n1', "iso2", '{"tag":"u"}'],
+                    1000, '{"id":"t1","timer":true}\n1', "iso2", '{"tag":"u"}',
+                    2, "q", 1000, NAMED_SPEC, "p", "", ""],
          ["lease_until", "consumed", "version", "seq"],
          [("meta", "hash"), ("mailbox", "list"), ("history", "list"), ("outbox", "list"),
-          ("timers", "zset"), ("isolates", "hash")]),
+          ("timers", "zset"), ("isolates", "hash"), ("timer_specs", "hash")]),
     Case("crash", base,  # attempt 2 of max 2: the dead-letter path, every key written
          actor_keys("meta", "mailbox", "crashes", "attempts", "dead", "outbox"),
          lambda w: [5, 2, '{"reason":"exception"}', 2, "0", 50, 10],
@@ -134,8 +139,9 @@ CASES = [
          lambda w: [1000, 300000], ["status", "sched_at", "lease_until", "rewakes"],
          [("meta", "hash"), ("mailbox", "list")]),
     Case("fire_timers", lambda w: base(w, status="idle", sched=0, lease_until=None),
-         actor_keys("meta", "mailbox", "timers"), lambda w: [], ["seq", "status"],
-         [("meta", "hash"), ("mailbox", "list"), ("timers", "zset")]),
+         actor_keys("meta", "mailbox", "timers", "timer_specs"), lambda w: [],
+         ["seq", "status"],
+         [("meta", "hash"), ("mailbox", "list"), ("timers", "zset"), ("timer_specs", "hash")]),
     Case("iso_outcome", lambda w: base(w, status="idle", sched=0, lease_until=None),
          actor_keys("meta", "mailbox", "isolates"),
          lambda w: ["iso1", '{"id":"iso1.outcome"}', '{"isolated":"t","ok":true}'],
@@ -243,6 +249,25 @@ def test_garbage_dedup_marks_stop_a_send_of_several(world: World, garbage: bytes
     before = image(world.client, world.prefix)
     with pytest.raises(redis.ResponseError, match=r"^CORRUPT .*from:"):
         _call(world, case)
+    assert image(world.client, world.prefix) == before
+
+
+@pytest.mark.parametrize(
+    "spec", [None, b"", b"x\n\"id\"\n}\nnull", b"500\nid\n}\n1", b"5" * 16 + b'\n"i"\n}\n1']
+)
+def test_a_garbage_timer_spec_is_refused_before_any_write(
+    world: World, spec: bytes | None
+) -> None:
+    """fire_timers.lua reads every due named timer's spec before it fires the first: an
+    unnamed timer due before the garbage one is not fired either."""
+    BY_NAME["fire_timers"].setup(world)
+    if spec is None:
+        world.client.hdel(world.keys.timer_specs, "p")
+    else:
+        world.client.hset(world.keys.timer_specs, "p", spec)
+    before = image(world.client, world.prefix)
+    with pytest.raises(redis.ResponseError, match=r"^CORRUPT timer spec of @p"):
+        _call(world, BY_NAME["fire_timers"])
     assert image(world.client, world.prefix) == before
 
 
