@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .actors import ActorType, actor
     from .context import Context
     from .errors import (
+        ActorBusy,
         ActorNotRegistered,
         AskNotAllowed,
         AskTimeout,
@@ -55,6 +56,7 @@ _HOME = {
     "Supervision": "supervision",
     **dict.fromkeys(
         [
+            "ActorBusy",
             "ActorNotRegistered",
             "AskNotAllowed",
             "AskTimeout",
@@ -78,6 +80,7 @@ _HOME = {
 }
 
 __all__ = [
+    "ActorBusy",
     "ActorNotRegistered",
     "ActorRef",
     "ActorType",

@@ -69,6 +69,7 @@ _OPTIONS = frozenset(
         "max_attempts",
         "history",
         "time_limit",
+        "idle_ttl",
     }
 )
 
@@ -114,7 +115,7 @@ def _build(handler: Handler[Any], options: dict[str, Any]) -> ActorType[Any]:
     name = _type_name(handler, options)
     where = f"@actor {name!r}"
     get = options.get
-    time_limit = get("time_limit")
+    time_limit, idle_ttl = get("time_limit"), get("idle_ttl")
     atype = ActorType(
         handler,
         name=name,
@@ -126,6 +127,9 @@ def _build(handler: Handler[Any], options: dict[str, Any]) -> ActorType[Any]:
         time_limit=None
         if time_limit is None
         else check_number(time_limit, where, above=0, option="time_limit"),
+        idle_ttl=None
+        if idle_ttl is None
+        else check_number(idle_ttl, where, above=0, option="idle_ttl"),
         **_state_options(options, where),
     )
     register(atype)

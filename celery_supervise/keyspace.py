@@ -53,10 +53,17 @@ class ActorKeys:
     undelivered: str  #: list of outbox effects that can never be delivered, with the error
     timers: str  #: sorted set of durable timers, by due time
     isolates: str  #: hash of isolated subtasks still owing their outcome message
+    tombstone: str  #: "<seq> <version>" a deleted actor leaves for the dedup window
     dedup_prefix: str  #: + message_id: caller-given ids remembered for the dedup window
     origin_prefix: str  #: + sender: highest effect ordinal received from that actor
     requeue_prefix: str  #: + dead letter seq: that letter was requeued (its own namespace)
     reply_prefix: str  #: + message id: list holding the answer to an ``ask`` of this actor
+
+    @property
+    def owned(self) -> list[str]:
+        """Every key ``delete`` removes (the prefixed marks expire by themselves)."""
+        return [self.meta, self.mailbox, self.history, self.crashes, self.attempts, self.dead,
+                self.outbox, self.undelivered, self.timers, self.isolates]
 
     def dedup(self, message_id: str) -> str:
         return self.dedup_prefix + message_id
@@ -92,6 +99,7 @@ class Keyspace:
             undelivered=f"{base}:undelivered",
             timers=f"{base}:timers",
             isolates=f"{base}:isolates",
+            tombstone=f"{base}:gone",
             dedup_prefix=f"{base}:mid:",
             origin_prefix=f"{base}:from:",
             requeue_prefix=f"{base}:rq:",

@@ -96,6 +96,7 @@ class ActorSpec(Generic[S]):
         max_attempts: int,
         history: int,
         time_limit: float | None,
+        idle_ttl: float | None = None,
     ) -> None:
         self.handler = handler
         self.name = name
@@ -107,6 +108,8 @@ class ActorSpec(Generic[S]):
         self.max_attempts = max_attempts
         self.history = history
         self.time_limit = time_limit
+        #: seconds after its last step at which an idle actor with no work is deleted
+        self.idle_ttl = idle_ttl
 
     def __repr__(self) -> str:
         return f"<actor {self.name}>"
