@@ -304,3 +304,38 @@ def test_cli_delete_deletes_an_idle_actor_and_refuses_a_busy_one(
     assert _dump(redis_client, bank) == before
     missing = _cli("delete", "bank.account", "never")
     assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+@actor(name="gone.sender", initial={"sent": 0})
+def sender(ctx: Context, state: dict[str, Any], message: Any) -> dict[str, Any]:
+    ctx.send(with_timer.ref("receiver"), "hello")
+    state["sent"] += 1
+    return state
+
+
+def test_a_busy_actor_is_deleted_once_stopped_but_never_with_effects_owed(
+    bank: ModuleType, local: LocalRunner, redis_client: redis.Redis, monkeypatch: Any
+) -> None:
+    """``stop()`` first fences off a step in flight, then ``delete()`` succeeds; committed
+    effects not relayed yet (the outbox) refuse even a stopped actor until they are relayed."""
+    from celery_supervise import runner as runner_module
+
+    leased = _busy_lease(bank, local)
+    leased.stop()
+    assert leased.delete() == "deleted"
+    monkeypatch.setattr(runner_module, "relay_outbox", lambda *_: None)  # the worker dies first
+    ref = sender.ref("s")
+    ref.send("go")
+    local.run()
+    monkeypatch.undo()
+    ref.stop()
+    with pytest.raises(ActorBusy) as caught:
+        ref.delete()
+    assert caught.value.reason == "outbox"
+    outbox = bank.supervision.keyspace.actor("gone.sender", "s").outbox
+    assert redis_client.llen(outbox) == 1
+    bucket, member = _hint(bank, "gone.sender", "s")
+    redis_client.zadd(bucket, {member: 1})
+    local.tick()  # relays the orphaned outbox
+    assert with_timer.ref("receiver").snapshot().state == {"n": 1}
+    assert ref.delete() == "deleted"
