@@ -367,10 +367,8 @@ def _idle_expiry(look: Look, idle_ttl: float | None) -> float | None:
     """When an idle actor with no work is deleted (ms), if its type has an ``idle_ttl``."""
     if idle_ttl is None or not look.meta or look.status != "idle" or look.leased:
         return None
-    if look.pending:
-        return None
-    if look.next_timer is not None or look.isolates or look.outbox:
-        return None
+    if look.pending or look.next_timer is not None or look.isolates or look.outbox:
+        return None  # work left: the hint that work set brings the tick back
     last = look.field_int("committed_at") or look.field_int("created_at")
     return last + idle_ttl * 1000
 
