@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .actors import ActorType, actor
     from .context import Context
     from .errors import (
+        ActorBusy,
         ActorNotRegistered,
         AskNotAllowed,
         AskTimeout,
@@ -58,6 +59,7 @@ _HOME = {
     "Timer": "timers",
     **dict.fromkeys(
         [
+            "ActorBusy",
             "ActorNotRegistered",
             "AskNotAllowed",
             "AskTimeout",
@@ -82,6 +84,7 @@ _HOME = {
 }
 
 __all__ = [
+    "ActorBusy",
     "ActorNotRegistered",
     "ActorRef",
     "ActorType",

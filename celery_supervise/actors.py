@@ -70,6 +70,7 @@ _OPTIONS = frozenset(
         "history",
         "time_limit",
         "max_mailbox",
+        "idle_ttl",
     }
 )
 
@@ -115,7 +116,7 @@ def _build(handler: Handler[Any], options: dict[str, Any]) -> ActorType[Any]:
     name = _type_name(handler, options)
     where = f"@actor {name!r}"
     get = options.get
-    time_limit = get("time_limit")
+    time_limit, idle_ttl = get("time_limit"), get("idle_ttl")
     max_mailbox = get("max_mailbox")
     atype = ActorType(
         handler,
@@ -131,6 +132,9 @@ def _build(handler: Handler[Any], options: dict[str, Any]) -> ActorType[Any]:
         max_mailbox=None
         if max_mailbox is None
         else check_int(max_mailbox, where, minimum=1, option="max_mailbox"),
+        idle_ttl=None
+        if idle_ttl is None
+        else check_number(idle_ttl, where, above=0, option="idle_ttl"),
         **_state_options(options, where),
     )
     register(atype)

@@ -75,7 +75,8 @@ class Delivery:
             # (the tick re-checks after dropping; see tick.drop_if_unchanged).
             self.store.add_hint(pipe, type_name, key, self.rt.repair_after)
             self.rt.scripts.send(
-                keys=[keys.meta, keys.mailbox, *dedup_keys], args=args, client=pipe
+                keys=[keys.meta, keys.mailbox, *dedup_keys, keys.tombstone], args=args,
+                client=pipe,
             )
             self.store.add_hint(pipe, type_name, key, self.rt.repair_after)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ActorBusy",
     "ActorNotRegistered",
     "AskNotAllowed",
     "AskTimeout",
@@ -112,6 +113,34 @@ class RedisRejected(SuperviseError):
     """Redis answered but refused to write (out of memory under ``noeviction``, ``MISCONF``
     after a failed save, ``READONLY`` on a replica): nothing of the call was written, and
     repeating it once Redis accepts writes again is safe. Not a sign of corrupt data."""
+
+
+class ActorBusy(SuperviseError):
+    """``delete`` refused: the actor still has work (``reason``: its status -- active,
+    backoff, crashed --, or leased, mailbox, timers, isolates, outbox, recent). Nothing
+    was deleted."""
+
+    def __init__(self, actor: str, reason: str) -> None:
+        super().__init__(actor, reason)
+        self.actor = actor
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"actor {self.actor} is busy ({_BUSY.get(self.reason, self.reason)}): not deleted"
+
+
+#: Why ``delete.lua`` refused, in words.
+_BUSY = {
+    "leased": "leased: a step is in flight",
+    "outbox": "outbox: committed effects not relayed yet",
+    "mailbox": "mailbox: messages queued",
+    "timers": "timers: timers pending",
+    "isolates": "isolates: isolated subtasks pending",
+    "recent": "recent: it stepped within its idle_ttl",
+    "active": "active: messages queued or a run scheduled",
+    "backoff": "backoff: waiting for its restart",
+    "crashed": "crashed: waiting for its supervisor",
+}
 
 
 class AskNotAllowed(SuperviseError):

@@ -54,10 +54,17 @@ class ActorKeys:
     timers: str  #: sorted set of durable timers, by due time
     timer_specs: str  #: hash: named timer's name -> its spec (``timers.py``)
     isolates: str  #: hash of isolated subtasks still owing their outcome message
+    tombstone: str  #: "<seq> <version>" a deleted actor leaves for the dedup window
     dedup_prefix: str  #: + message_id: caller-given ids remembered for the dedup window
     origin_prefix: str  #: + sender: highest effect ordinal received from that actor
     requeue_prefix: str  #: + dead letter seq: that letter was requeued (its own namespace)
     reply_prefix: str  #: + message id: list holding the answer to an ``ask`` of this actor
+
+    @property
+    def owned(self) -> list[str]:
+        """Every key ``delete`` removes (the prefixed marks expire by themselves)."""
+        return [self.meta, self.mailbox, self.history, self.crashes, self.attempts, self.dead,
+                self.outbox, self.undelivered, self.timers, self.isolates, self.timer_specs]
 
     def dedup(self, message_id: str) -> str:
         return self.dedup_prefix + message_id
@@ -94,6 +101,7 @@ class Keyspace:
             timers=f"{base}:timers",
             timer_specs=f"{base}:tnamed",
             isolates=f"{base}:isolates",
+            tombstone=f"{base}:gone",
             dedup_prefix=f"{base}:mid:",
             origin_prefix=f"{base}:from:",
             requeue_prefix=f"{base}:rq:",

@@ -1,5 +1,5 @@
 """What an operator can do (``ActorRef`` methods and the CLI call these): restart, resume,
-rollback, stop an actor; requeue a dead letter; resume a supervisor. Each is one
+rollback, stop, delete an actor; requeue a dead letter; resume a supervisor. Each is one
 compare-and-set script on the actor (or the supervisor's subtree), so it fences off a step
 in flight, and each is reported as an event."""
 
@@ -8,14 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 from .codec import encode
-from .errors import ConfigurationError, StateRejected
+from .errors import ActorBusy, ConfigurationError, StateRejected
 from .keyspace import ActorKeys
 from .registry import registered
 from .runtime import Runtime
 from .store import ActorStore
 from .tree_shell import forget_histories, restart_subtree
 
-__all__ = ["restart_actor", "resume_supervisor", "rollback_actor", "stop_actor"]
+__all__ = ["delete_actor", "restart_actor", "resume_supervisor", "rollback_actor", "stop_actor"]
 
 #: Statuses ``resume`` acts on; from any other it is refused ("skip").
 HALTED = ("stopped", "quarantined", "backoff")
@@ -80,6 +80,18 @@ def rollback_actor(rt: Runtime, keys: ActorKeys, version: int, state: Any) -> No
 def stop_actor(rt: Runtime, keys: ActorKeys) -> str:
     """Stop the actor; its mailbox is kept and keeps accepting messages."""
     return ActorStore(rt).halt(keys, "stopped", reason="operator")
+
+
+def delete_actor(rt: Runtime, keys: ActorKeys) -> str:
+    """Delete every key of a stopped, quarantined or idle actor with nothing queued, no
+    timers, no isolated subtask pending and nothing left to relay ('deleted' | 'missing',
+    a retry after a lost reply); otherwise ``ActorBusy`` naming why, and nothing changes."""
+    outcome, why = ActorStore(rt).delete(keys)
+    if outcome == "busy":
+        raise ActorBusy(f"{keys.type_name}:{keys.key}", why)
+    if outcome == "deleted":
+        rt.events.record("deleted", actor=keys.type_name, key=keys.key, by="operator")
+    return outcome
 
 
 def resume_supervisor(rt: Runtime, name: str) -> None:

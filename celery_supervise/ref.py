@@ -20,7 +20,7 @@ from .errors import (
     UnknownVersion,
 )
 from .mailbox import Entry
-from .operations import restart_actor, rollback_actor, stop_actor
+from .operations import delete_actor, restart_actor, rollback_actor, stop_actor
 from .registry import registered, validate_key
 from .replay import Released, ReplayResult, release, replay_actor
 from .runtime import Runtime, redis_errors
@@ -365,6 +365,14 @@ class ActorRef:
     def stop(self) -> str:
         """Stop the actor; its mailbox is kept and keeps accepting messages."""
         return stop_actor(self.runtime, self.keys)
+
+    def delete(self) -> str:
+        """Remove every key of the actor if it is stopped, quarantined, or idle with an
+        empty mailbox, no timers, no isolated subtask pending and nothing left to relay;
+        otherwise raise ``ActorBusy`` (nothing changes). Returns 'deleted', or 'missing' if
+        there was no such actor (a retry after a lost reply). A later send creates a fresh
+        actor from ``initial``."""
+        return delete_actor(self.runtime, self.keys)
 
     def replay(
         self, *, message_id: str | None = None, timeout: float | None = None

@@ -106,6 +106,7 @@ class ActorSpec(Generic[S]):
         history: int,
         time_limit: float | None,
         max_mailbox: int | None = None,
+        idle_ttl: float | None = None,
     ) -> None:
         self.handler = handler
         self.name = name
@@ -119,6 +120,8 @@ class ActorSpec(Generic[S]):
         self.time_limit = time_limit
         #: Most messages its mailbox may hold before ``send`` raises ``MailboxFull``.
         self.max_mailbox = max_mailbox
+        #: seconds after its last step at which an idle actor with no work is deleted
+        self.idle_ttl = idle_ttl
 
     def __repr__(self) -> str:
         return f"<actor {self.name}>"

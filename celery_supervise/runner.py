@@ -292,6 +292,8 @@ class _Run:
             hints.append(min(delays))
         if effects.outbox:
             hints.append(self.rt.settings.lease_seconds)
+        if self.atype.idle_ttl is not None:  # the tick deletes it if it stays idle that long
+            hints.append(self.atype.idle_ttl)
         outcome = self.store.commit(
             self.keys,
             token=self.token,

@@ -373,6 +373,51 @@ class ActorStore:
         woke, fired, _ = self.rt.scripts.fire_timers(keys=timer_keys)
         return bool(int(woke)), int(fired)
 
+    def delete(self, keys: ActorKeys, *, idle_ttl: float | None = None) -> tuple[str, str]:
+        """Delete every key of the actor if it has no work left (``delete.lua``):
+        ('deleted' | 'missing' | 'busy', why). With ``idle_ttl`` only an idle actor whose
+        last step is that old. The indexes that name it are cleaned after a deletion."""
+        ks = self.rt.keyspace
+        member = actor_member(keys.type_name, keys.key)
+        indexes = [ks.quarantined_index(keys.type_name), ks.dead_index]
+        ttl = "" if idle_ttl is None else int(idle_ttl * 1000)
+
+        def build(pipe: Any) -> None:
+            for index in indexes:  # read before: a member noted again meanwhile stays
+                pipe.zscore(index, member)
+            self.rt.scripts.delete(
+                keys=[*keys.owned, keys.tombstone],
+                args=[keys.type_name, keys.key, self.rt.settings.dedup_window, ttl],
+                client=pipe,
+            )
+
+        with redis_errors(_where(keys)):
+            *scores, reply = self.rt.pipeline(build)
+        outcome = text(reply[0])
+        if outcome == "deleted":
+            self.forget_in_indexes(keys, dict(zip(indexes, scores, strict=True)))
+        return outcome, text(reply[1]) if len(reply) > 1 else ""
+
+    def forget_in_indexes(self, keys: ActorKeys, seen: dict[str, Any]) -> None:
+        """Remove a deleted actor from the hint indexes that name it: its due hint, and its
+        member in the quarantine and dead-letter indexes if its score is still the one
+        ``seen`` (read before the delete). All are hints, re-checked by their readers; the
+        due hint is put back if a send created a fresh actor meanwhile (checked after the
+        removal, so either this sees the fresh actor or its send's hint lands after)."""
+        member = actor_member(keys.type_name, keys.key)
+        bucket = self.rt.keyspace.due_bucket(member)
+
+        def build(pipe: Any) -> None:
+            pipe.zrem(bucket, member)
+            for index, score in seen.items():
+                if score is not None:
+                    self.rt.scripts.zrem_unchanged(keys=[index], args=[member, score], client=pipe)
+            pipe.exists(keys.meta)
+
+        with redis_errors(_where(keys)):
+            if self.rt.pipeline(build)[-1]:
+                self.rt.pipeline(lambda pipe: self.add_hint(pipe, keys.type_name, keys.key, 0))
+
     def notify_exit(self, type_name: str, key: str) -> None:
         """An actor stopped normally: let the tick report it to its supervisor."""
         self.rt.pipeline(lambda pipe: self.add_hint(pipe, type_name, key, 0))

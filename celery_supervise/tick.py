@@ -189,7 +189,8 @@ def visit(rt: Runtime, bucket: str, member: str, score: float, now: int | None =
     with redis_errors(f"actor {type_name}:{key}"):
         look = v.store.look(v.keys)
         if not look.meta:
-            move_hint(rt, bucket, member, score, None)
+            # Deleted (or never created): dropped unless a send creates it meanwhile.
+            drop_if_unchanged(rt, bucket, member, score, v.keys, look)
             return "gone"
         outcomes = [o for check in CHECKS if (o := check(v, look)) is not None]
         if outcomes:
@@ -198,7 +199,7 @@ def visit(rt: Runtime, bucket: str, member: str, score: float, now: int | None =
         if rewoken:
             outcomes.append(rewoken)
             look = v.store.look(v.keys)
-        due = next_due(rt, look, v.now)
+        due = next_due(rt, look, v.now, idle_ttl=v.atype.idle_ttl)
         if due is None:
             drop_if_unchanged(rt, bucket, member, score, v.keys, look)
         else:
@@ -298,6 +299,19 @@ def relay_orphaned(v: Visit, look: Look) -> str | None:
     return "undeliverable" if relayed.undeliverable else "checked"
 
 
+def expire_idle(v: Visit, look: Look) -> str | None:
+    """``@actor(idle_ttl=...)``: delete an actor idle with no work that long after its
+    last step. ``delete.lua`` re-checks all of it on the actor's own keys, atomically."""
+    due = _idle_expiry(look, v.atype.idle_ttl)
+    if due is None or due > v.now:
+        return None
+    outcome, _ = v.store.delete(v.keys, idle_ttl=v.atype.idle_ttl)
+    if outcome != "deleted":
+        return "checked"
+    v.rt.events.record("deleted", actor=v.keys.type_name, key=v.keys.key, by="idle_ttl")
+    return "deleted"
+
+
 CHECKS: tuple[Check, ...] = (
     expire_lease,
     relay_orphaned,
@@ -305,6 +319,7 @@ CHECKS: tuple[Check, ...] = (
     restart_due,
     check_isolates,
     fire_timers,
+    expire_idle,
 )
 
 
@@ -348,9 +363,24 @@ def _needs_rewake(rt: Runtime, look: Look, now: int) -> bool:
     return now - look.field_int("sched_at") >= _repair_wait_ms(rt, look)
 
 
-def next_due(rt: Runtime, look: Look, now: int) -> float | None:
+def _idle_expiry(look: Look, idle_ttl: float | None) -> float | None:
+    """When an idle actor with no work is deleted (ms), if its type has an ``idle_ttl``."""
+    if idle_ttl is None or not look.meta or look.status != "idle" or look.leased:
+        return None
+    if look.pending or look.next_timer is not None or look.isolates or look.outbox:
+        return None  # work left: the hint that work set brings the tick back
+    last = look.field_int("committed_at") or look.field_int("created_at")
+    return last + idle_ttl * 1000
+
+
+def next_due(
+    rt: Runtime, look: Look, now: int, *, idle_ttl: float | None = None
+) -> float | None:
     """When this actor next needs the tick, from its own keys; None if never."""
     candidates: list[float] = []
+    expiry = _idle_expiry(look, idle_ttl)
+    if expiry is not None:
+        candidates.append(expiry)
     if look.next_timer is not None:
         candidates.append(look.next_timer)
     if look.leased:

@@ -17,7 +17,7 @@ The modules, from the bottom up:
 ``queries``    what the reading commands show, as dataclasses read from Redis (no printing)
 ``render``     those dataclasses as text or ``--json``
 ``reading``    ``status``, ``actor``, ``dead-letters``
-``operating``  ``resume``, ``restart``, ``tick``
+``operating``  ``resume``, ``restart``, ``delete``, ``tick``
 ``replaying``  ``replay`` (replay before release)
 """
 

@@ -1,6 +1,6 @@
-"""The operating commands: ``resume``, ``restart`` and ``tick``. Each acts through the same
-calls a program would use (``ActorRef``, ``resume_supervisor``, ``run_tick``) and prints
-what it did in one line (or ``--json``)."""
+"""The operating commands: ``resume``, ``restart``, ``delete`` and ``tick``. Each acts
+through the same calls a program would use (``ActorRef``, ``resume_supervisor``,
+``run_tick``) and prints what it did in one line (or ``--json``)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .render import echo, print_json, tick_text
 if TYPE_CHECKING:
     from ..supervision import Supervision
 
-__all__ = ["restart", "resume", "tick"]
+__all__ = ["delete", "restart", "resume", "tick"]
 
 
 @supervise.command(cls=CeleryCommand)
@@ -125,6 +125,26 @@ def restart(ctx: click.Context, type_name: str, key: str, reset: bool, as_json: 
             ctx,
             f"restarted {type_name}:{key} ({recovery}): now {snap.status}, version {snap.version}",
         )
+
+
+@supervise.command(cls=CeleryCommand)
+@click.argument("type_name", metavar="TYPE")
+@click.argument("key")
+@json_option
+@click.pass_context
+@operator_errors
+def delete(ctx: click.Context, type_name: str, key: str, as_json: bool) -> None:
+    """Delete every key of an actor that is stopped, quarantined, or idle with nothing
+    queued and no timers; a busy actor is refused (exit 1) and left as it is."""
+    sup = supervision(ctx)
+    ref = actor_ref(sup, type_name, key, must_exist=True)
+    outcome = ref.delete()  # ActorBusy: one line on stderr, exit 1 (operator_errors)
+    if as_json:
+        print_json({"actor": f"{type_name}:{key}", "outcome": outcome})
+    elif outcome == "missing":  # deleted by someone else since actor_ref looked
+        echo(ctx, f"{type_name}:{key} was already deleted")
+    else:
+        echo(ctx, f"deleted {type_name}:{key}")
 
 
 @supervise.command(cls=CeleryCommand)

@@ -2,6 +2,8 @@
 -- KEYS[1] meta hash          KEYS[2] mailbox list
 -- KEYS[3..] one dedup key per message: the caller-given id's key, or for a message relayed
 -- from another actor's outbox that sender's watermark key
+-- KEYS[3 + n] the tombstone a deleted actor of this name left (delete.lua): a fresh actor
+-- continues its seq, version and token
 -- ARGV[1] actor type   ARGV[2] actor key   ARGV[3] dedup window (s)   ARGV[4] n messages
 -- ARGV[5] most messages the mailbox may hold (the type's max_mailbox; 0 = no limit)
 -- ARGV[6 + 3*(i-1) ..]: header json, body json, and how to deduplicate: "0" not at all,
@@ -44,10 +46,20 @@ if limit > 0 and fresh > 0 then
   local queued = redis.call('LLEN', mbox)
   if queued + fresh > limit then return {'full', queued} end
 end
+local tombstone = KEYS[3 + n]
+err = check_type(tombstone, 'string')
+if err then return err end
+local gone = redis.call('GET', tombstone)
+local seq0, version0, token0 = '0', '0', '0'
+if gone then
+  seq0, version0, token0 = string.match(gone, '^(%d+) (%d+) (%d+)$')
+  if not seq0 or #gone > 60 then return corrupt(tombstone .. ' holds ' .. shown(gone)) end
+end
 local now = now_ms()
 if redis.call('HSETNX', meta, 'type', ARGV[1]) == 1 then
-  redis.call('HSET', meta, 'key', ARGV[2], 'version', 0, 'status', 'idle', 'token', 0,
-             'seq', 0, 'consumed', 0, 'sched', 0, 'created_at', now)
+  redis.call('HSET', meta, 'key', ARGV[2], 'version', version0, 'status', 'idle',
+             'token', token0, 'seq', seq0, 'consumed', seq0, 'sched', 0, 'created_at', now)
+  if gone then redis.call('DEL', tombstone) end
 end
 local out = {0}
 for i = 1, n do

@@ -117,7 +117,7 @@ def test_actor_options_reference_matches_the_code() -> None:
     probe = actor(name="docs.defaults_probe")(lambda ctx, state, message: state)
     rows = _table_rows("api.md")
     for option in ("initial", "validate", "supervisor", "restart", "recovery",
-                   "max_attempts", "history", "time_limit"):
+                   "max_attempts", "history", "time_limit", "idle_ttl"):
         assert _literal(rows[option]) == getattr(probe, option), option
 
 

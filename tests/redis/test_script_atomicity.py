@@ -100,6 +100,12 @@ def _send_setup(w: World) -> None:
     w.client.set(w.extra["origin"], 3)  # relays up to ordinal 3 were received
 
 
+def _delete_setup(w: World) -> None:
+    """A stopped actor with nothing left to relay: deleted, queued messages and all."""
+    base(w, status="stopped", lease_until=None, committed_at=1, created_at=1)
+    w.client.delete(w.keys.outbox)
+
+
 CASES = [
     Case("claim", lambda w: base(w, status="idle", lease_until=None),
          actor_keys("meta", "mailbox"), lambda w: ["w1", 5000, 10, "n1"],
@@ -148,10 +154,18 @@ CASES = [
          ["seq", "status"], [("meta", "hash"), ("mailbox", "list"), ("isolates", "hash")]),
     Case("iso_mark", base, actor_keys("isolates"), lambda w: ["iso1", "heartbeat", "now", "0"],
          [], [("isolates", "hash")]),
-    Case("send", _send_setup, actor_keys("meta", "mailbox", "dedup", "origin"),
+    Case("send", _send_setup, actor_keys("meta", "mailbox", "dedup", "origin", "tombstone"),
          lambda w: [T, K, 100, 2, 100, '{"id":"given-1"}', '"a"', "1", '{"id":"r"}', '"b"', "2:5"],
          ["seq", "status"],
-         [("meta", "hash"), ("mailbox", "list"), ("dedup", "string"), ("origin", "string")]),
+         [("meta", "hash"), ("mailbox", "list"), ("dedup", "string"), ("origin", "string"),
+          ("tombstone", "string")]),
+    Case("delete", _delete_setup,
+         actor_keys("meta", "mailbox", "history", "crashes", "attempts", "dead", "outbox",
+                    "undelivered", "timers", "isolates", "timer_specs", "tombstone"),
+         lambda w: [T, K, 100, ""],
+         ["status", "lease_until", "committed_at", "created_at", "seq", "version", "token"],
+         [("meta", "hash"), ("mailbox", "list"), ("outbox", "list"), ("timers", "zset"),
+          ("isolates", "hash"), ("tombstone", "string")]),
     Case("hint_move", lambda w: (base(w), w.extra.update(bucket=f"{w.prefix}:due:{{0}}"),
                                  w.client.zadd(w.extra["bucket"], {"m": 5})),
          actor_keys("bucket"), lambda w: ["m", 5, 9], [], [("bucket", "zset")]),
