@@ -8,7 +8,7 @@ import ``actors`` (which sits above them, because its tasks call the runner).
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .codec import encode
@@ -31,6 +31,8 @@ __all__ = [
 
 S = TypeVar("S")
 Handler = Callable[["Context", S, Any], "S | None"]
+#: ``migrate[n]``: upgrades a state of state version ``n`` to ``n + 1``.
+Upgrade = Callable[[Any], Any]
 
 
 _REGISTRY: dict[str, ActorSpec[Any]] = {}
@@ -96,6 +98,8 @@ class ActorSpec(Generic[S]):
         max_attempts: int,
         history: int,
         time_limit: float | None,
+        state_version: int = 1,
+        migrate: Mapping[int, Upgrade] | None = None,
     ) -> None:
         self.handler = handler
         self.name = name
@@ -107,6 +111,8 @@ class ActorSpec(Generic[S]):
         self.max_attempts = max_attempts
         self.history = history
         self.time_limit = time_limit
+        self.state_version = state_version
+        self.migrate: Mapping[int, Upgrade] = dict(migrate or {})
 
     def __repr__(self) -> str:
         return f"<actor {self.name}>"
@@ -140,3 +146,25 @@ class ActorSpec(Generic[S]):
         except Exception as exc:  # the invariant itself failed: the state is not valid
             return f"validate raised {type(exc).__name__}: {exc}"
         return None if ok else "validate returned False"
+
+    def upgrade(self, state: Any, stored_version: int) -> Any:
+        """``state`` (of state version ``stored_version``) upgraded in order through
+        ``migrate[n]`` up to ``state_version``; ``StateRejected('migration_failed')`` when an
+        upgrade raises or its result fails ``validate`` (the stored state is not touched)."""
+        for n in range(stored_version, self.state_version):
+            try:
+                state = self.migrate[n](state)
+            except Exception as exc:
+                raise StateRejected(
+                    "migration_failed",
+                    f"migrate[{n}] of {self.name} raised {type(exc).__name__}: {exc}",
+                ) from exc
+        if stored_version < self.state_version:
+            problem = self.check(state)
+            if problem:
+                raise StateRejected(
+                    "migration_failed",
+                    f"state upgraded from state version {stored_version} to "
+                    f"{self.state_version} fails validate: {problem}",
+                )
+        return state

@@ -42,6 +42,7 @@ SCRIPT_NAMES = (
     "undeliver",
     "requeue",
     "zrem_unchanged",
+    "upgrade",
 )
 
 
@@ -95,6 +96,7 @@ class Scripts:
     undeliver: LuaScript
     requeue: LuaScript
     zrem_unchanged: LuaScript
+    upgrade: LuaScript
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
