@@ -63,4 +63,4 @@ def poison(ctx: Any, state: dict[str, Any], message: Any) -> None:
 
 import tests.apps.shop  # noqa: E402,F401
 
-from . import replaying, tree  # noqa: E402,F401  (the supervision-tree and replay actors)
+from . import replaying, tree, versions  # noqa: E402,F401  (tree, replay, state versions)
