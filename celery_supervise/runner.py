@@ -168,11 +168,15 @@ class _Run:
 
     def refuse_newer(self) -> None:
         """The stored state was written by newer code (a rolling deploy): this worker must
-        not step it. The claim wrote nothing, so the actor stays scheduled and the tick's
-        rewake publishes it again, with backoff, until a newer worker takes it."""
+        not step it. The claim wrote nothing (the actor stays scheduled); the run is
+        published again one tick interval later, so it soon lands on a newer worker at a
+        bounded rate, and the tick's rewake repairs it if that publish is lost."""
+        self.rt.dispatch(
+            self.atype.name, (self.key,), {}, {"countdown": self.rt.settings.tick_interval}
+        )
         log.warning(
             "celery_supervise too_new actor=%s key=%s worker=%s state_version=%s "
-            "(stored state is newer than this code; left for a newer worker)",
+            "(stored state is newer than this code; published again for a newer worker)",
             self.atype.name, self.key, self.worker, self.atype.state_version,
         )  # fmt: skip
 
