@@ -21,7 +21,13 @@ from .registry import ActorSpec, Handler, register, registered, same_handler
 from .runner import run_actor
 from .specs import RECOVERIES, RESTART_TYPES
 from .supervision import Supervision
-from .validators import check_choice, check_int, check_number, check_supervisor_name
+from .validators import (
+    check_choice,
+    check_int,
+    check_migrations,
+    check_number,
+    check_supervisor_name,
+)
 
 __all__ = ["ActorType", "actor"]
 
@@ -71,6 +77,8 @@ _OPTIONS = frozenset(
         "time_limit",
         "max_mailbox",
         "idle_ttl",
+        "state_version",
+        "migrate",
     }
 )
 
@@ -108,7 +116,14 @@ def _state_options(options: dict[str, Any], where: str) -> dict[str, Any]:
             encode(initial, what=f"{where}: initial")
         except Exception as exc:
             raise ConfigurationError(str(exc)) from None
-    return {"initial": initial, "validate": validate}
+    return {"initial": initial, "validate": validate, **_version_options(options, where)}
+
+
+def _version_options(options: dict[str, Any], where: str) -> dict[str, Any]:
+    """``state_version`` (int >= 1) and ``migrate`` (covering 1 .. state_version - 1)."""
+    version = check_int(options.get("state_version", 1), where, minimum=1, option="state_version")
+    migrate = check_migrations(options.get("migrate"), version, where)
+    return {"state_version": version, "migrate": migrate}
 
 
 def _build(handler: Handler[Any], options: dict[str, Any]) -> ActorType[Any]:

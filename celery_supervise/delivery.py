@@ -84,9 +84,24 @@ class Delivery:
             result = self.rt.pipeline(build, client=self.rt.client_once)[-2]
         if text(result[0]) == "full":
             raise MailboxFull(f"{type_name}:{key}", limit, int(result[1]))
+        if int(result[-1]) == 1:
+            self._index_new(type_name, key)
         if int(result[0]) == 1:
             self._wake(type_name, key)
-        return [int(x) for x in result[1:]]
+        return [int(x) for x in result[1:-1]]
+
+    def _index_new(self, type_name: str, key: str) -> None:
+        # After the script (another slot): a client dying in between leaves the actor out of
+        # the index, which only ``supervise migrate`` reads (workers upgrade on load anyway).
+        # The messages are durable already: a failure here must not fail the send.
+        member = actor_member(type_name, key)
+        try:
+            self.rt.client.zadd(
+                self.rt.keyspace.type_index(type_name), {member: self.rt.clock_ms()}, nx=True
+            )
+        except Exception as exc:
+            log.warning("celery_supervise type_index_failed actor=%s key=%s error=%r",
+                        type_name, key, exc)  # fmt: skip
 
     def _wake(self, type_name: str, key: str) -> None:
         # The messages are durable now; a failed publish must not make the caller think

@@ -95,7 +95,9 @@ class CorruptActorData(SuperviseError):
 
 class StateRejected(SuperviseError):
     """A handler returned a state that cannot be committed (``reason``: invalid_state,
-    unserializable_state or state_too_large); the step is a crash, the state is discarded."""
+    unserializable_state or state_too_large), or a stored state could not be upgraded to
+    the type's ``state_version`` (``migration_failed``); the step is a crash, the state is
+    discarded (the stored one stays)."""
 
     def __init__(self, reason: str, text: str) -> None:
         super().__init__(reason, text)

@@ -132,6 +132,13 @@ class Keyspace:
         candidates without a scan and checks each against the actor's own status."""
         return f"{self.prefix}:quarantined:{{{_escape(type_name)}}}"
 
+    def type_index(self, type_name: str) -> str:
+        """Sorted set of one type's actors (member "T:K", score: creation time in ms),
+        added to by ``Delivery.send`` when its script created the actor, so ``supervise
+        migrate TYPE`` lists every stored state of a type without a scan. A hint: readers
+        check each member against its own meta and prune a member whose meta is gone."""
+        return f"{self.prefix}:type:{{{_escape(type_name)}}}"
+
     @property
     def tick_lock(self) -> str:
         return f"{self.prefix}:tick:lock"

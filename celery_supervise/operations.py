@@ -50,6 +50,7 @@ def restart_actor(
         history=atype.history,
         clear_crashes=True,
         fence=fence,
+        state_version=atype.state_version,
     )
     rt.events.record(
         "operator_restart", actor=keys.type_name, key=keys.key, recovery=recovery, outcome=outcome,
@@ -58,10 +59,14 @@ def restart_actor(
     return outcome
 
 
-def rollback_actor(rt: Runtime, keys: ActorKeys, version: int, state: Any) -> None:
-    """Commit ``state`` (that of ``version``, from history) as a new version, if it still
-    passes ``validate``; a step in flight is fenced off."""
+def rollback_actor(
+    rt: Runtime, keys: ActorKeys, version: int, state: Any, state_version: int = 1
+) -> None:
+    """Commit ``state`` (that of ``version``, from history, of ``state_version``) upgraded
+    to the type's state version as a new version, if it still passes ``validate``; a step
+    in flight is fenced off."""
     atype = registered(keys.type_name)
+    state = atype.upgrade(state, state_version)  # StateRejected('migration_failed')
     problem = atype.check(state)
     if problem:
         raise StateRejected("invalid_state", f"version {version} fails validate: {problem}")
@@ -73,6 +78,7 @@ def rollback_actor(rt: Runtime, keys: ActorKeys, version: int, state: Any) -> No
         history=atype.history,
         clear_crashes=True,
         rollback_of=version,
+        state_version=atype.state_version,
     )
     rt.events.record("rollback", actor=keys.type_name, key=keys.key, to_version=version)
 

@@ -102,7 +102,7 @@ class CrashRecord:
 class Claim:
     """What ``claim.lua`` granted: the lease (token), the committed state and a batch."""
 
-    outcome: Literal["ok", "empty", "busy", "expired", "halted"]
+    outcome: Literal["ok", "empty", "busy", "expired", "halted", "too_new"]
     token: int = 0
     version: int = 0
     state: bytes | None = None
@@ -113,6 +113,8 @@ class Claim:
     halted_by: str | None = None
     #: Set when the meta hash holds fields this library did not write (the lease is held).
     problem: str | None = None
+    #: The state version the stored ``state`` was written at (1 when never recorded).
+    state_version: int = 1
 
 
 @dataclass(frozen=True)

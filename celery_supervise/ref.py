@@ -83,6 +83,8 @@ class HistoryEntry:
     reset: bool = False
     #: For a rollback: the version whose state this one restored.
     rollback_of: int | None = None
+    #: The state version (``@actor(state_version=...)``) ``state`` was written at.
+    state_version: int = 1
 
 
 @dataclass(frozen=True)
@@ -255,6 +257,7 @@ class ActorRef:
                         state=item.get("state"),
                         reset=bool(item.get("reset")),
                         rollback_of=item.get("rollback_of"),
+                        state_version=int(item.get("state_version", 1)),
                     )
                 )
             except (InvalidMessage, KeyError, TypeError, ValueError) as exc:
@@ -359,7 +362,7 @@ class ActorRef:
                 f"{self.type_name}:{self.key} has no version {version} in its history "
                 f"(kept: {kept})"
             )
-        rollback_actor(self.runtime, self.keys, version, entry.state)
+        rollback_actor(self.runtime, self.keys, version, entry.state, entry.state_version)
         return self.snapshot().version
 
     def stop(self) -> str:

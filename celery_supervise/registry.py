@@ -8,7 +8,7 @@ import ``actors`` (which sits above them, because its tasks call the runner).
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .codec import encode
@@ -32,6 +32,8 @@ __all__ = [
 
 S = TypeVar("S")
 Handler = Callable[["Context", S, Any], "S | None"]
+#: ``migrate[n]``: upgrades a state of state version ``n`` to ``n + 1``.
+Upgrade = Callable[[Any], Any]
 
 
 _REGISTRY: dict[str, ActorSpec[Any]] = {}
@@ -107,6 +109,8 @@ class ActorSpec(Generic[S]):
         time_limit: float | None,
         max_mailbox: int | None = None,
         idle_ttl: float | None = None,
+        state_version: int = 1,
+        migrate: Mapping[int, Upgrade] | None = None,
     ) -> None:
         self.handler = handler
         self.name = name
@@ -122,6 +126,8 @@ class ActorSpec(Generic[S]):
         self.max_mailbox = max_mailbox
         #: seconds after its last step at which an idle actor with no work is deleted
         self.idle_ttl = idle_ttl
+        self.state_version = state_version
+        self.migrate: Mapping[int, Upgrade] = dict(migrate or {})
 
     def __repr__(self) -> str:
         return f"<actor {self.name}>"
@@ -155,3 +161,25 @@ class ActorSpec(Generic[S]):
         except Exception as exc:  # the invariant itself failed: the state is not valid
             return f"validate raised {type(exc).__name__}: {exc}"
         return None if ok else "validate returned False"
+
+    def upgrade(self, state: Any, stored_version: int) -> Any:
+        """``state`` (of state version ``stored_version``) upgraded in order through
+        ``migrate[n]`` up to ``state_version``; ``StateRejected('migration_failed')`` when an
+        upgrade raises or its result fails ``validate`` (the stored state is not touched)."""
+        for n in range(stored_version, self.state_version):
+            try:
+                state = self.migrate[n](state)
+            except Exception as exc:
+                raise StateRejected(
+                    "migration_failed",
+                    f"migrate[{n}] of {self.name} raised {type(exc).__name__}: {exc}",
+                ) from exc
+        if stored_version < self.state_version:
+            problem = self.check(state)
+            if problem:
+                raise StateRejected(
+                    "migration_failed",
+                    f"state upgraded from state version {stored_version} to "
+                    f"{self.state_version} fails validate: {problem}",
+                )
+        return state

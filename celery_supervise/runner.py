@@ -133,6 +133,8 @@ class _Run:
     def run(self) -> dict[str, Any]:
         summary: dict[str, Any] = {"actor": self.atype.name, "key": self.key}
         claim = self.claim()
+        if claim.outcome == "too_new":
+            self.refuse_newer()
         if claim.outcome != "ok":
             return {**summary, "outcome": claim.outcome}
         if claim.halted_by is not None:
@@ -161,7 +163,22 @@ class _Run:
             nonce=uuid.uuid4().hex,
             supervisors=chain,
             hint_in=self.rt.settings.lease_seconds + 0.5,
+            state_version=self.atype.state_version,
         )
+
+    def refuse_newer(self) -> None:
+        """The stored state was written by newer code (a rolling deploy): this worker must
+        not step it. The claim wrote nothing (the actor stays scheduled); the run is
+        published again one tick interval later, so it soon lands on a newer worker at a
+        bounded rate, and the tick's rewake repairs it if that publish is lost."""
+        self.rt.dispatch(
+            self.atype.name, (self.key,), {}, {"countdown": self.rt.settings.tick_interval}
+        )
+        log.warning(
+            "celery_supervise too_new actor=%s key=%s worker=%s state_version=%s "
+            "(stored state is newer than this code; published again for a newer worker)",
+            self.atype.name, self.key, self.worker, self.atype.state_version,
+        )  # fmt: skip
 
     def stop_for_supervisor(self, supervisor: str) -> str:
         """A supervisor above this actor was stopped (escalation): stop here too, keep the
@@ -192,10 +209,21 @@ class _Run:
             if claim.state is None:
                 return self.check_state(self.atype.initial_state(self.key))
             _check_stored_state(claim.state, self.where)
+            if claim.state_version < self.atype.state_version:
+                return self.upgraded(claim.state, claim.state_version)
             return claim.state
         except Exception as exc:
             self.crash(CrashRecord.of(crash_reason(exc), exc, **self._about(None, 0)))
             raise StepCrashed(f"{self.where}: state unusable: {exc}") from exc
+
+    def upgraded(self, raw: bytes, stored_version: int) -> bytes:
+        """The stored state upgraded to this type's ``state_version``; the upgrade is
+        written by the next commit only (a crash here leaves the stored state as it was)."""
+        state = self.atype.upgrade(json.loads(raw), stored_version)
+        try:
+            return self.check_state(state)
+        except StateRejected as exc:
+            raise StateRejected("migration_failed", f"upgraded state: {exc}") from exc
 
     def handle_batch(self, claim: Claim, state: bytes) -> bool:
         """Handle the claimed entries in order, for at most ``BATCH_SECONDS``; False if the
@@ -305,6 +333,7 @@ class _Run:
             effects=effects,
             hints=hints,
             stepping_next=stepping_next,
+            state_version=self.atype.state_version,
         )
         if not outcome.ok:
             log.warning(

@@ -43,6 +43,7 @@ SCRIPT_NAMES = (
     "requeue",
     "zrem_unchanged",
     "delete",
+    "upgrade",
 )
 
 
@@ -97,6 +98,7 @@ class Scripts:
     requeue: LuaScript
     zrem_unchanged: LuaScript
     delete: LuaScript
+    upgrade: LuaScript
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client

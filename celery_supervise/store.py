@@ -126,15 +126,20 @@ class ActorStore:
         nonce: str,
         supervisors: Sequence[str],
         hint_in: float,
+        state_version: int = 1,
     ) -> Claim:
-        """Take the lease and read a batch; the supervisors' statuses come in the same trip."""
+        """Take the lease and read a batch; the supervisors' statuses come in the same trip.
+        ``state_version``: the newest state version this process's code knows; a state
+        stored at a newer one is refused ('too_new')."""
 
         def build(pipe: Any) -> None:
             for name in supervisors:
                 pipe.hget(self.rt.keyspace.supervisor(name), "status")
             self.add_hint(pipe, keys.type_name, keys.key, hint_in)
             self.rt.scripts.claim(
-                keys=[keys.meta, keys.mailbox], args=[worker, lease_ms, batch, nonce], client=pipe
+                keys=[keys.meta, keys.mailbox],
+                args=[worker, lease_ms, batch, nonce, state_version],
+                client=pipe,
             )
 
         replies = self._run(_where(keys), build)
@@ -146,10 +151,12 @@ class ActorStore:
         token = int(reply[1])  # HINCRBY'd by claim.lua: always an integer
         try:
             version, attempt_seq, attempts = int(reply[2]), int(reply[4]), int(reply[5])
+            state_version = int(reply[6])
         except ValueError as exc:
             return Claim("ok", token, halted_by=halted_by, problem=f"meta hash: {exc}")
         return Claim(
-            "ok", token, version, reply[3], attempt_seq, attempts, tuple(reply[6:]), halted_by
+            "ok", token, version, reply[3], attempt_seq, attempts, tuple(reply[7:]), halted_by,
+            state_version=state_version,
         )
 
     def commit(
@@ -165,12 +172,16 @@ class ActorStore:
         effects: EncodedEffects,
         hints: Sequence[float],
         stepping_next: bool,
+        state_version: int = 1,
     ) -> CommitOutcome:
         """Commit one step: state, version + 1, the entry consumed, its effects recorded.
-        ``stepping_next``: this worker steps the next entry at once (blame it if lost)."""
-        entry = '{"message_id":' + json.dumps(message_id, ensure_ascii=False) + ',"state":'
+        ``stepping_next``: this worker steps the next entry at once (blame it if lost).
+        ``state_version``: the shape ``state`` has (kept with it and in its history entry)."""
+        entry = '{"message_id":' + json.dumps(message_id, ensure_ascii=False)
+        entry += f',"state_version":{state_version},"state":'
         args: list[Any] = [token, seq, state, entry + state.decode() + "}", history, lease_ms]
         args += _effect_args(effects, stepping_next)
+        args.insert(12, state_version)  # ARGV[13]: before the effect lists
         commit_keys = [keys.meta, keys.mailbox, keys.history, keys.attempts, keys.outbox]
         commit_keys += [keys.timers, keys.isolates, keys.timer_specs]
 
@@ -285,10 +296,11 @@ class ActorStore:
         clear_crashes: bool,
         rollback_of: int | None = None,
         fence: str = "",
+        state_version: int | None = None,
     ) -> str:
         """Bring a halted actor back ('woke' | 'idle' | 'skip'); publishes the run it wakes.
         ``fence`` ("status|token|version|crash_seq", as ``fence_of`` builds it): only if the
-        actor still matches it."""
+        actor still matches it. ``state_version``: the shape of ``initial`` (for a reset)."""
 
         def build(pipe: Any) -> None:
             # If the run this restart publishes is lost, the tick repairs it from this hint.
@@ -303,6 +315,7 @@ class ActorStore:
                     "1" if clear_crashes else "0",
                     "" if rollback_of is None else rollback_of,
                     fence,
+                    "" if state_version is None else state_version,
                 ],
                 client=pipe,
             )
@@ -312,6 +325,19 @@ class ActorStore:
         if outcome == "woke":
             self.rt.publish(keys.type_name, keys.key)
         return outcome
+
+    def upgrade(
+        self, keys: ActorKeys, *, fence: str, state: bytes, state_version: int, history: int
+    ) -> tuple[str, int]:
+        """Write ``state`` (upgraded to ``state_version``) as a new version, only if no lease
+        is held and the actor still matches ``fence`` ("token|version|state_version" as
+        read): ('upgraded', new version) | ('busy' | 'changed' | 'missing', 0)."""
+        with redis_errors(_where(keys)):
+            reply = self.rt.scripts.upgrade(
+                keys=[keys.meta, keys.history], args=[fence, state, state_version, history]
+            )
+        outcome = text(reply[0])
+        return outcome, int(reply[1]) if outcome == "upgraded" else 0
 
     def requeue(
         self,

@@ -265,6 +265,7 @@ def restart_due(v: Visit, look: Look) -> str | None:
         initial=initial,
         history=v.atype.history,
         clear_crashes=False,
+        state_version=v.atype.state_version,
     )
     if result not in ("woke", "idle"):
         return "checked"

@@ -25,6 +25,7 @@ __all__ = [
     "check_choice",
     "check_int",
     "check_keys",
+    "check_migrations",
     "check_number",
     "check_supervisor_name",
     "invalid",
@@ -118,3 +119,26 @@ def check_supervisor_name(value: object, where: str) -> str:
             value,
         )
     return value
+
+
+def check_migrations(value: object, state_version: int, where: str) -> dict[int, Any]:
+    """``migrate``: a dict mapping each ``n`` in ``1 .. state_version - 1`` (nothing else)
+    to a callable upgrading a version-``n`` state to ``n + 1``."""
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise invalid(where, "must be a dict of int -> callable", value, option="migrate")
+    needed = set(range(1, state_version))
+    for n, upgrade in value.items():
+        if isinstance(n, bool) or n not in needed:
+            raise invalid(
+                where, f"keys must be the ints 1..{state_version - 1} (state_version - 1)",
+                n, option="migrate",
+            )
+        if not callable(upgrade):
+            raise invalid(where, f"[{n}] must be callable", upgrade, option="migrate")
+    missing = sorted(needed - set(value))
+    if missing:
+        raise invalid(where, "must cover every version below state_version, missing",
+                      missing, option="migrate")  # fmt: skip
+    return dict(value)

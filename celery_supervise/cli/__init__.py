@@ -19,12 +19,13 @@ The modules, from the bottom up:
 ``reading``    ``status``, ``actor``, ``dead-letters``
 ``operating``  ``resume``, ``restart``, ``delete``, ``tick``
 ``replaying``  ``replay`` (replay before release)
+``migrating``  ``migrate`` (state versions)
 """
 
 from __future__ import annotations
 
 # Importing the command modules registers their commands on the group.
-from . import operating, reading, replaying  # noqa: F401
+from . import migrating, operating, reading, replaying  # noqa: F401
 from .base import supervise
 
 __all__ = ["supervise"]

@@ -8,7 +8,7 @@
 -- ARGV[8] n outbox effects   ARGV[9] n self messages   ARGV[10] n timers
 -- ARGV[11] n isolated subtasks   ARGV[12] "1" if this worker steps the next entry at once
 -- (recorded as 'stepping': a worker lost after this commit is blamed on the next entry only
--- if it was about to step it)
+-- if it was about to step it)   ARGV[13] the state version of the new state
 -- then: outbox effect jsons; self message (header, body) pairs; timer (delay_ms, entry)
 -- pairs; isolate (id, pending record json) pairs; then the number of named timer changes
 -- (absent: none) and for each (name, delay_ms or '' to cancel, spec): a set replaces the
@@ -40,7 +40,7 @@ redis.call('DEL', attempts)
 local version = redis.call('HINCRBY', meta, 'version', 1)
 redis.call('HSET', meta, 'state', ARGV[3], 'consumed', seq, 'attempts', 0,
            'crashes_in_row', 0, 'committed_at', now, 'lease_until', now + tonumber(ARGV[6]),
-           'stepping', ARGV[12])
+           'stepping', ARGV[12], 'state_version', ARGV[13])
 local keep = tonumber(ARGV[5])
 if keep > 0 then
   redis.call('LPUSH', hist, '{"version":' .. version .. ',"at":' .. now .. ',' .. string.sub(ARGV[4], 2))
@@ -48,7 +48,7 @@ if keep > 0 then
 end
 local n_out, n_self, n_timer = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local n_iso = tonumber(ARGV[11])
-local i = 13
+local i = 14
 for _ = 1, n_out do
   redis.call('RPUSH', outbox, ARGV[i]); i = i + 1
 end

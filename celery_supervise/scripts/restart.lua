@@ -7,6 +7,7 @@
 -- ARGV[7] optional fence: "status|token|version|crash_seq" as a reader saw them (absent
 -- fields as ""); when given and the actor no longer matches, nothing is done (a release
 -- after a replay: the replay's proof is about the actor as it was)
+-- ARGV[8] for reset: the state version of ARGV[3] (kept with it), or "" (leave it)
 -- Returns {'woke'} (caller publishes a run) | {'idle'} | {'skip', status}
 local meta, mbox, hist = KEYS[1], KEYS[2], KEYS[3]
 local err = check_types(meta, 'hash', mbox, 'list', hist, 'list')
@@ -35,10 +36,13 @@ end
 if ARGV[2] == 'reset' then
   local version = redis.call('HINCRBY', meta, 'version', 1)
   redis.call('HSET', meta, 'state', ARGV[3])
+  local sv = ARGV[8] or ''
+  if sv ~= '' then redis.call('HSET', meta, 'state_version', sv) end
   local keep = tonumber(ARGV[4])
   if keep > 0 then
     redis.call('LPUSH', hist, '{"version":' .. version .. ',"at":' .. now
       .. ',"reset":true' .. (ARGV[6] ~= '' and (',"rollback_of":' .. ARGV[6]) or '')
+      .. (sv ~= '' and (',"state_version":' .. sv) or '')
       .. ',"state":' .. ARGV[3] .. '}')
     redis.call('LTRIM', hist, 0, keep - 1)
   end

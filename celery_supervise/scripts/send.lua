@@ -9,10 +9,11 @@
 -- ARGV[6 + 3*(i-1) ..]: header json, body json, and how to deduplicate: "0" not at all,
 -- "1" by caller-given id, "2:<ordinal>" by the sender's increasing effect ordinal (relays
 -- of one sender arrive in order, so one number per sender replaces remembering every id)
--- Returns {woke (0|1), seq_1, ..., seq_n}; a seq is negative for a duplicate caller id
--- (it is the seq the first send got) and 0 for a duplicate relay. Returns {'full', queued}
--- and writes nothing when the messages it would append do not all fit under the limit
--- (duplicates append nothing, so they never count).
+-- Returns {woke (0|1), seq_1, ..., seq_n, created (0|1)}; a seq is negative for a duplicate
+-- caller id (it is the seq the first send got) and 0 for a duplicate relay; created is 1
+-- when this send created the actor (the caller lists it in its type's index). Returns
+-- {'full', queued} and writes nothing when the messages it would append do not all fit
+-- under the limit (duplicates append nothing, so they never count).
 local meta, mbox = KEYS[1], KEYS[2]
 local err = check_types(meta, 'hash', mbox, 'list')
 if err then return err end
@@ -56,7 +57,9 @@ if gone then
   if not seq0 or #gone > 60 then return corrupt(tombstone .. ' holds ' .. shown(gone)) end
 end
 local now = now_ms()
+local created = 0
 if redis.call('HSETNX', meta, 'type', ARGV[1]) == 1 then
+  created = 1
   redis.call('HSET', meta, 'key', ARGV[2], 'version', version0, 'status', 'idle',
              'token', token0, 'seq', seq0, 'consumed', seq0, 'sched', 0, 'created_at', now)
   if gone then redis.call('DEL', tombstone) end
@@ -90,4 +93,5 @@ if (status == 'idle' or status == 'active') and redis.call('HGET', meta, 'sched'
   out[1] = 1
 end
 bump_rev(meta)
+out[#out + 1] = created
 return out

@@ -64,5 +64,5 @@ def poison(ctx: Any, state: dict[str, Any], message: Any) -> None:
 
 import tests.apps.shop  # noqa: E402,F401
 
-# the supervision-tree, replay and bounded-mailbox actors
-from . import bounded, replaying, tree  # noqa: E402,F401
+# the supervision-tree, replay, bounded-mailbox and state-version actors
+from . import bounded, replaying, tree, versions  # noqa: E402,F401

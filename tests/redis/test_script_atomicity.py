@@ -108,14 +108,15 @@ def _delete_setup(w: World) -> None:
 
 CASES = [
     Case("claim", lambda w: base(w, status="idle", lease_until=None),
-         actor_keys("meta", "mailbox"), lambda w: ["w1", 5000, 10, "n1"],
-         ["status", "lease_until", "version", "attempt_seq", "attempts", "token"],
+         actor_keys("meta", "mailbox"), lambda w: ["w1", 5000, 10, "n1", 1],
+         ["status", "lease_until", "version", "attempt_seq", "attempts", "token",
+          "state_version"],
          [("meta", "hash"), ("mailbox", "list")]),
     Case("commit", base,
          actor_keys("meta", "mailbox", "history", "attempts", "outbox", "timers", "isolates",
                     "timer_specs"),
          lambda w: [5, 2, '{"n":2}', '{"message_id":"m2","state":{"n":2}}', 10, 5000, "0",
-                    1, 1, 1, 1, "1", '{"kind":"send"}', '{"id":"self"}', '{"b":1}',
+                    1, 1, 1, 1, "1", 1, '{"kind":"send"}', '{"id":"self"}', '{"b":1}',
                     1000, '{"id":"t1","timer":true}\n1', "iso2", '{"tag":"u"}',
                     2, "q", 1000, NAMED_SPEC, "p", "", ""],
          ["lease_until", "consumed", "version", "seq"],
@@ -185,6 +186,9 @@ CASES = [
     Case("zrem_unchanged", lambda w: (base(w), w.extra.update(index=f"{w.prefix}:q:{{t}}"),
                                       w.client.zadd(w.extra["index"], {"m": 2})),
          actor_keys("index"), lambda w: ["m", "2.0"], [], [("index", "zset")]),
+    Case("upgrade", lambda w: base(w, lease_until=None), actor_keys("meta", "history"),
+         lambda w: ["5|3|", '{"m":1}', 2, 10], ["token", "version", "state_version"],
+         [("meta", "hash"), ("history", "list")]),
 ]
 BY_NAME = {c.script: c for c in CASES}
 
