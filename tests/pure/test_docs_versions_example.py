@@ -13,5 +13,5 @@ def test_the_docs_versions_example_upgrades_a_version_1_state() -> None:
     spec = versions.wallet
     assert (spec.state_version, sorted(spec.migrate)) == (2, [1])
     assert spec.upgrade({"balance": 3, "log": ["a"]}, 1) == {"cents": 300, "log": ["a"]}
-    with pytest.raises(StateRejected, match="migration_failed|fails validate"):
+    with pytest.raises(StateRejected, match=r"migration_failed|fails validate"):
         spec.upgrade({"balance": -1, "log": []}, 1)  # the upgraded state fails validate
