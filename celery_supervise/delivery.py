@@ -78,9 +78,22 @@ class Delivery:
 
         with redis_errors(f"actor {type_name}:{key}"):
             result = self.rt.pipeline(build, client=self.rt.client_once)[-2]
+        if int(result[-1]) == 1:
+            self._index_type(type_name, key)
         if int(result[0]) == 1:
             self._wake(type_name, key)
-        return [int(x) for x in result[1:]]
+        return [int(x) for x in result[1:-1]]
+
+    def _index_type(self, type_name: str, key: str) -> None:
+        """Add a created actor to its type's index (``Keyspace.type_index``): a hint, so a
+        failure here loses no message; the send already holds."""
+        try:
+            with redis_errors(f"type index of {type_name}"):
+                self.rt.client.zadd(self.rt.keyspace.type_index(type_name),
+                                    {actor_member(type_name, key): self.rt.clock_ms()}, nx=True)
+        except Exception as exc:
+            log.warning("celery_supervise type_index_failed actor=%s key=%s error=%r",
+                        type_name, key, exc)  # fmt: skip
 
     def _wake(self, type_name: str, key: str) -> None:
         # The messages are durable now; a failed publish must not make the caller think
@@ -120,7 +133,7 @@ class Delivery:
                 answer = decode(got[1], what=f"reply to {mid!r}")
                 if "dead" in answer:
                     raise MessageDeadLettered(mid, answer["dead"])
-                return answer["value"]
+                return self.rt.payloads.open_value(answer["value"], what=f"reply to {mid!r}")
 
     def push_reply(self, keys: ActorKeys, message_id: str, payload: bytes) -> None:
         """Push this ask's answer once: a relay repeated (a worker and a tick, or a worker

@@ -122,6 +122,14 @@ class Keyspace:
         candidates without a scan and checks each against the actor's own status."""
         return f"{self.prefix}:quarantined:{{{_escape(type_name)}}}"
 
+    def type_index(self, type_name: str) -> str:
+        """Sorted set of one type's actors (member "T:K", score: creation time in ms),
+        added by ``Delivery.send`` when ``send.lua`` created the actor. A hint like the
+        other indexes (a client dying between the two leaves an actor out), so commands over
+        every actor of a type (``supervise reencrypt``) list them without a scan and check
+        each against the actor's own keys."""
+        return f"{self.prefix}:types:{{{_escape(type_name)}}}"
+
     @property
     def tick_lock(self) -> str:
         return f"{self.prefix}:tick:lock"

@@ -42,6 +42,7 @@ SCRIPT_NAMES = (
     "undeliver",
     "requeue",
     "zrem_unchanged",
+    "reencrypt",
 )
 
 
@@ -95,6 +96,7 @@ class Scripts:
     undeliver: LuaScript
     requeue: LuaScript
     zrem_unchanged: LuaScript
+    reencrypt: LuaScript
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client

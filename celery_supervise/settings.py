@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .codecs import Codec, load_codec
 from .errors import ConfigurationError
 from .specs import SupervisorTree, build_tree
 from .validators import check_int, check_number, invalid
@@ -31,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "supervise_max_state_bytes": 1_048_576,
     "supervise_max_message_bytes": 262_144,
     "supervise_dedup_window": 86_400,
+    "supervise_codec": "json",
 }
 #: Settings for which ``None`` is a documented value (the same as leaving them out).
 NONE_ALLOWED = frozenset({"supervise_redis_url"})
@@ -51,6 +53,8 @@ class Settings:
     max_state_bytes: int = 1_048_576
     max_message_bytes: int = 262_144
     dedup_window: int = 86_400
+    #: The codec ``supervise_codec`` names, loaded; None for "json" (payloads stored as JSON).
+    codec: Codec | None = None
     tree: SupervisorTree = field(default_factory=lambda: SupervisorTree({}))
 
 
@@ -158,5 +162,6 @@ def read_settings(app: Any) -> Settings:
         max_state_bytes=reader.positive_int("supervise_max_state_bytes"),
         max_message_bytes=reader.positive_int("supervise_max_message_bytes"),
         dedup_window=reader.positive_int("supervise_dedup_window"),
+        codec=load_codec(reader.get("supervise_codec"), reader.where("supervise_codec")),
         tree=tree,
     )

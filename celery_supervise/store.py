@@ -161,6 +161,7 @@ class ActorStore:
         """Commit one step: state, version + 1, the entry consumed, its effects recorded.
         ``stepping_next``: this worker steps the next entry at once (blame it if lost)."""
         entry = '{"message_id":' + json.dumps(message_id, ensure_ascii=False) + ',"state":'
+        state = self.rt.payloads.seal(state)  # the same sealed JSON in meta and history
         args: list[Any] = [token, seq, state, entry + state.decode() + "}", history, lease_ms]
         args += _effect_args(effects, stepping_next)
         commit_keys = [keys.meta, keys.mailbox, keys.history, keys.attempts, keys.outbox]
@@ -282,7 +283,7 @@ class ActorStore:
                 args=[
                     mode,
                     recovery,
-                    initial or b"null",
+                    b"null" if initial is None else self.rt.payloads.seal(initial),
                     history,
                     "1" if clear_crashes else "0",
                     "" if rollback_of is None else rollback_of,
@@ -309,7 +310,8 @@ class ActorStore:
             self.add_hint(pipe, keys.type_name, keys.key, self.rt.repair_after)
             self.rt.scripts.requeue(
                 keys=[keys.meta, keys.mailbox, keys.dead, keys.requeued(seq)],
-                args=[raw, "" if version is None else version, header, body,
+                args=[raw, "" if version is None else version, header,
+                      self.rt.payloads.seal(body),
                       self.rt.settings.dedup_window],
                 client=pipe,
             )

@@ -6,8 +6,9 @@
 -- ARGV[5 + 3*(i-1) ..]: header json, body json, and how to deduplicate: "0" not at all,
 -- "1" by caller-given id, "2:<ordinal>" by the sender's increasing effect ordinal (relays
 -- of one sender arrive in order, so one number per sender replaces remembering every id)
--- Returns {woke (0|1), seq_1, ..., seq_n}; a seq is negative for a duplicate caller id
--- (it is the seq the first send got) and 0 for a duplicate relay.
+-- Returns {woke (0|1), seq_1, ..., seq_n, created (0|1)}; a seq is negative for a
+-- duplicate caller id (it is the seq the first send got) and 0 for a duplicate relay;
+-- created is 1 when this send created the actor (the caller adds it to its type's index).
 local meta, mbox = KEYS[1], KEYS[2]
 local err = check_types(meta, 'hash', mbox, 'list')
 if err then return err end
@@ -30,7 +31,9 @@ for i = 1, n do
   end
 end
 local now = now_ms()
+local created = 0
 if redis.call('HSETNX', meta, 'type', ARGV[1]) == 1 then
+  created = 1
   redis.call('HSET', meta, 'key', ARGV[2], 'version', 0, 'status', 'idle', 'token', 0,
              'seq', 0, 'consumed', 0, 'sched', 0, 'created_at', now)
 end
@@ -63,4 +66,5 @@ if (status == 'idle' or status == 'active') and redis.call('HGET', meta, 'sched'
   out[1] = 1
 end
 bump_rev(meta)
+out[#out + 1] = created
 return out

@@ -27,6 +27,8 @@ app.conf.update(
     supervise_lease_seconds=float(os.environ.get("TEST_LEASE", "2.0")),
     supervise_tick_interval=float(os.environ.get("TEST_TICK", "0.5")),
 )
+if os.environ.get("TEST_CODEC"):  # encryption at rest (keys in $SUPERVISE_FERNET_KEYS)
+    app.conf.supervise_codec = os.environ["TEST_CODEC"]
 if os.environ.get("TEST_TICK_QUEUE"):  # ticks on workers of their own (docs: routing)
     app.conf.task_routes = {"celery_supervise.tick": {"queue": os.environ["TEST_TICK_QUEUE"]}}
 supervision = Supervision(app)
@@ -63,4 +65,5 @@ def poison(ctx: Any, state: dict[str, Any], message: Any) -> None:
 
 import tests.apps.shop  # noqa: E402,F401
 
-from . import replaying, tree  # noqa: E402,F401  (the supervision-tree and replay actors)
+# the supervision-tree and replay actors, and the encryption-at-rest one
+from . import replaying, tree, vault  # noqa: E402,F401
