@@ -96,7 +96,10 @@ def load_codec(value: Any, where: str) -> Codec | None:
         return None
     found = _import(value, where) if isinstance(value, str) else value
     if isinstance(found, type) or (callable(found) and not isinstance(found, Codec)):
-        found = found()
+        try:
+            found = found()
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{where}: {exc}") from None
     if not isinstance(found, Codec):
         raise ConfigurationError(
             f"{where}: {value!r} has no encode(bytes) -> bytes and decode(bytes) -> bytes"

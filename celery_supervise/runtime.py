@@ -180,7 +180,8 @@ class Runtime:
     @property
     def payloads(self) -> Payloads:
         """Seals and opens stored payloads under ``supervise_codec`` (docs/long-lived.md)."""
-        return Payloads(self.settings.codec)
+        codec = self.settings.codec
+        return Payloads(None if isinstance(codec, str) else codec)
 
     @property
     def repair_after(self) -> float:

@@ -53,8 +53,8 @@ class Settings:
     max_state_bytes: int = 1_048_576
     max_message_bytes: int = 262_144
     dedup_window: int = 86_400
-    #: The codec ``supervise_codec`` names, loaded; None for "json" (payloads stored as JSON).
-    codec: Codec | None = None
+    #: "json" (payloads stored as JSON), or the codec ``supervise_codec`` names, loaded.
+    codec: Codec | str = "json"
     tree: SupervisorTree = field(default_factory=lambda: SupervisorTree({}))
 
 
@@ -162,6 +162,6 @@ def read_settings(app: Any) -> Settings:
         max_state_bytes=reader.positive_int("supervise_max_state_bytes"),
         max_message_bytes=reader.positive_int("supervise_max_message_bytes"),
         dedup_window=reader.positive_int("supervise_dedup_window"),
-        codec=load_codec(reader.get("supervise_codec"), reader.where("supervise_codec")),
+        codec=load_codec(reader.get("supervise_codec"), reader.where("supervise_codec")) or "json",
         tree=tree,
     )

@@ -39,7 +39,7 @@ def keys(bank: ModuleType, local: LocalRunner) -> Iterator[Callable[..., None]]:
     before = rt.settings
 
     def use(*given: str) -> None:
-        rt.use_settings(replace(before, codec=FernetCodec(list(given)) if given else None))
+        rt.use_settings(replace(before, codec=FernetCodec(list(given)) if given else "json"))
 
     yield use
     rt.use_settings(before)
