@@ -18,6 +18,7 @@ from cryptography.fernet import Fernet
 
 from celery_supervise import CodecError, ConfigurationError
 from celery_supervise.codecs import FernetCodec, Payloads, load_codec
+from celery_supervise import reencrypt
 from celery_supervise.reencrypt import reencrypt_type
 from celery_supervise.testing import LocalRunner
 
@@ -132,7 +133,7 @@ def test_everything_reads_back_under_fernet(
 
 
 def test_a_wrong_key_is_a_codec_error_on_the_client(
-    bank: ModuleType, local: LocalRunner, keys: Any
+    bank: ModuleType, local: LocalRunner, keys: Any, redis_client: redis.Redis
 ) -> None:
     keys(K1)
     ref = populate(bank, local)
@@ -140,6 +141,12 @@ def test_a_wrong_key_is_a_codec_error_on_the_client(
     for read in (ref.snapshot, ref.history, ref.dead_letters):
         with pytest.raises(CodecError, match="wrong key"):
             read()
+    keys(K1)
+    stored = bytearray(redis_client.hget(ref.keys.meta, "state") or b"")
+    stored[20] = ord("A") if stored[20] != ord("A") else ord("B")  # one byte tampered
+    redis_client.hset(ref.keys.meta, "state", bytes(stored))
+    with pytest.raises(CodecError, match="tampered"):
+        ref.snapshot()
     keys()  # a process that has no codec at all cannot read them either
     with pytest.raises(CodecError, match="no supervise_codec"):
         ref.snapshot()
@@ -197,6 +204,29 @@ def test_reencrypt_encrypts_what_was_stored_as_plain_json(
     reencrypt_type(bank.supervision.runtime, "vault.safe")
     assert [v for v in values(redis_client) if SECRET in v] == []
     assert (ref.snapshot(), ref.history(), ref.dead_letters()) == expected
+
+
+def test_reencrypt_reads_again_when_the_actor_changed_in_between(
+    bank: ModuleType, local: LocalRunner, keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys(K1)
+    ref = populate(bank, local)
+    keys(K2, K1)
+    resealed, reads = reencrypt._resealed, []
+
+    def racing(*args: Any) -> Any:  # a send lands between the read and the fenced write
+        reads.append(1)
+        if len(reads) == 1:
+            ref.send({"secret": "PLAINTEXT-raced"})
+        return resealed(*args)
+
+    monkeypatch.setattr(reencrypt, "_resealed", racing)
+    reencrypt.reencrypt_actor(bank.supervision.runtime, ref.keys)
+    assert len(reads) == 2  # the first write was refused, the second read saw the send
+    keys(K2)
+    assert ref.snapshot().pending == 3
+    until(local, lambda: ref.snapshot().pending == 0)
+    assert ref.snapshot().state["secrets"][-1] == "PLAINTEXT-raced"
 
 
 def test_reencrypt_under_the_json_codec_is_refused(bank: ModuleType, local: LocalRunner) -> None:

@@ -5,6 +5,9 @@ step them and costs no message an attempt, and a correctly keyed worker then tak
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from types import ModuleType
@@ -15,9 +18,10 @@ import redis
 from cryptography.fernet import Fernet
 
 from celery_supervise.codecs import FernetCodec
-from tests.harness import wait_until
+from tests.harness import PROJECT_ROOT, wait_until
+from tests.workers.test_cli import _env
 
-RIGHT, WRONG = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+RIGHT, WRONG, NEW = (Fernet.generate_key().decode() for _ in range(3))
 
 
 @pytest.fixture
@@ -64,3 +68,31 @@ def test_a_wrongly_keyed_worker_refuses_and_a_keyed_one_takes_over(
     assert ref.snapshot().state == {"secrets": [f"PLAINTEXT-{i}" for i in range(5)]}
     assert ref.dead_letters() == [] and redis_client.llen(ref.keys.crashes) == 0
     assert _plaintext(redis_client) == []
+
+
+def _reencrypt(bank_env: dict[str, str], keys: str) -> subprocess.CompletedProcess[str]:
+    env = _env(bank_env, SUPERVISE_FERNET_KEYS=keys)
+    return subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "tests.apps.bank", "supervise", "reencrypt",
+         "vault.safe", "--json"],
+        env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_supervise_reencrypt_rotates_to_the_new_key(
+    bank: ModuleType, bank_env: dict[str, str], sealed: None, workers: Any, beat: Any,
+) -> None:  # fmt: skip
+    workers("w", concurrency=1)
+    ref = bank.vault.safe.ref("r1")
+    ref.send({"secret": "PLAINTEXT-r", "later": True})
+    wait_until(lambda: ref.snapshot().version == 1, timeout=60)
+    refused = _reencrypt(bank_env, WRONG)  # a key that opens nothing: reported, exit code 1
+    assert refused.returncode == 1 and "r1" in json.loads(refused.stdout)["failed"]
+    done = _reencrypt(bank_env, f"{NEW},{RIGHT}")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"type": "vault.safe", "rotated": ["r1"], "gone": [],
+                                       "failed": {}}  # fmt: skip
+    rt = bank.supervision.runtime
+    rt.use_settings(replace(rt.settings, codec=FernetCodec([NEW])))  # the old key dropped
+    assert ref.snapshot().state == {"secrets": ["PLAINTEXT-r"]}
+    assert ref.history()[0].state == {"secrets": ["PLAINTEXT-r"]}
