@@ -18,7 +18,7 @@ from cryptography.fernet import Fernet
 
 from celery_supervise import CodecError, ConfigurationError
 from celery_supervise.codecs import FernetCodec, Payloads, load_codec
-from celery_supervise import reencrypt
+from celery_supervise import reencrypt, runner
 from celery_supervise.reencrypt import reencrypt_type
 from celery_supervise.testing import LocalRunner
 
@@ -153,8 +153,10 @@ def test_a_wrong_key_is_a_codec_error_on_the_client(
 
 
 def test_a_worker_with_a_wrong_key_costs_no_message_an_attempt(
-    bank: ModuleType, local: LocalRunner, keys: Any, redis_client: redis.Redis
-) -> None:
+    bank: ModuleType, local: LocalRunner, keys: Any, redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    monkeypatch.setattr(runner, "_refused", set())
     keys(K1)
     ref = populate(bank, local)
     before, crashes = ref.snapshot(), redis_client.llen(ref.keys.crashes)
@@ -167,6 +169,8 @@ def test_a_worker_with_a_wrong_key_costs_no_message_an_attempt(
     assert meta.get(b"attempts", b"0") == b"0" and meta[b"status"] == b"active"
     assert redis_client.llen(ref.keys.crashes) == crashes and redis_client.llen(ref.keys.dead) == 1
     assert not local.queue  # nobody re-published it at once: no busy loop of refusals
+    logged = [r for r in caplog.records if "codec_refused" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].levelname == "ERROR"  # once, for three refusals
     keys(K1)  # a correctly keyed worker takes it over
     until(local, lambda: ref.snapshot().pending == 0)
     after = ref.snapshot()
