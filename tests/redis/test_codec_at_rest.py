@@ -16,9 +16,8 @@ import pytest
 import redis
 from cryptography.fernet import Fernet
 
-from celery_supervise import CodecError, ConfigurationError
+from celery_supervise import CodecError, ConfigurationError, reencrypt, runner
 from celery_supervise.codecs import FernetCodec, Payloads, load_codec
-from celery_supervise import reencrypt, runner
 from celery_supervise.reencrypt import reencrypt_type
 from celery_supervise.testing import LocalRunner
 
