@@ -166,6 +166,20 @@ CASES = [
                                       w.client.zadd(w.extra["index"], {"m": 2})),
          actor_keys("index"), lambda w: ["m", "2.0"], [], [("index", "zset")]),
 ]
+_REENCRYPT_KEYS = actor_keys("meta", "history", "mailbox", "dead", "timers", "outbox")
+
+
+def _reencrypt_args(w: World) -> list[Any]:
+    """A write fenced on the digest the read gives (the read refuses garbage the same way)."""
+    digest = w.scripts.reencrypt(keys=_REENCRYPT_KEYS(w), args=["read"])[1]
+    return ["write", digest, '{"n":2}', 0, 0, 0, 0, 0]
+
+
+CASES.append(
+    Case("reencrypt", base, _REENCRYPT_KEYS, _reencrypt_args, [],
+         [("meta", "hash"), ("history", "list"), ("mailbox", "list"), ("dead", "list"),
+          ("timers", "zset"), ("outbox", "list")])  # fmt: skip
+)
 BY_NAME = {c.script: c for c in CASES}
 
 
