@@ -175,11 +175,9 @@ def _reencrypt_args(w: World) -> list[Any]:
     return ["write", digest, '{"n":2}', 0, 0, 0, 0, 0]
 
 
-CASES.append(
-    Case("reencrypt", base, _REENCRYPT_KEYS, _reencrypt_args, [],
-         [("meta", "hash"), ("history", "list"), ("mailbox", "list"), ("dead", "list"),
-          ("timers", "zset"), ("outbox", "list")])  # fmt: skip
-)
+_REENCRYPT_TYPED = [("meta", "hash"), ("history", "list"), ("mailbox", "list"),
+                    ("dead", "list"), ("timers", "zset"), ("outbox", "list")]  # fmt: skip
+CASES.append(Case("reencrypt", base, _REENCRYPT_KEYS, _reencrypt_args, [], _REENCRYPT_TYPED))
 BY_NAME = {c.script: c for c in CASES}
 
 
