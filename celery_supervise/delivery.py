@@ -89,7 +89,7 @@ class Delivery:
         failure here loses no message; the send already holds."""
         try:
             with redis_errors(f"type index of {type_name}"):
-                self.rt.client.zadd(self.rt.keyspace.type_index(type_name),
+                self.rt.client_once.zadd(self.rt.keyspace.type_index(type_name),
                                     {actor_member(type_name, key): self.rt.clock_ms()}, nx=True)
         except Exception as exc:
             log.warning("celery_supervise type_index_failed actor=%s key=%s error=%r",
