@@ -141,7 +141,7 @@ class Delivery:
                 answer = decode(got[1], what=f"reply to {mid!r}")
                 if "dead" in answer:
                     raise MessageDeadLettered(mid, answer["dead"])
-                return answer["value"]
+                return self.rt.payloads.open_value(answer["value"], what=f"reply to {mid!r}")
 
     def push_reply(self, keys: ActorKeys, message_id: str, payload: bytes) -> None:
         """Push this ask's answer once: a relay repeated (a worker and a tick, or a worker

@@ -10,6 +10,7 @@ harmless: every receiver deduplicates on it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from .context import Effects
@@ -39,13 +40,16 @@ def encode_effects(
     version: int,
     reply_to: str | None,
     now_ms: int,
+    seal: Callable[[bytes], bytes] = bytes,
 ) -> EncodedEffects:
     """A step's effects as the commit takes them: the outbox (other slots), messages to
     itself, timers and pending subtask records. ``version`` is the one the step commits as;
-    ``reply_to`` the message id an ``ask`` waits on (None: a plain send)."""
-    selfs, outbox = _sends(effects, type_name, key, version)
+    ``reply_to`` the message id an ``ask`` waits on (None: a plain send). ``seal`` turns
+    each message and reply into its stored form (``supervise_codec``)."""
+    selfs, outbox = _sends(effects, type_name, key, version, seal)
     if effects.replies and reply_to is not None:
-        outbox.append(_with_raw({"kind": "reply", "id": reply_to}, "value", effects.replies[0]))
+        reply = seal(effects.replies[0])
+        outbox.append(_with_raw({"kind": "reply", "id": reply_to}, "value", reply))
     isolates: list[tuple[str, bytes]] = []
     for i, spec in enumerate(effects.isolates):
         iso_id = effect_id(type_name, key, version, "i", i)
@@ -55,13 +59,13 @@ def encode_effects(
     timers = []
     for i, (delay, body) in enumerate(effects.timers):
         header = header_json(effect_id(type_name, key, version, "t", i), timer=True)
-        timers.append((int(delay * 1000), header.encode() + b"\n" + body))
-    named = _named_timers(effects, type_name, key, version)
+        timers.append((int(delay * 1000), header.encode() + b"\n" + seal(body)))
+    named = _named_timers(effects, type_name, key, version, seal)
     return EncodedEffects(outbox, selfs, timers, isolates, effects.stop, named)
 
 
 def _named_timers(
-    effects: Effects, type_name: str, key: str, version: int
+    effects: Effects, type_name: str, key: str, version: int, seal: Callable[[bytes], bytes]
 ) -> list[tuple[str, int | None, bytes]]:
     """Named timer sets and cancels, in the commit's terms. A named timer's id is the
     effect id of kind ``n``; each firing of a periodic one adds ``/<due ms>``."""
@@ -72,21 +76,21 @@ def _named_timers(
             continue
         every_ms = max(1, round(timer.every * 1000)) if timer.every is not None else 0
         mid = effect_id(type_name, key, version, "n", i)
-        spec = named_spec(mid, name, every_ms, timer.body)
+        spec = named_spec(mid, name, every_ms, seal(timer.body))
         out.append((name, int(timer.delay * 1000), spec))
     return out
 
 
 def _sends(
-    effects: Effects, type_name: str, key: str, version: int
+    effects: Effects, type_name: str, key: str, version: int, seal: Callable[[bytes], bytes]
 ) -> tuple[list[tuple[str, bytes]], list[bytes]]:
     """(messages to itself, outbox entries of messages to other actors). Each relayed send
     carries the sender's increasing ordinal: the receiver's watermark deduplicates on it."""
     selfs: list[tuple[str, bytes]] = []
     outbox: list[bytes] = []
     sender = actor_member(type_name, key)
-    for i, (to_type, to_key, body) in enumerate(effects.sends):
-        mid = effect_id(type_name, key, version, "s", i)
+    for i, (to_type, to_key, plain) in enumerate(effects.sends):
+        mid, body = effect_id(type_name, key, version, "s", i), seal(plain)
         if (to_type, to_key) == (type_name, key):
             selfs.append((header_json(mid), body))
             continue

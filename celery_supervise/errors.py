@@ -13,6 +13,7 @@ __all__ = [
     "ActorNotRegistered",
     "AskNotAllowed",
     "AskTimeout",
+    "CodecError",
     "ConfigurationError",
     "CorruptActorData",
     "InvalidKey",
@@ -91,6 +92,13 @@ class MailboxFull(SuperviseError):
 
 class CorruptActorData(SuperviseError):
     """Data found in Redis for an actor is not what celery_supervise wrote."""
+
+
+class CodecError(SuperviseError):
+    """A stored payload (state, message body, history or dead-letter payload) cannot be
+    decoded by ``supervise_codec``: a wrong or missing key, tampered bytes, or a payload
+    written under another codec. Nothing is changed: a worker refuses to step the actor and
+    leaves it for a worker that holds the key (docs/long-lived.md)."""
 
 
 class StateRejected(SuperviseError):

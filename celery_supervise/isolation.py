@@ -102,7 +102,7 @@ class Isolation:
         result = int(
             self.rt.scripts.iso_outcome(
                 keys=[keys.meta, keys.mailbox, keys.isolates],
-                args=[iso_id, header_json(f"{iso_id}.outcome"), body],
+                args=[iso_id, header_json(f"{iso_id}.outcome"), self.rt.payloads.seal(body)],
             )
         )
         if result == 1:

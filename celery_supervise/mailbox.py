@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .codec import decode
+from .codecs import Payloads
 from .errors import CorruptActorData
 
 __all__ = ["NO_SEQ", "Entry", "header_json", "unparsed_entry"]
@@ -48,8 +49,11 @@ class Entry:
     def reply_wanted(self) -> bool:
         return bool(self.header.get("reply"))
 
-    def message(self) -> Any:
-        return decode(self.body, what=f"message {self.message_id!r}")
+    def message(self, payloads: Payloads | None = None) -> Any:
+        """The body decoded, opened first by ``payloads`` (``CodecError`` if it cannot)."""
+        what = f"message {self.message_id!r}"
+        body = self.body if payloads is None else payloads.open(self.body, what=what)
+        return decode(body, what=what)
 
     @classmethod
     def parse(cls, raw: bytes | str, *, where: str) -> Entry:

@@ -193,15 +193,18 @@ def _read(
     return text_dict(meta), head, list(dead[0]) if dead else []
 
 
-def _state_of(atype: ActorSpec[Any], key: str, meta: dict[str, str], where: str) -> bytes:
-    raw = meta.get("state")
-    if raw is None:  # nothing committed yet: its first step sees the initial state
+def _state_of(
+    rt: Runtime, atype: ActorSpec[Any], key: str, meta: dict[str, str], where: str
+) -> bytes:
+    stored = meta.get("state")
+    if stored is None:  # nothing committed yet: its first step sees the initial state
         return encode(atype.initial_state(key), what=f"initial state of {where}")
+    raw = rt.payloads.open(stored, what=f"{where}: stored state")
     try:
         json.loads(raw)
     except ValueError as exc:
         raise CorruptActorData(f"{where}: stored state does not decode ({exc})") from None
-    return raw.encode()
+    return raw
 
 
 def _int(meta: dict[str, str], name: str, where: str) -> int:
@@ -216,10 +219,10 @@ def read_copy(rt: Runtime, keys: ActorKeys, message_id: str | None) -> _Copy:
     quarantined) or the dead letter ``message_id``."""
     atype, where = registered(keys.type_name), f"actor {keys.type_name}:{keys.key}"
     meta, head, dead = _read(rt, keys, message_id is not None)
-    state_raw = _state_of(atype, keys.key, meta, where)
+    state_raw = _state_of(rt, atype, keys.key, meta, where)
     version = _int(meta, "version", where)
     if message_id is not None:
-        raw, entry = _dead_letter(dead, message_id, where)
+        raw, entry = _dead_letter(rt, dead, message_id, where)
         return _Copy(meta, state_raw, version, entry, 1, "dead_letter", raw)
     status = meta.get("status")
     if status != "quarantined":
@@ -235,14 +238,19 @@ def read_copy(rt: Runtime, keys: ActorKeys, message_id: str | None) -> _Copy:
     return _Copy(meta, state_raw, version, entry, attempt, "mailbox")
 
 
-def _dead_letter(dead: list[Any], message_id: str, where: str) -> tuple[bytes, Entry]:
-    """The dead letter ``message_id`` as the entry a requeue would append (no reply)."""
+def _dead_letter(
+    rt: Runtime, dead: list[Any], message_id: str, where: str
+) -> tuple[bytes, Entry]:
+    """The dead letter ``message_id`` as the entry a requeue would append (no reply), its
+    body in stored form (sealed, unless crash.lua kept a garbage entry as it found it)."""
     for raw in dead:
         try:
             item = decode(raw, what=f"dead letter of {where}")
             found = item["header"]["id"] == message_id
             if found:
                 body = encode(item["message"], what="dead letter")
+                if item["header"].get("corrupt"):
+                    body = rt.payloads.seal(body)
                 return bytes(raw), Entry(int(item["seq"]), 0, {"id": message_id}, body)
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptActorData(
@@ -315,7 +323,7 @@ def replay_actor(
         return _state_only(atype, about)
     entry, limit = copy.entry, _limit(atype, timeout)
     try:
-        message = entry.message()
+        message = entry.message(rt.payloads)
     except InvalidMessage as exc:
         where = f"actor {keys.type_name}:{keys.key}"
         raise CorruptActorData(f"{where}: message {entry.message_id!r}: {exc}") from None

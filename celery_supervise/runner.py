@@ -25,8 +25,8 @@ from .codec import encode, text
 from .context import Context, in_handler
 from .crashes import record_crash
 from .effects import encode_effects
-from .errors import CorruptActorData, StateRejected, SuperviseError
-from .keyspace import ActorKeys
+from .errors import CodecError, CorruptActorData, StateRejected, SuperviseError
+from .keyspace import ActorKeys, actor_member
 from .mailbox import Entry, unparsed_entry
 from .registry import ActorSpec
 from .relay import relay_outbox
@@ -47,6 +47,8 @@ log = logging.getLogger("celery_supervise")
 
 #: Most messages one task run handles before handing the actor back to the queue.
 BATCH_SIZE = 32
+#: Actors this process refused for a payload it cannot open (logged once each).
+_refused: set[str] = set()
 #: Longest a task run keeps going (seconds) before re-enqueueing, so one busy actor
 #: cannot hold a worker process while others wait.
 BATCH_SECONDS = 1.0
@@ -148,10 +150,27 @@ class _Run:
             state = self.load_state(claim)
             if not self.handle_batch(claim, state):
                 return {**summary, "outcome": "lease_lost"}
+        except CodecError as exc:
+            renewer.stop()
+            return {**summary, "outcome": self.refuse(exc)}
         finally:
             renewer.stop()
             summary.update(committed=self.committed, version=self.version)
         return {**summary, "outcome": self.release()}
+
+    def refuse(self, exc: CodecError) -> str:
+        """This process cannot open the actor's state or a message (a wrong or missing
+        key): not the message's fault, so no crash and no attempt. Give the lease back
+        without publishing the next run: the tick re-publishes it after ``repair_after``,
+        for a worker that holds the key. Logged once per actor and process."""
+        member = actor_member(self.atype.name, self.key)
+        if member not in _refused:
+            _refused.add(member)
+            log.error("celery_supervise codec_refused actor=%s key=%s worker=%s error=%s "
+                      "(not stepped; left for a worker whose supervise_codec opens it)",
+                      self.atype.name, self.key, self.worker, exc)  # fmt: skip
+        released = self.store.release(self.keys, self.token)
+        return "refused" if released != "stale" else released
 
     def claim(self) -> Claim:
         chain = supervisor_chain(self.rt.tree, self.atype.name, self.key, self.atype.supervisor)
@@ -208,10 +227,13 @@ class _Run:
                 raise CorruptActorData(f"{self.where}: {claim.problem}")
             if claim.state is None:
                 return self.check_state(self.atype.initial_state(self.key))
-            _check_stored_state(claim.state, self.where)
+            state = self.rt.payloads.open(claim.state, what=f"{self.where}: stored state")
+            _check_stored_state(state, self.where)
             if claim.state_version < self.atype.state_version:
-                return self.upgraded(claim.state, claim.state_version)
-            return claim.state
+                return self.upgraded(state, claim.state_version)
+            return state
+        except CodecError:
+            raise  # not the state's fault: refused (see ``refuse``)
         except Exception as exc:
             self.crash(CrashRecord.of(crash_reason(exc), exc, **self._about(None, 0)))
             raise StepCrashed(f"{self.where}: state unusable: {exc}") from exc
@@ -256,6 +278,8 @@ class _Run:
             entry = Entry.parse(raw, where=self.where)
             attempt = claim.attempts + 1 if claim.attempt_seq == entry.seq else 1
             new_state, ctx = self.step(state, entry, attempt)
+        except CodecError:
+            raise  # a wrong key is not the message's fault: refused (see ``refuse``)
         except Exception as exc:
             if entry is None:  # garbage in the mailbox: tie the crash to it
                 entry = unparsed_entry(raw)
@@ -314,6 +338,7 @@ class _Run:
             version=self.version + 1,
             reply_to=entry.message_id if entry.reply_wanted else None,
             now_ms=self.rt.clock_ms(),
+            seal=self.rt.payloads.seal,
         )
         hints = []
         if delays := ctx.effects.timer_delays():
@@ -416,7 +441,7 @@ def step_on_copy(
         min_timer_period=rt.settings.tick_interval,
     )
     state = json.loads(state_raw)
-    message = entry.message()
+    message = entry.message(rt.payloads)
     marker = in_handler.set(True)
     if on_start is not None:
         on_start()

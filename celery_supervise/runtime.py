@@ -23,6 +23,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from .codecs import Payloads
 from .errors import CorruptActorData, RedisRejected, RedisUnavailable
 from .keyspace import Keyspace
 from .scripts import Scripts
@@ -175,6 +176,12 @@ class Runtime:
     def publish(self, type_name: str, key: str) -> None:
         """Schedule one task run of the actor (its Celery task carries only the key)."""
         self.dispatch(type_name, (key,), {}, {})
+
+    @property
+    def payloads(self) -> Payloads:
+        """Seals and opens stored payloads under ``supervise_codec`` (docs/long-lived.md)."""
+        codec = self.settings.codec
+        return Payloads(None if isinstance(codec, str) else codec)
 
     @property
     def repair_after(self) -> float:

@@ -44,6 +44,7 @@ SCRIPT_NAMES = (
     "zrem_unchanged",
     "delete",
     "upgrade",
+    "reencrypt",
 )
 
 
@@ -99,6 +100,7 @@ class Scripts:
     zrem_unchanged: LuaScript
     delete: LuaScript
     upgrade: LuaScript
+    reencrypt: LuaScript
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .codecs import Codec, load_codec
 from .errors import ConfigurationError
 from .specs import SupervisorTree, build_tree
 from .validators import check_int, check_number, invalid
@@ -32,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "supervise_max_message_bytes": 262_144,
     "supervise_dedup_window": 86_400,
     "supervise_max_dead_letters": 10_000,
+    "supervise_codec": "json",
 }
 #: Settings for which ``None`` is a documented value (the same as leaving them out).
 NONE_ALLOWED = frozenset({"supervise_redis_url"})
@@ -54,6 +56,8 @@ class Settings:
     dedup_window: int = 86_400
     #: Dead letters one actor may hold; one more quarantines it (``dead_letters_full``).
     max_dead_letters: int = 10_000
+    #: "json" (payloads stored as JSON), or the codec ``supervise_codec`` names, loaded.
+    codec: Codec | str = "json"
     tree: SupervisorTree = field(default_factory=lambda: SupervisorTree({}))
 
 
@@ -162,5 +166,6 @@ def read_settings(app: Any) -> Settings:
         max_message_bytes=reader.positive_int("supervise_max_message_bytes"),
         dedup_window=reader.positive_int("supervise_dedup_window"),
         max_dead_letters=reader.positive_int("supervise_max_dead_letters"),
+        codec=load_codec(reader.get("supervise_codec"), reader.where("supervise_codec")) or "json",
         tree=tree,
     )

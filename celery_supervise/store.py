@@ -179,6 +179,7 @@ class ActorStore:
         ``state_version``: the shape ``state`` has (kept with it and in its history entry)."""
         entry = '{"message_id":' + json.dumps(message_id, ensure_ascii=False)
         entry += f',"state_version":{state_version},"state":'
+        state = self.rt.payloads.seal(state)  # the same sealed JSON in meta and history
         args: list[Any] = [token, seq, state, entry + state.decode() + "}", history, lease_ms]
         args += _effect_args(effects, stepping_next)
         args.insert(12, state_version)  # ARGV[13]: before the effect lists
@@ -310,7 +311,7 @@ class ActorStore:
                 args=[
                     mode,
                     recovery,
-                    initial or b"null",
+                    b"null" if initial is None else self.rt.payloads.seal(initial),
                     history,
                     "1" if clear_crashes else "0",
                     "" if rollback_of is None else rollback_of,
@@ -357,13 +358,8 @@ class ActorStore:
             self.add_hint(pipe, keys.type_name, keys.key, self.rt.repair_after)
             self.rt.scripts.requeue(
                 keys=[keys.meta, keys.mailbox, keys.dead, keys.requeued(seq)],
-                args=[
-                    raw,
-                    "" if version is None else version,
-                    header,
-                    body,
-                    self.rt.settings.dedup_window,
-                ],
+                args=[raw, "" if version is None else version, header,
+                      self.rt.payloads.seal(body), self.rt.settings.dedup_window],
                 client=pipe,
             )
 
@@ -468,7 +464,11 @@ class ActorStore:
         pipe.hgetall(keys.timer_specs)
         with redis_errors(keys.timers):
             members, specs = pipe.execute()
-        return parse_timers(members, specs, where=_where(keys))
+        where = _where(keys)
+        payloads = self.rt.payloads
+        return parse_timers(
+            members, specs, where=where, opened=lambda raw: payloads.open(raw, what=where)
+        )
 
     def look(self, keys: ActorKeys) -> Look:
         """Everything the tick decides from, in one round trip."""

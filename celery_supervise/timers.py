@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,13 +58,18 @@ def named_spec(message_id: str, name: str, every_ms: int, body: bytes) -> bytes:
 
 
 def parse_timers(
-    members: Sequence[tuple[bytes, float]], specs: dict[bytes, bytes], *, where: str
+    members: Sequence[tuple[bytes, float]],
+    specs: dict[bytes, bytes],
+    *,
+    where: str,
+    opened: Callable[[bytes], bytes] = bytes,
 ) -> tuple[Timer, ...]:
-    """The timers of one actor, due order, from its sorted set and its specs hash."""
+    """The timers of one actor, due order, from its sorted set and its specs hash;
+    ``opened`` turns a stored message body into its JSON (``Payloads.open``)."""
     out = []
     for member, score in members:
         try:
-            out.append(_parse(member, score, specs))
+            out.append(_parse(member, score, specs, opened))
         except (ValueError, UnicodeDecodeError) as exc:
             raise CorruptActorData(
                 f"{where}: timer {member[:60]!r} is unreadable ({exc})"
@@ -72,14 +77,16 @@ def parse_timers(
     return tuple(out)
 
 
-def _parse(member: bytes, score: float, specs: dict[bytes, bytes]) -> Timer:
+def _parse(
+    member: bytes, score: float, specs: dict[bytes, bytes], opened: Callable[[bytes], bytes]
+) -> Timer:
     if not member.startswith(NAMED.encode()):
         _, _, body = member.partition(b"\n")
-        return Timer(None, score / 1000, None, json.loads(body))
+        return Timer(None, score / 1000, None, json.loads(opened(body)))
     spec = specs.get(member[1:])
     found = _SPEC.fullmatch(spec) if spec is not None else None
     if found is None:
         raise ValueError("its spec is missing or not in celery_supervise's format")
     every_ms = int(found.group(1))
     every = every_ms / 1000 if every_ms else None
-    return Timer(text(member[1:]), score / 1000, every, json.loads(found.group(4)))
+    return Timer(text(member[1:]), score / 1000, every, json.loads(opened(found.group(4))))

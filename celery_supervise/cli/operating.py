@@ -1,6 +1,6 @@
-"""The operating commands: ``resume``, ``restart``, ``delete`` and ``tick``. Each acts
-through the same calls a program would use (``ActorRef``, ``resume_supervisor``,
-``run_tick``) and prints what it did in one line (or ``--json``)."""
+"""The operating commands: ``resume``, ``restart``, ``delete``, ``reencrypt`` and ``tick``.
+Each acts through the same calls a program would use (``ActorRef``, ``resume_supervisor``,
+``run_tick``, ``reencrypt_type``) and prints what it did in one line (or ``--json``)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .render import echo, print_json, tick_text
 if TYPE_CHECKING:
     from ..supervision import Supervision
 
-__all__ = ["delete", "restart", "resume", "tick"]
+__all__ = ["delete", "reencrypt", "restart", "resume", "tick"]
 
 
 @supervise.command(cls=CeleryCommand)
@@ -145,6 +145,34 @@ def delete(ctx: click.Context, type_name: str, key: str, as_json: bool) -> None:
         echo(ctx, f"{type_name}:{key} was already deleted")
     else:
         echo(ctx, f"deleted {type_name}:{key}")
+
+
+@supervise.command(cls=CeleryCommand)
+@click.argument("type_name", metavar="TYPE")
+@json_option
+@click.pass_context
+@operator_errors
+def reencrypt(ctx: click.Context, type_name: str, as_json: bool) -> None:
+    """Seal every stored payload of every actor of TYPE again under the newest key of
+    supervise_codec (a key rotation). Exit code 1 if some actor could not be rotated."""
+    # Imported here, not at the top: every `celery` command imports this package.
+    from dataclasses import asdict
+
+    from ..reencrypt import reencrypt_type
+    from ..registry import registered
+
+    sup = supervision(ctx)
+    registered(type_name)  # ActorNotRegistered names the known types
+    report = reencrypt_type(sup.runtime, type_name)
+    if as_json:
+        print_json(asdict(report))
+    else:
+        echo(ctx, f"{type_name}: {len(report.rotated)} actor(s) re-encrypted, "
+                  f"{len(report.gone)} gone, {len(report.failed)} failed")  # fmt: skip
+        for key, error in sorted(report.failed.items()):
+            echo(ctx, f"  {type_name}:{key}: {error}")
+    if report.failed:
+        ctx.exit(1)
 
 
 @supervise.command(cls=CeleryCommand)

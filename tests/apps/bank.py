@@ -28,6 +28,8 @@ app.conf.update(
     supervise_tick_interval=float(os.environ.get("TEST_TICK", "0.5")),
     supervise_max_dead_letters=int(os.environ.get("TEST_MAX_DEAD_LETTERS", "10000")),
 )
+if os.environ.get("TEST_CODEC"):  # encryption at rest (keys in $SUPERVISE_FERNET_KEYS)
+    app.conf.supervise_codec = os.environ["TEST_CODEC"]
 if os.environ.get("TEST_TICK_QUEUE"):  # ticks on workers of their own (docs: routing)
     app.conf.task_routes = {"celery_supervise.tick": {"queue": os.environ["TEST_TICK_QUEUE"]}}
 supervision = Supervision(app)
@@ -64,5 +66,5 @@ def poison(ctx: Any, state: dict[str, Any], message: Any) -> None:
 
 import tests.apps.shop  # noqa: E402,F401
 
-# the supervision-tree, replay, bounded-mailbox and state-version actors
-from . import bounded, replaying, tree, versions  # noqa: E402,F401
+# the supervision-tree, replay, bounded-mailbox, state-version and encryption actors
+from . import bounded, replaying, tree, vault, versions  # noqa: E402,F401

@@ -283,7 +283,7 @@ def test_keyspace_page_draws_every_key() -> None:
     built = {getattr(actor, name) for name in names}
     built |= {reply_marker(actor.reply("<id>"))}
     built |= {ks.due(0), ks.plan("x"), ks.dead_index, ks.tick_lock, ks.events}
-    built |= {ks.quarantined_index("T")}
+    built |= {ks.quarantined_index("T"), ks.type_index("T")}
     built |= {ks.supervisor("S"), ks.supervisor_history("S"), ks.supervisor_members("S")}
     built = {_normal_key(k) for k in built}
 
