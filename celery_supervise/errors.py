@@ -21,6 +21,7 @@ __all__ = [
     "NotInstalled",
     "NotQuarantined",
     "RedisRejected",
+    "RedisTooOld",
     "RedisUnavailable",
     "StateRejected",
     "SuperviseError",
@@ -91,6 +92,24 @@ class RedisRejected(SuperviseError):
     """Redis answered but refused to write (out of memory under ``noeviction``, ``MISCONF``
     after a failed save, ``READONLY`` on a replica): nothing of the call was written, and
     repeating it once Redis accepts writes again is safe. Not a sign of corrupt data."""
+
+
+class RedisTooOld(SuperviseError):
+    """The server is older than the commands celery_supervise sends need (``server`` is
+    ``"Redis"`` or ``"Valkey"``, ``found`` its version, ``floor`` the oldest accepted)."""
+
+    def __init__(self, server: str, found: str, floor: str) -> None:
+        super().__init__(server, found, floor)
+        self.server = server
+        self.found = found
+        self.floor = floor
+
+    def __str__(self) -> str:
+        return (
+            f"{self.server} {self.found} is too old for celery_supervise: it needs "
+            f"{self.server} {self.floor} or later (Redis 6.2+ or Valkey 7.2+; every send "
+            "runs ZADD ... LT, which came in Redis 6.2)"
+        )
 
 
 class AskNotAllowed(SuperviseError):

@@ -23,9 +23,11 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from .errors import CorruptActorData, RedisRejected, RedisUnavailable
+from .codec import text
+from .errors import CorruptActorData, RedisRejected, RedisTooOld, RedisUnavailable
 from .keyspace import Keyspace
 from .scripts import Scripts
+from .server_version import check_server_version, info_fields
 from .settings import Settings
 from .specs import SupervisorTree
 
@@ -60,6 +62,11 @@ REJECTED_CODES = ("OOM", "MISCONF", "READONLY", "NOREPLICAS", "MASTERDOWN", "BUS
 #: What marks corrupt data: the scripts' own "CORRUPT ..." (they check every field before
 #: their first write) and Redis' WRONGTYPE (a key of another type, met by a plain read).
 CORRUPT_CODES = ("CORRUPT", "WRONGTYPE")
+#: The codes redis-py turns into classes (and strips from the text) before it kept them.
+_CLASS_CODES: dict[type[Exception], str] = {
+    redis.exceptions.OutOfMemoryError: "OOM",
+    redis.exceptions.ReadOnlyError: "READONLY",
+}
 
 
 @contextlib.contextmanager
@@ -74,8 +81,10 @@ def redis_errors(where: str) -> Iterator[None]:
         # redis-py prefixes an error met in a pipeline with "Command # N (...) of pipeline
         # caused error: "; the error code comes after it.
         text = str(exc).partition(" of pipeline caused error: ")[2] or str(exc)
-        # redis-py strips the code of the errors it has a class for (OOM, READONLY, ...)
-        code = getattr(exc, "status_code", None) or text.split(" ", 1)[0]
+        # redis-py strips the code of the errors it has a class for (OOM, READONLY, ...);
+        # 8 keeps it in status_code, 5 (what Celery 5.4 installs) only in the class.
+        code = getattr(exc, "status_code", None) or _CLASS_CODES.get(type(exc))
+        code = code or text.split(" ", 1)[0]
         if code in CORRUPT_CODES:
             raise CorruptActorData(f"{where}: {text}") from None
         if code in REJECTED_CODES:
@@ -158,6 +167,7 @@ class Runtime:
         self._client: redis.Redis | None = None
         self._once: redis.Redis | None = None
         self._client_pid = 0
+        self._version_checked_pid = 0
         self._scripts: Scripts | None = None
         #: Redis' clock minus this process's monotonic clock (s); None until measured.
         self._clock_offset: float | None = None
@@ -201,13 +211,35 @@ class Runtime:
         return self._once
 
     def _connect(self, *, retries: int) -> redis.Redis:
+        # supervise_redis_options may change the timeouts; never the retries (client_once).
+        options: dict[str, Any] = {
+            "socket_connect_timeout": 2.0,
+            "socket_timeout": 5.0,
+            "health_check_interval": 30,
+            **self.settings.redis_options,
+        }
         return redis.Redis.from_url(
             self.settings.redis_url,
-            socket_connect_timeout=2.0,
-            socket_timeout=5.0,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
-            health_check_interval=30,
+            redis_connect_func=self._on_connect,
+            **options,
         )
+
+    def _on_connect(self, connection: Any) -> None:
+        """redis-py's hand-shake, then, on the first connection of this process, the
+        server's version (``INFO server``, once per process: a fork checks again)."""
+        connection.on_connect()
+        if self._version_checked_pid == os.getpid():
+            return
+        connection.send_command("INFO", "server")
+        try:
+            check_server_version(info_fields(text(connection.read_response())))
+        except RedisTooOld:
+            # Not a RedisError, so redis-py would keep this connection in its pool: drop it,
+            # so that every later call meets the check again instead of the old server.
+            connection.disconnect()
+            raise
+        self._version_checked_pid = os.getpid()
 
     @property
     def scripts(self) -> Scripts:

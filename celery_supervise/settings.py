@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigurationError
+from .redis_options import celery_tls_options, check_redis_options
 from .specs import SupervisorTree, build_tree
 from .validators import check_int, check_number, invalid
 
@@ -31,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "supervise_max_state_bytes": 1_048_576,
     "supervise_max_message_bytes": 262_144,
     "supervise_dedup_window": 86_400,
+    "supervise_redis_options": {},
 }
 #: Settings for which ``None`` is a documented value (the same as leaving them out).
 NONE_ALLOWED = frozenset({"supervise_redis_url"})
@@ -51,6 +53,9 @@ class Settings:
     max_state_bytes: int = 1_048_576
     max_message_bytes: int = 262_144
     dedup_window: int = 86_400
+    #: Extra keyword arguments for the Redis client (``supervise_redis_options``, with
+    #: Celery's own TLS options for the same ``rediss://`` URL beneath them).
+    redis_options: Mapping[str, Any] = field(default_factory=dict)
     tree: SupervisorTree = field(default_factory=lambda: SupervisorTree({}))
 
 
@@ -132,6 +137,12 @@ class _Reader:
             f"set {where}"
         )
 
+    def redis_options(self, url: str) -> dict[str, Any]:
+        given = check_redis_options(
+            self.get("supervise_redis_options"), self.where("supervise_redis_options"), url
+        )
+        return {**celery_tls_options(self.conf, url), **given}
+
     def key_prefix(self) -> str:
         prefix = self.get("supervise_key_prefix")
         if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "{} \n"):
@@ -149,8 +160,10 @@ def read_settings(app: Any) -> Settings:
     reader = _Reader(app)
     supervisors = reader.get("supervise_supervisors")
     tree = build_tree(supervisors, where_prefix=reader.where("supervise_supervisors"))
+    redis_url = reader.redis_url()
     return Settings(
-        redis_url=reader.redis_url(),
+        redis_url=redis_url,
+        redis_options=reader.redis_options(redis_url),
         key_prefix=reader.key_prefix(),
         tick_interval=reader.positive_number("supervise_tick_interval"),
         lease_seconds=reader.positive_number("supervise_lease_seconds"),
