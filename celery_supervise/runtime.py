@@ -115,6 +115,16 @@ def patiently(fn: Callable[[], T], *, where: str, patience: float = REDIS_PATIEN
             delay = min(delay * 2, 2.0)
 
 
+def _version_without_hello(connection: Any) -> str:
+    """The version of a server that refused RESP3's ``HELLO``: ``INFO`` in RESP2 on the same
+    connection answers unless the server wants a password first."""
+    try:
+        connection.send_command("INFO", "server")
+        return info_fields(text(connection.read_response())).get("redis_version", "< 6.0")
+    except redis.RedisError:
+        return "< 6.0 (no HELLO)"
+
+
 class EventLog:
     """One structured log line per decision, also kept in a capped Redis stream."""
 
@@ -228,12 +238,18 @@ class Runtime:
     def _on_connect(self, connection: Any) -> None:
         """redis-py's hand-shake, then, on the first connection of this process, the
         server's version (``INFO server``, once per process: a fork checks again)."""
-        connection.on_connect()
-        if self._version_checked_pid == os.getpid():
-            return
-        connection.send_command("INFO", "server")
         try:
+            connection.on_connect()
+            if self._version_checked_pid == os.getpid():
+                return
+            connection.send_command("INFO", "server")
             check_server_version(info_fields(text(connection.read_response())))
+        except redis.ResponseError as exc:
+            if "HELLO" not in str(exc):  # RESP3's hand-shake, which Redis < 6.0 lacks
+                raise
+            found = _version_without_hello(connection)
+            connection.disconnect()
+            raise RedisTooOld("Redis", found, "6.2") from None
         except RedisTooOld:
             # Not a RedisError, so redis-py would keep this connection in its pool: drop it,
             # so that every later call meets the check again instead of the old server.

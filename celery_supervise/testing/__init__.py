@@ -37,6 +37,7 @@ from .processes import CeleryProcess, start_beat, start_worker, wait_until
 from .redis_server import (
     BINARY_ENV,
     REDIS_URL_ENV,
+    SERVER_ENV,
     RedisServer,
     env_redis_url,
     find_redis_server_binary,
@@ -47,6 +48,7 @@ __all__ = [
     "REDIS_URL_ENV",
     "CeleryProcess",
     "LocalRunner",
+    "SERVER_ENV",
     "RedisServer",
     "env_redis_url",
     "find_redis_server_binary",
