@@ -21,6 +21,7 @@ __all__ = [
     "NotInstalled",
     "NotQuarantined",
     "RedisRejected",
+    "RedisTLSError",
     "RedisTooOld",
     "RedisUnavailable",
     "StateRejected",
@@ -86,6 +87,13 @@ class StateRejected(SuperviseError):
 
 class RedisUnavailable(SuperviseError, ConnectionError):
     """Redis did not answer (down, unreachable, or timed out); nothing was sent."""
+
+
+class RedisTLSError(RedisUnavailable):
+    """The TLS hand-shake with Redis failed (a certificate that does not verify against
+    ``ssl_ca_certs``, a wrong host name, a plain server behind a ``rediss://`` URL). A
+    ``RedisUnavailable``: workers wait for it as for an outage (a certificate can be fixed
+    while they wait), and nothing was sent."""
 
 
 class RedisRejected(SuperviseError):

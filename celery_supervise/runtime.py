@@ -15,6 +15,7 @@ import contextvars
 import json
 import logging
 import os
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -24,7 +25,13 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from .codec import text
-from .errors import CorruptActorData, RedisRejected, RedisTooOld, RedisUnavailable
+from .errors import (
+    CorruptActorData,
+    RedisRejected,
+    RedisTLSError,
+    RedisTooOld,
+    RedisUnavailable,
+)
 from .keyspace import Keyspace
 from .scripts import Scripts
 from .server_version import check_server_version, info_fields
@@ -93,7 +100,24 @@ def redis_errors(where: str) -> Iterator[None]:
             ) from None
         raise
     except (redis.ConnectionError, redis.TimeoutError) as exc:
+        refused = _tls_refusal(exc)
+        if refused:
+            raise RedisTLSError(
+                f"{where}: the TLS hand-shake with Redis failed ({refused}); check the TLS "
+                "options in supervise_redis_options (ssl_ca_certs, ssl_cert_reqs, ...)"
+            ) from exc
         raise RedisUnavailable(f"{where}: Redis did not answer ({exc})") from exc
+
+
+def _tls_refusal(exc: BaseException) -> str | None:
+    """What ``ssl`` said, when a connection failed in its TLS hand-shake (redis-py raises its
+    ConnectionError while handling the ``ssl.SSLError``)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return getattr(seen, "verify_message", None) or seen.reason or str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def patiently(fn: Callable[[], T], *, where: str, patience: float = REDIS_PATIENCE) -> T:

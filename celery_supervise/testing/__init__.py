@@ -46,9 +46,9 @@ from .redis_server import (
 __all__ = [
     "BINARY_ENV",
     "REDIS_URL_ENV",
+    "SERVER_ENV",
     "CeleryProcess",
     "LocalRunner",
-    "SERVER_ENV",
     "RedisServer",
     "env_redis_url",
     "find_redis_server_binary",

@@ -372,8 +372,12 @@ class RedisServer:
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
+        # RESP2: servers before Redis 6 (the version tests run one) know no RESP3 HELLO.
         return self.client(
-            socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 0)
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            protocol=2,
         )
 
     def __enter__(self) -> RedisServer:
