@@ -15,6 +15,7 @@ import contextvars
 import json
 import logging
 import os
+import re
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -69,6 +70,10 @@ REJECTED_CODES = ("OOM", "MISCONF", "READONLY", "NOREPLICAS", "MASTERDOWN", "BUS
 #: What marks corrupt data: the scripts' own "CORRUPT ..." (they check every field before
 #: their first write) and Redis' WRONGTYPE (a key of another type, met by a plain read).
 CORRUPT_CODES = ("CORRUPT", "WRONGTYPE")
+#: How Redis before 7.0 wraps an error that ``redis.call`` met inside a script.
+_SCRIPT_WRAPPED = re.compile(
+    r"Error running script \(call to f_\w+\): @user_script:\d+: (?:@user_script: \d+: )?-?"
+)
 #: The codes redis-py turns into classes (and strips from the text) before it kept them.
 _CLASS_CODES: dict[type[Exception], str] = {
     redis.exceptions.OutOfMemoryError: "OOM",
@@ -85,13 +90,7 @@ def redis_errors(where: str) -> Iterator[None]:
     try:
         yield
     except redis.ResponseError as exc:
-        # redis-py prefixes an error met in a pipeline with "Command # N (...) of pipeline
-        # caused error: "; the error code comes after it.
-        text = str(exc).partition(" of pipeline caused error: ")[2] or str(exc)
-        # redis-py strips the code of the errors it has a class for (OOM, READONLY, ...);
-        # 8 keeps it in status_code, 5 (what Celery 5.4 installs) only in the class.
-        code = getattr(exc, "status_code", None) or _CLASS_CODES.get(type(exc))
-        code = code or text.split(" ", 1)[0]
+        code, text = _error_code(exc)
         if code in CORRUPT_CODES:
             raise CorruptActorData(f"{where}: {text}") from None
         if code in REJECTED_CODES:
@@ -118,6 +117,21 @@ def _tls_refusal(exc: BaseException) -> str | None:
             return getattr(seen, "verify_message", None) or seen.reason or str(seen)
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _error_code(exc: redis.ResponseError) -> tuple[str, str]:
+    """The error code of a Redis error reply, and its text without redis-py's wrapping."""
+    # redis-py prefixes an error met in a pipeline with "Command # N (...) of pipeline
+    # caused error: "; the error code comes after it.
+    text = str(exc).partition(" of pipeline caused error: ")[2] or str(exc)
+    wrapped = _SCRIPT_WRAPPED.match(text)
+    if wrapped:  # Redis < 7 wraps what redis.call met in a script: its code is inside
+        text = text[wrapped.end() :]
+        return text.split(" ", 1)[0], text
+    # redis-py strips the code of the errors it has a class for (OOM, READONLY, ...);
+    # 8 keeps it in status_code, 5 (what Celery 5.4 installs) only in the class.
+    code = getattr(exc, "status_code", None) or _CLASS_CODES.get(type(exc))
+    return code or text.split(" ", 1)[0], text
 
 
 def patiently(fn: Callable[[], T], *, where: str, patience: float = REDIS_PATIENCE) -> T:

@@ -19,6 +19,7 @@ from celery import Celery, current_app
 
 from celery_supervise import RedisTLSError, RedisTooOld, RedisUnavailable, Supervision
 from celery_supervise.testing import LocalRunner, RedisServer, find_redis_server_binary
+from docs.examples.tls import tls_settings
 from tests import servers
 
 
@@ -29,7 +30,8 @@ def app_for(bank: ModuleType) -> Iterator[Any]:
     previous = current_app._get_current_object()
     count = iter(range(100))
 
-    def make(url: str, **conf: Any) -> Supervision:
+    def make(url: str | None = None, **conf: Any) -> Supervision:
+        url = url or conf["supervise_redis_url"]
         app = Celery(f"servers-{next(count)}", broker=url, set_as_current=True)
         app.conf.update(supervise_key_prefix="srv", **conf)
         return Supervision(app)
@@ -135,8 +137,9 @@ def tls_server(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 def test_send_step_tick_over_tls(tls_server: Any, app_for: Any, supervise_runner: Any) -> None:
     url, ca_file = tls_server
-    supervision = app_for(url, supervise_redis_options={
-        "ssl_ca_certs": str(ca_file), "ssl_cert_reqs": "required"})
+    settings = tls_settings(url.removeprefix("rediss://").removesuffix("/0"), str(ca_file))
+    assert settings["supervise_redis_url"] == url
+    supervision = app_for(**settings)
     deposit_and_tick(supervision, supervise_runner(supervision), "tls")
     assert supervision.client.connection_pool.connection_kwargs["ssl_ca_certs"] == str(ca_file)
 
