@@ -40,6 +40,21 @@ def app_for(bank: ModuleType) -> Iterator[Any]:
     previous.set_current()
 
 
+@pytest.fixture
+def runner_for() -> Iterator[Any]:
+    """``runner_for(supervision)``: a ``LocalRunner`` on a server other than the session's
+    (``supervise_runner`` refuses those, rightly, for a project's own tests)."""
+    runners: list[LocalRunner] = []
+
+    def attach(supervision: Supervision) -> LocalRunner:
+        runners.append(LocalRunner(supervision))
+        return runners[-1]
+
+    yield attach
+    for runner in runners:
+        runner.close()
+
+
 def deposit_and_tick(supervision: Supervision, runner: LocalRunner, key: str) -> None:
     """send, a step and a tick on the supervision's server; the balance shows all three."""
     ref = supervision.ref("bank.account", key)
@@ -80,11 +95,11 @@ def test_an_old_redis_is_refused_in_resp2_too(redis_50: RedisServer, app_for: An
         supervision.ref("bank.account", "old").send({"add": 1})
 
 
-def test_the_oldest_accepted_redis_works(app_for: Any, supervise_runner: Any) -> None:
+def test_the_oldest_accepted_redis_works(app_for: Any, runner_for: Any) -> None:
     with RedisServer(binary=servers.binary("redis-6.2")) as server:
         assert server.client().info("server")["redis_version"] == "6.2.14"
         supervision = app_for(server.url)
-        deposit_and_tick(supervision, supervise_runner(supervision), "floor")
+        deposit_and_tick(supervision, runner_for(supervision), "floor")
         supervision.check_redis()
 
 
@@ -135,22 +150,22 @@ def tls_server(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Iter
     pytest.fail("no server built with TLS (apt-get install redis-server): " + "; ".join(errors))
 
 
-def test_send_step_tick_over_tls(tls_server: Any, app_for: Any, supervise_runner: Any) -> None:
+def test_send_step_tick_over_tls(tls_server: Any, app_for: Any, runner_for: Any) -> None:
     url, ca_file = tls_server
     settings = tls_settings(url.removeprefix("rediss://").removesuffix("/0"), str(ca_file))
     assert settings["supervise_redis_url"] == url
     supervision = app_for(**settings)
-    deposit_and_tick(supervision, supervise_runner(supervision), "tls")
+    deposit_and_tick(supervision, runner_for(supervision), "tls")
     assert supervision.client.connection_pool.connection_kwargs["ssl_ca_certs"] == str(ca_file)
 
 
 def test_celerys_backend_tls_options_are_used(
-    tls_server: Any, app_for: Any, supervise_runner: Any
+    tls_server: Any, app_for: Any, runner_for: Any
 ) -> None:
     url, ca_file = tls_server
     supervision = app_for(url, result_backend=url, redis_backend_use_ssl={
         "ssl_ca_certs": str(ca_file), "ssl_cert_reqs": ssl.CERT_REQUIRED})
-    deposit_and_tick(supervision, supervise_runner(supervision), "celery-tls")
+    deposit_and_tick(supervision, runner_for(supervision), "celery-tls")
 
 
 def test_a_wrong_ca_is_a_clear_error(tls_server: Any, app_for: Any, tmp_path: Path) -> None:
@@ -168,11 +183,11 @@ def test_a_wrong_ca_is_a_clear_error(tls_server: Any, app_for: Any, tmp_path: Pa
 
 
 def test_send_step_tick_over_a_unix_socket(
-    app_for: Any, supervise_runner: Any, tmp_path_factory: pytest.TempPathFactory
+    app_for: Any, runner_for: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     sock = tmp_path_factory.mktemp("unix") / "redis.sock"
     with RedisServer(extra_args=["--unixsocket", str(sock), "--unixsocketperm", "700"]):
         supervision = app_for(f"unix://{sock}?db=0", supervise_redis_options={
             "socket_timeout": 3.0})
-        deposit_and_tick(supervision, supervise_runner(supervision), "unix")
+        deposit_and_tick(supervision, runner_for(supervision), "unix")
         assert supervision.client.connection_pool.connection_kwargs["path"] == str(sock)
