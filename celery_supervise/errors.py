@@ -24,6 +24,8 @@ __all__ = [
     "NotInstalled",
     "NotQuarantined",
     "RedisRejected",
+    "RedisTLSError",
+    "RedisTooOld",
     "RedisUnavailable",
     "StateRejected",
     "SuperviseError",
@@ -119,6 +121,13 @@ class RedisUnavailable(SuperviseError, ConnectionError):
     """Redis did not answer (down, unreachable, or timed out); nothing was sent."""
 
 
+class RedisTLSError(RedisUnavailable):
+    """The TLS hand-shake with Redis failed (a certificate that does not verify against
+    ``ssl_ca_certs``, a wrong host name, a plain server behind a ``rediss://`` URL). A
+    ``RedisUnavailable``: workers wait for it as for an outage (a certificate can be fixed
+    while they wait), and nothing was sent."""
+
+
 class RedisRejected(SuperviseError):
     """Redis answered but refused to write (out of memory under ``noeviction``, ``MISCONF``
     after a failed save, ``READONLY`` on a replica): nothing of the call was written, and
@@ -151,6 +160,24 @@ _BUSY = {
     "backoff": "backoff: waiting for its restart",
     "crashed": "crashed: waiting for its supervisor",
 }
+
+
+class RedisTooOld(SuperviseError):
+    """The server is older than the commands celery_supervise sends need (``server`` is
+    ``"Redis"`` or ``"Valkey"``, ``found`` its version, ``floor`` the oldest accepted)."""
+
+    def __init__(self, server: str, found: str, floor: str) -> None:
+        super().__init__(server, found, floor)
+        self.server = server
+        self.found = found
+        self.floor = floor
+
+    def __str__(self) -> str:
+        return (
+            f"{self.server} {self.found} is too old for celery_supervise: it needs "
+            f"{self.server} {self.floor} or later (Redis 6.2+ or Valkey 7.2+; every send "
+            "runs ZADD ... LT, which came in Redis 6.2)"
+        )
 
 
 class AskNotAllowed(SuperviseError):

@@ -15,6 +15,8 @@ import contextvars
 import json
 import logging
 import os
+import re
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -23,10 +25,18 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from .codec import text
 from .codecs import Payloads
-from .errors import CorruptActorData, RedisRejected, RedisUnavailable
+from .errors import (
+    CorruptActorData,
+    RedisRejected,
+    RedisTLSError,
+    RedisTooOld,
+    RedisUnavailable,
+)
 from .keyspace import Keyspace
 from .scripts import Scripts
+from .server_version import check_server_version, info_fields
 from .settings import Settings
 from .specs import SupervisorTree
 
@@ -61,6 +71,15 @@ REJECTED_CODES = ("OOM", "MISCONF", "READONLY", "NOREPLICAS", "MASTERDOWN", "BUS
 #: What marks corrupt data: the scripts' own "CORRUPT ..." (they check every field before
 #: their first write) and Redis' WRONGTYPE (a key of another type, met by a plain read).
 CORRUPT_CODES = ("CORRUPT", "WRONGTYPE")
+#: How Redis before 7.0 wraps an error that ``redis.call`` met inside a script.
+_SCRIPT_WRAPPED = re.compile(
+    r"Error running script \(call to f_\w+\): @user_script:\d+: (?:@user_script: \d+: )?-?"
+)
+#: The codes redis-py turns into classes (and strips from the text) before it kept them.
+_CLASS_CODES: dict[type[Exception], str] = {
+    redis.exceptions.OutOfMemoryError: "OOM",
+    redis.exceptions.ReadOnlyError: "READONLY",
+}
 
 
 @contextlib.contextmanager
@@ -72,11 +91,7 @@ def redis_errors(where: str) -> Iterator[None]:
     try:
         yield
     except redis.ResponseError as exc:
-        # redis-py prefixes an error met in a pipeline with "Command # N (...) of pipeline
-        # caused error: "; the error code comes after it.
-        text = str(exc).partition(" of pipeline caused error: ")[2] or str(exc)
-        # redis-py strips the code of the errors it has a class for (OOM, READONLY, ...)
-        code = getattr(exc, "status_code", None) or text.split(" ", 1)[0]
+        code, text = _error_code(exc)
         if code in CORRUPT_CODES:
             raise CorruptActorData(f"{where}: {text}") from None
         if code in REJECTED_CODES:
@@ -85,7 +100,39 @@ def redis_errors(where: str) -> Iterator[None]:
             ) from None
         raise
     except (redis.ConnectionError, redis.TimeoutError) as exc:
+        refused = _tls_refusal(exc)
+        if refused:
+            raise RedisTLSError(
+                f"{where}: the TLS hand-shake with Redis failed ({refused}); check the TLS "
+                "options in supervise_redis_options (ssl_ca_certs, ssl_cert_reqs, ...)"
+            ) from exc
         raise RedisUnavailable(f"{where}: Redis did not answer ({exc})") from exc
+
+
+def _tls_refusal(exc: BaseException) -> str | None:
+    """What ``ssl`` said, when a connection failed in its TLS hand-shake (redis-py raises its
+    ConnectionError while handling the ``ssl.SSLError``)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return getattr(seen, "verify_message", None) or seen.reason or str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _error_code(exc: redis.ResponseError) -> tuple[str, str]:
+    """The error code of a Redis error reply, and its text without redis-py's wrapping."""
+    # redis-py prefixes an error met in a pipeline with "Command # N (...) of pipeline
+    # caused error: "; the error code comes after it.
+    text = str(exc).partition(" of pipeline caused error: ")[2] or str(exc)
+    wrapped = _SCRIPT_WRAPPED.match(text)
+    if wrapped:  # Redis < 7 wraps what redis.call met in a script: its code is inside
+        text = text[wrapped.end() :]
+        return text.split(" ", 1)[0], text
+    # redis-py strips the code of the errors it has a class for (OOM, READONLY, ...);
+    # 8 keeps it in status_code, 5 (what Celery 5.4 installs) only in the class.
+    code = getattr(exc, "status_code", None) or _CLASS_CODES.get(type(exc))
+    return code or text.split(" ", 1)[0], text
 
 
 def patiently(fn: Callable[[], T], *, where: str, patience: float = REDIS_PATIENCE) -> T:
@@ -105,6 +152,16 @@ def patiently(fn: Callable[[], T], *, where: str, patience: float = REDIS_PATIEN
             log.warning("celery_supervise redis_%s where=%r retry_in=%.1fs", kind, where, delay)
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+def _version_without_hello(connection: Any) -> str:
+    """The version of a server that refused RESP3's ``HELLO``: ``INFO`` in RESP2 on the same
+    connection answers unless the server wants a password first."""
+    try:
+        connection.send_command("INFO", "server")
+        return info_fields(text(connection.read_response())).get("redis_version", "< 6.0")
+    except redis.RedisError:
+        return "< 6.0 (no HELLO)"
 
 
 class EventLog:
@@ -159,6 +216,7 @@ class Runtime:
         self._client: redis.Redis | None = None
         self._once: redis.Redis | None = None
         self._client_pid = 0
+        self._version_checked_pid = 0
         self._scripts: Scripts | None = None
         #: Redis' clock minus this process's monotonic clock (s); None until measured.
         self._clock_offset: float | None = None
@@ -208,13 +266,41 @@ class Runtime:
         return self._once
 
     def _connect(self, *, retries: int) -> redis.Redis:
+        # supervise_redis_options may change the timeouts; never the retries (client_once).
+        options: dict[str, Any] = {
+            "socket_connect_timeout": 2.0,
+            "socket_timeout": 5.0,
+            "health_check_interval": 30,
+            **self.settings.redis_options,
+        }
         return redis.Redis.from_url(
             self.settings.redis_url,
-            socket_connect_timeout=2.0,
-            socket_timeout=5.0,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
-            health_check_interval=30,
+            redis_connect_func=self._on_connect,
+            **options,
         )
+
+    def _on_connect(self, connection: Any) -> None:
+        """redis-py's hand-shake, then, on the first connection of this process, the
+        server's version (``INFO server``, once per process: a fork checks again)."""
+        try:
+            connection.on_connect()
+            if self._version_checked_pid == os.getpid():
+                return
+            connection.send_command("INFO", "server")
+            check_server_version(info_fields(text(connection.read_response())))
+        except redis.ResponseError as exc:
+            if "HELLO" not in str(exc):  # RESP3's hand-shake, which Redis < 6.0 lacks
+                raise
+            found = _version_without_hello(connection)
+            connection.disconnect()
+            raise RedisTooOld("Redis", found, "6.2") from None
+        except RedisTooOld:
+            # Not a RedisError, so redis-py would keep this connection in its pool: drop it,
+            # so that every later call meets the check again instead of the old server.
+            connection.disconnect()
+            raise
+        self._version_checked_pid = os.getpid()
 
     @property
     def scripts(self) -> Scripts:

@@ -17,6 +17,7 @@ from typing import Any
 
 from .codecs import Codec, load_codec
 from .errors import ConfigurationError
+from .redis_options import celery_tls_options, check_redis_options
 from .specs import SupervisorTree, build_tree
 from .validators import check_int, check_number, invalid
 
@@ -34,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "supervise_dedup_window": 86_400,
     "supervise_max_dead_letters": 10_000,
     "supervise_codec": "json",
+    "supervise_redis_options": {},
 }
 #: Settings for which ``None`` is a documented value (the same as leaving them out).
 NONE_ALLOWED = frozenset({"supervise_redis_url"})
@@ -58,6 +60,9 @@ class Settings:
     max_dead_letters: int = 10_000
     #: "json" (payloads stored as JSON), or the codec ``supervise_codec`` names, loaded.
     codec: Codec | str = "json"
+    #: Extra keyword arguments for the Redis client (``supervise_redis_options``, with
+    #: Celery's own TLS options for the same ``rediss://`` URL beneath them).
+    redis_options: Mapping[str, Any] = field(default_factory=dict)
     tree: SupervisorTree = field(default_factory=lambda: SupervisorTree({}))
 
 
@@ -139,6 +144,12 @@ class _Reader:
             f"set {where}"
         )
 
+    def redis_options(self, url: str) -> dict[str, Any]:
+        given = check_redis_options(
+            self.get("supervise_redis_options"), self.where("supervise_redis_options"), url
+        )
+        return {**celery_tls_options(self.conf, url), **given}
+
     def key_prefix(self) -> str:
         prefix = self.get("supervise_key_prefix")
         if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "{} \n"):
@@ -156,8 +167,10 @@ def read_settings(app: Any) -> Settings:
     reader = _Reader(app)
     supervisors = reader.get("supervise_supervisors")
     tree = build_tree(supervisors, where_prefix=reader.where("supervise_supervisors"))
+    redis_url = reader.redis_url()
     return Settings(
-        redis_url=reader.redis_url(),
+        redis_url=redis_url,
+        redis_options=reader.redis_options(redis_url),
         key_prefix=reader.key_prefix(),
         tick_interval=reader.positive_number("supervise_tick_interval"),
         lease_seconds=reader.positive_number("supervise_lease_seconds"),

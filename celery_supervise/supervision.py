@@ -17,7 +17,7 @@ from celery import Celery, signals
 from celery import _state as celery_state
 
 from .codec import text
-from .errors import NotInstalled
+from .errors import NotInstalled, RedisTooOld
 from .isolation import Isolation, register_isolation_task
 from .keyspace import Keyspace
 from .ref import ActorRef
@@ -168,15 +168,24 @@ class Supervision:
     def _connect_startup_check(self) -> None:
         # Connected here, when the user installs us on their app -- never at import time.
         def on_start(sender: Any = None, **_: Any) -> None:
-            if getattr(sender, "app", self.app) is self.app:
-                for warning in self.check_redis():
-                    log.warning("celery_supervise %s", warning)
+            if getattr(sender, "app", self.app) is not self.app:
+                return
+            try:
+                warnings = self.check_redis()
+            except RedisTooOld as exc:
+                # Celery logs and swallows an exception from a signal handler; a worker or
+                # beat that cannot run a single step must stop instead (exit code 1).
+                log.critical("celery_supervise RedisTooOld: %s", exc)
+                raise SystemExit(1) from exc
+            for warning in warnings:
+                log.warning("celery_supervise %s", warning)
 
         signals.worker_ready.connect(on_start, weak=False)
         signals.beat_init.connect(on_start, weak=False)
 
     def check_redis(self) -> list[str]:
-        """Warnings about Redis settings that put actor state at risk (logged at start-up)."""
+        """Warnings about Redis settings that put actor state at risk (logged at start-up);
+        raises ``RedisTooOld`` when this process's first connection meets an old server."""
         warnings: list[str] = []
         try:
             config = self.client.config_get("maxmemory-policy")

@@ -37,6 +37,7 @@ from .processes import CeleryProcess, start_beat, start_worker, wait_until
 from .redis_server import (
     BINARY_ENV,
     REDIS_URL_ENV,
+    SERVER_ENV,
     RedisServer,
     env_redis_url,
     find_redis_server_binary,
@@ -45,6 +46,7 @@ from .redis_server import (
 __all__ = [
     "BINARY_ENV",
     "REDIS_URL_ENV",
+    "SERVER_ENV",
     "CeleryProcess",
     "LocalRunner",
     "RedisServer",

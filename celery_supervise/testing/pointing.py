@@ -57,7 +57,9 @@ def use_redis(supervision: Any, url: str) -> Any:
     """Point an already-configured ``supervision`` at ``url`` in this process; returns the
     settings it had (give them back with ``supervision.runtime.use_settings``)."""
     before = supervision.runtime.settings
-    supervision.runtime.use_settings(dataclasses.replace(before, redis_url=url))
+    # supervise_redis_options (TLS files, a password) were for the other server.
+    test = dataclasses.replace(before, redis_url=url, redis_options={})
+    supervision.runtime.use_settings(test)
     return before
 
 

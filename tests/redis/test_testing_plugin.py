@@ -78,3 +78,19 @@ def test_each_test_starts_with_no_keys_under_the_prefix(
     runner.run()
     assert counter.ref("b").snapshot().state == {"n": 1}
     assert redis_client.get("not-ours") == b"kept"
+
+
+def test_use_test_redis_drops_the_production_client_options(
+    supervise_runner: Callable[[Any], Any],
+    supervise_use_test_redis: Callable[[Any], Any],
+) -> None:
+    """A production app on TLS (``supervise_redis_options`` with a CA) pointed at the plain
+    test server: the options were for the other server and would break this one."""
+    app = _app("plugin-tls", "rediss://prod.example:6380/0")
+    app.conf.supervise_redis_options = {"ssl_ca_certs": "/etc/prod-ca.pem", "password": "x"}
+    app.set_current()
+    sup = supervise_use_test_redis(Supervision(app))
+    runner = supervise_runner(sup)
+    counter.ref("b").send(3)
+    runner.run()
+    assert counter.ref("b").snapshot().state == {"n": 3}

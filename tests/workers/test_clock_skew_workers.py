@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import glob
+import os
 import re
 import time
 from pathlib import Path
@@ -42,7 +43,10 @@ def _libfaketime() -> str:
     found = sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1"))
     found += sorted(glob.glob("/usr/lib/faketime/libfaketimeMT.so.1"))
     if not found:
-        pytest.fail("libfaketime is missing: apt-get install faketime (.ci/run installs it)")
+        message = "libfaketime is missing: apt-get install faketime (.ci/run installs it)"
+        if os.environ.get("CI"):  # in CI a missing dependency fails, never skips
+            pytest.fail(message)
+        pytest.skip(message)
     return found[0]
 
 

