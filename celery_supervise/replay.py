@@ -201,9 +201,12 @@ def _state_of(
         return encode(atype.initial_state(key), what=f"initial state of {where}")
     raw = rt.payloads.open(stored, what=f"{where}: stored state")
     try:
-        json.loads(raw)
+        state = json.loads(raw)
     except ValueError as exc:
         raise CorruptActorData(f"{where}: stored state does not decode ({exc})") from None
+    stored_version = int(meta.get("state_version") or 1)
+    if stored_version < atype.state_version:  # as the worker's load does (runner.upgraded)
+        return encode(atype.upgrade(state, stored_version), what=f"upgraded state of {where}")
     return raw
 
 

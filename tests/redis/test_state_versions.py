@@ -203,3 +203,22 @@ def test_the_type_index_lists_created_actors_and_prunes_gone_ones(
     redis_client.delete(versions.wallet.ref("b").keys.meta)  # deleted behind our back
     assert stored_keys(rt, "versions.wallet") == ["a", "c"]
     assert redis_client.zcard(index) == 2
+
+
+def test_replay_upgrades_an_older_state_as_a_worker_would(
+    versions: ModuleType, local: LocalRunner
+) -> None:
+    """A replay runs the current code on the actor's state: under a deploy with a newer
+    state version it must see the upgraded shape, as the worker's step would."""
+    from celery_supervise.store import ActorStore
+
+    sup = versions.wallet.ref("r1").runtime
+    ref = versions.wallet.ref("r1")
+    deposit(local, ref, 1, amount=3)  # stored at state version 1
+    ref.send({"n": 2, "amount": 1})
+    local.queue.clear()  # its run never happens: the actor is quarantined instead
+    ActorStore(sup).halt(ref.keys, "quarantined", reason="test")
+    versions.deploy(2)
+    result = versions.wallet.ref("r1").replay()
+    assert result.ok, result
+    assert result.new_state == {"cents": 400, "log": ["v1:1", "v2:2"]}
