@@ -31,6 +31,7 @@ def safe(ctx: Any, state: dict[str, Any], message: dict[str, Any]) -> dict[str, 
         ctx.send(safe.ref(message["forward"]), {"secret": message["secret"] + "-fwd"})
     if message.get("later"):
         ctx.send_after(3600, {"secret": message["secret"] + "-timer"})
+        ctx.send_after(3600, {"secret": message["secret"] + "-named"}, name="named")
     if message.get("reveal"):
         ctx.isolate({"task": "vault.reveal", "args": [message["secret"]], "kwargs": {}},
                     tag="reveal")  # fmt: skip

@@ -194,10 +194,12 @@ def test_reencrypt_rotates_every_actor_of_the_type_to_the_newest_key(
     assert sorted(report.rotated) == ["s1", "s2"] and report.failed == {}
     keys(K2)
     assert (ref.snapshot(), ref.history(), ref.dead_letters()) == expected
+    named = [t for t in ref.snapshot().timers if t.name == "named"]
+    assert [t.message for t in named] == [{"secret": "PLAINTEXT-1-named"}]  # a named timer too
     until(local, lambda: ref.snapshot().pending == 0)  # the mailbox too
     assert ref.snapshot().state["secrets"][-1] == "PLAINTEXT-pending-2"
     timers = local.supervision.runtime.client.zrange(ref.keys.timers, 0, -1)
-    body = timers[0].partition(b"\n")[2]
+    body = next(t for t in timers if not t.startswith(b"@")).partition(b"\n")[2]  # unnamed
     assert Payloads(FernetCodec([K2])).open(body, what="timer")  # the timer's body
 
 

@@ -190,17 +190,19 @@ CASES = [
          lambda w: ["5|3|", '{"m":1}', 2, 10], ["token", "version", "state_version"],
          [("meta", "hash"), ("history", "list")]),
 ]
-_REENCRYPT_KEYS = actor_keys("meta", "history", "mailbox", "dead", "timers", "outbox")
+_REENCRYPT_KEYS = actor_keys("meta", "history", "mailbox", "dead", "timers", "outbox",
+                             "timer_specs")
 
 
 def _reencrypt_args(w: World) -> list[Any]:
     """A write fenced on the digest the read gives (the read refuses garbage the same way)."""
     digest = w.scripts.reencrypt(keys=_REENCRYPT_KEYS(w), args=["read"])[1]
-    return ["write", digest, '{"n":2}', 0, 0, 0, 0, 0]
+    return ["write", digest, '{"n":2}', 0, 0, 0, 0, 0, 0]
 
 
 _REENCRYPT_TYPED = [("meta", "hash"), ("history", "list"), ("mailbox", "list"),
-                    ("dead", "list"), ("timers", "zset"), ("outbox", "list")]  # fmt: skip
+                    ("dead", "list"), ("timers", "zset"), ("outbox", "list"),
+                    ("timer_specs", "hash")]  # fmt: skip
 CASES.append(Case("reencrypt", base, _REENCRYPT_KEYS, _reencrypt_args, [], _REENCRYPT_TYPED))
 BY_NAME = {c.script: c for c in CASES}
 
