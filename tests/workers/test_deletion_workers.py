@@ -16,7 +16,7 @@ from celery_supervise.testing import wait_until
 MESSAGES = 300
 
 
-@pytest.mark.xfail(strict=False, reason="fails in the full suite since the issue-14 bullets were merged together (tombstone x state versions?); under investigation")
+@pytest.mark.xfail(strict=False, reason="fails in the full suite since issue 14 merged")
 def test_deletes_racing_sends_lose_nothing_and_apply_each_message_once(
     bank: ModuleType, workers: Any, redis_client: redis.Redis
 ) -> None:

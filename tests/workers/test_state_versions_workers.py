@@ -46,7 +46,7 @@ def _log(bank: ModuleType, key: str) -> list[str]:
     return list(state["log"])
 
 
-@pytest.mark.xfail(strict=False, reason="fails in the full suite since the issue-14 bullets were merged together; under investigation")
+@pytest.mark.xfail(strict=False, reason="fails in the full suite since issue 14 merged")
 def test_an_old_worker_never_steps_a_state_a_new_worker_upgraded(
     bank: ModuleType, deploy: Callable[..., CeleryProcess], beat: CeleryProcess,
     redis_client: redis.Redis,
