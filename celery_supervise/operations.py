@@ -10,6 +10,7 @@ from typing import Any
 from .codec import encode
 from .errors import ActorBusy, ConfigurationError, StateRejected
 from .keyspace import ActorKeys
+from .records import RestartOutcome
 from .registry import registered
 from .runtime import Runtime
 from .store import ActorStore
@@ -28,9 +29,11 @@ def restart_actor(
     recovery: str | None,
     only_halted: bool = False,
     fence: str = "",
-) -> str:
+) -> RestartOutcome:
     """Restart now (from any status, or with ``only_halted`` only a halted one; with
-    ``fence`` (``store.fence_of``) only if the actor is still as that reader saw it)."""
+    ``fence`` (``store.fence_of``) only if the actor is still as that reader saw it). The
+    outcome names the version the restart left (a reset's own), which a reader of the
+    actor afterwards may no longer see: a worker can commit the next step first."""
     atype = registered(keys.type_name)
     recovery = recovery or atype.recovery
     if recovery not in ("last_good", "reset"):
@@ -41,7 +44,7 @@ def restart_actor(
         meta, *_ = store.read_meta(keys)
         status = meta.get("status")
         if status not in HALTED and status != "crashed":
-            return "skip"
+            return RestartOutcome("skip")
     outcome = store.restart(
         keys,
         mode="force",
@@ -53,7 +56,8 @@ def restart_actor(
         state_version=atype.state_version,
     )
     rt.events.record(
-        "operator_restart", actor=keys.type_name, key=keys.key, recovery=recovery, outcome=outcome,
+        "operator_restart", actor=keys.type_name, key=keys.key, recovery=recovery,
+        outcome=outcome.outcome,
         **({"after": "replay"} if fence else {}),
     )
     return outcome
@@ -61,7 +65,7 @@ def restart_actor(
 
 def rollback_actor(
     rt: Runtime, keys: ActorKeys, version: int, state: Any, state_version: int = 1
-) -> None:
+) -> int:
     """Commit ``state`` (that of ``version``, from history, of ``state_version``) upgraded
     to the type's state version as a new version, if it still passes ``validate``; a step
     in flight is fenced off."""
@@ -70,7 +74,7 @@ def rollback_actor(
     problem = atype.check(state)
     if problem:
         raise StateRejected("invalid_state", f"version {version} fails validate: {problem}")
-    ActorStore(rt).restart(
+    made = ActorStore(rt).restart(
         keys,
         mode="force",
         recovery="reset",
@@ -81,6 +85,7 @@ def rollback_actor(
         state_version=atype.state_version,
     )
     rt.events.record("rollback", actor=keys.type_name, key=keys.key, to_version=version)
+    return made.version
 
 
 def stop_actor(rt: Runtime, keys: ActorKeys) -> str:

@@ -126,6 +126,14 @@ class CommitOutcome:
 
 
 @dataclass(frozen=True)
+class RestartOutcome:
+    #: woke (a run was published) | idle | skip
+    outcome: str
+    #: The actor's version right after the restart (a reset's own); 0 when skipped.
+    version: int = 0
+
+
+@dataclass(frozen=True)
 class CrashOutcome:
     crashed: bool
     crash_seq: int = 0

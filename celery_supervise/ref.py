@@ -351,11 +351,13 @@ class ActorRef:
     # -- operating -----------------------------------------------------------------------
     def restart(self, recovery: str | None = None) -> str:
         """Restart now (from any status), with ``recovery`` or the type's own."""
-        return restart_actor(self.runtime, self.keys, recovery=recovery)
+        return restart_actor(self.runtime, self.keys, recovery=recovery).outcome
 
     def resume(self) -> str:
         """Bring a stopped or quarantined actor back (recovery last_good)."""
-        return restart_actor(self.runtime, self.keys, recovery="last_good", only_halted=True)
+        return restart_actor(
+            self.runtime, self.keys, recovery="last_good", only_halted=True
+        ).outcome
 
     def rollback(self, version: int) -> int:
         """Restore the state of a committed ``version`` still in ``history()``, as a new
@@ -369,8 +371,7 @@ class ActorRef:
                 f"{self.type_name}:{self.key} has no version {version} in its history "
                 f"(kept: {kept})"
             )
-        rollback_actor(self.runtime, self.keys, version, entry.state, entry.state_version)
-        return self.snapshot().version
+        return rollback_actor(self.runtime, self.keys, version, entry.state, entry.state_version)
 
     def stop(self) -> str:
         """Stop the actor; its mailbox is kept and keeps accepting messages."""

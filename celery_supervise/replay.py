@@ -432,7 +432,7 @@ def release(rt: Runtime, result: ReplayResult) -> Released:
         outcome = restart_actor(
             rt, keys, recovery="last_good", only_halted=True, fence=result.fence
         )
-        return "resumed" if outcome in ("woke", "idle") else "changed"
+        return "resumed" if outcome.outcome in ("woke", "idle") else "changed"
     assert result.letter is not None and result.message_id is not None  # a dead letter's
     requeued, _ = ActorStore(rt).requeue(
         keys,

@@ -23,6 +23,7 @@ from .records import (
     EncodedEffects,
     Look,
     Release,
+    RestartOutcome,
     text_dict,
 )
 from .runtime import Runtime, patiently, redis_errors
@@ -298,8 +299,9 @@ class ActorStore:
         rollback_of: int | None = None,
         fence: str = "",
         state_version: int | None = None,
-    ) -> str:
-        """Bring a halted actor back ('woke' | 'idle' | 'skip'); publishes the run it wakes.
+    ) -> RestartOutcome:
+        """Bring a halted actor back ('woke' | 'idle' | 'skip', and the version it is at
+        then); publishes the run it wakes.
         ``fence`` ("status|token|version|crash_seq", as ``fence_of`` builds it): only if the
         actor still matches it. ``state_version``: the shape of ``initial`` (for a reset)."""
 
@@ -322,10 +324,11 @@ class ActorStore:
             )
 
         with redis_errors(_where(keys)):
-            outcome = text(self.rt.pipeline(build)[-1][0])
+            reply = self.rt.pipeline(build)[-1]
+        outcome = text(reply[0])
         if outcome == "woke":
             self.rt.publish(keys.type_name, keys.key)
-        return outcome
+        return RestartOutcome(outcome, int(reply[1]) if outcome != "skip" else 0)
 
     def upgrade(
         self, keys: ActorKeys, *, fence: str, state: bytes, state_version: int, history: int

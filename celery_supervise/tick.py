@@ -267,7 +267,7 @@ def restart_due(v: Visit, look: Look) -> str | None:
         clear_crashes=False,
         state_version=v.atype.state_version,
     )
-    if result not in ("woke", "idle"):
+    if result.outcome not in ("woke", "idle"):
         return "checked"
     v.rt.events.record("restarted", actor=v.keys.type_name, key=v.keys.key, recovery=recovery)
     return "restarted"

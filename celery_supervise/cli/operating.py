@@ -42,22 +42,25 @@ def resume(ctx: click.Context, target: str, as_json: bool) -> None:
 def _resume_actor(sup: Supervision, target: str) -> tuple[dict[str, Any], str]:
     """Resume the actor ``TYPE:KEY``: what ``--json`` prints, and the line of text."""
     # Imported here, not at the top: every `celery` command imports this package.
+    from ..operations import restart_actor
     from ..specs import split_actor_child
 
     ref = actor_ref(sup, *split_actor_child(target), must_exist=True)
-    outcome = ref.resume()
+    made = restart_actor(sup.runtime, ref.keys, recovery="last_good", only_halted=True)
     snap = ref.snapshot()
+    # The version is the one the resume left; a worker may have stepped on since (status).
     result: dict[str, Any] = {
         "target": target,
         "kind": "actor",
-        "outcome": "skipped" if outcome == "skip" else "resumed",
+        "outcome": "skipped" if made.outcome == "skip" else "resumed",
         "status": snap.status,
-        "version": snap.version,
+        "version": made.version if made.outcome != "skip" else snap.version,
     }
     text = (
         f"{target} is {snap.status}, not stopped or quarantined: nothing to resume"
-        if outcome == "skip"
-        else f"resumed {target} from its last good state: now {snap.status}, version {snap.version}"
+        if made.outcome == "skip"
+        else f"resumed {target} from its last good state at version {made.version}: "
+        f"now {snap.status}"
     )
     return result, text
 
@@ -97,13 +100,16 @@ def _resume_supervisor(sup: Supervision, target: str) -> tuple[dict[str, Any], s
 def restart(ctx: click.Context, type_name: str, key: str, reset: bool, as_json: bool) -> None:
     """Restart an actor now, from its last good state or (--reset) its initial state."""
     # Imported here, not at the top: every `celery` command imports this package.
+    from ..operations import restart_actor
     from ..registry import registered
 
     sup = supervision(ctx)
     ref = actor_ref(sup, type_name, key, must_exist=True)
     recovery = "reset" if reset else registered(type_name).recovery
-    outcome = ref.restart(recovery="reset" if reset else None)
+    made = restart_actor(sup.runtime, ref.keys, recovery=recovery)
+    outcome = made.outcome
     snap = ref.snapshot()
+    # The version is the one the restart made; a worker may have stepped on since (status).
     if as_json:
         print_json(
             {
@@ -111,7 +117,7 @@ def restart(ctx: click.Context, type_name: str, key: str, reset: bool, as_json: 
                 "recovery": recovery,
                 "outcome": "skipped" if outcome == "skip" else "restarted",
                 "status": snap.status,
-                "version": snap.version,
+                "version": made.version if outcome != "skip" else snap.version,
             }
         )
     elif outcome == "skip":
@@ -123,7 +129,8 @@ def restart(ctx: click.Context, type_name: str, key: str, reset: bool, as_json: 
     else:
         echo(
             ctx,
-            f"restarted {type_name}:{key} ({recovery}): now {snap.status}, version {snap.version}",
+            f"restarted {type_name}:{key} ({recovery}) at version {made.version}: "
+            f"now {snap.status}",
         )
 
 

@@ -8,7 +8,9 @@
 -- fields as ""); when given and the actor no longer matches, nothing is done (a release
 -- after a replay: the replay's proof is about the actor as it was)
 -- ARGV[8] for reset: the state version of ARGV[3] (kept with it), or "" (leave it)
--- Returns {'woke'} (caller publishes a run) | {'idle'} | {'skip', status}
+-- Returns {'woke', version} (caller publishes a run) | {'idle', version} | {'skip', status}:
+-- the version is the actor's right after the restart (a reset's own), for the caller to
+-- report: a worker may commit the next step before the caller could read it back
 local meta, mbox, hist = KEYS[1], KEYS[2], KEYS[3]
 local err = check_types(meta, 'hash', mbox, 'list', hist, 'list')
 if err then return err end
@@ -33,8 +35,9 @@ if m[3] then
   redis.call('HINCRBY', meta, 'token', 1)
   redis.call('HDEL', meta, 'lease_until', 'lease_owner')
 end
+local version = tonumber(m[5] or '0')
 if ARGV[2] == 'reset' then
-  local version = redis.call('HINCRBY', meta, 'version', 1)
+  version = redis.call('HINCRBY', meta, 'version', 1)
   redis.call('HSET', meta, 'state', ARGV[3])
   local sv = ARGV[8] or ''
   if sv ~= '' then redis.call('HSET', meta, 'state_version', sv) end
@@ -53,8 +56,8 @@ redis.call('HSET', meta, 'restarted_at', now)
 if redis.call('LLEN', mbox) > 0 then
   redis.call('HSET', meta, 'status', 'active', 'sched', 1, 'sched_at', now)
   bump_rev(meta)
-  return {'woke'}
+  return {'woke', version}
 end
 redis.call('HSET', meta, 'status', 'idle', 'sched', 0)
 bump_rev(meta)
-return {'idle'}
+return {'idle', version}

@@ -370,3 +370,30 @@ def test_time_limit_counts_from_each_step_not_from_the_run(
     local.settle(1.0)
     snap = ref.snapshot()
     assert (snap.state["n"], snap.dead_letters, snap.last_crash) == (2, 0, None), snap
+
+
+def test_rollback_and_restart_report_the_version_they_made_though_a_step_follows_at_once(
+    bank: ModuleType, local: LocalRunner, monkeypatch: Any
+) -> None:
+    """``rollback`` returned (and ``supervise restart`` printed) the version read back
+    *after* the operator action: a worker that took the run it published and committed the
+    queued message first made them report that step's version, not their own."""
+    from celery_supervise.operations import restart_actor
+
+    sup = bank.supervision
+    ref = sup.ref("tree.capped", "v")
+    ref.send_many([{"add": 1}, {"add": 2}])
+    local.run()
+    assert ref.snapshot().version == 2
+    real_publish = sup.runtime.publish
+
+    def a_worker_steps_at_once(type_name: str, key: str) -> None:
+        real_publish(type_name, key)
+        local.run()
+
+    ref.send({"add": 4})  # queued: its run waits in the local queue
+    monkeypatch.setattr(sup.runtime, "publish", a_worker_steps_at_once)
+    assert ref.rollback(1) == 3  # the rollback made v3; the queued +4 then made v4
+    assert ref.snapshot().version == 4 and ref.snapshot().state == {"balance": 5}
+    outcome = restart_actor(sup.runtime, ref.keys, recovery="reset")
+    assert (outcome.outcome, outcome.version) == ("idle", 5)

@@ -225,7 +225,7 @@ def test_actor_restart_resume(bank: ModuleType, bank_env: dict[str, str], worker
     assert "is idle" in said and ref.snapshot().version == 2, said
     assert ok_json(env, "restart", "bank.account", "a1")["outcome"] == "skipped"
     said = ok(env, "restart", "bank.account", "a1", "--reset")
-    assert "restarted bank.account:a1 (reset): now idle, version 3" in said, said
+    assert "restarted bank.account:a1 (reset) at version 3: now idle" in said, said
     snap = ref.snapshot()
     assert snap.state == {"balance": 0, "seen": []} and snap.version == 3
     assert ref.history()[0].reset and ref.history()[1].state["balance"] == 12  # old kept

@@ -72,7 +72,7 @@ def test_cli_restart_reset_during_a_step_refuses_its_commit(
         env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "version 2" in done.stdout, done.stdout
+    assert "at version 2" in done.stdout, done.stdout
     _refused(worker, "reset")
     # v2 is the reset; the interrupted message is handled again from it (v3), once
     wait_until(lambda: ref.snapshot().version == 3, STEP + 20, message="not handled after reset")
