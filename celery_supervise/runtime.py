@@ -40,12 +40,21 @@ from .server_version import check_server_version, info_fields
 from .settings import Settings
 from .specs import SupervisorTree
 
-__all__ = ["EVENTS_KEPT", "Dispatch", "EventLog", "Runtime", "patiently", "redis_errors"]
+__all__ = [
+    "EVENTS_KEPT",
+    "Dispatch",
+    "EventLog",
+    "Runtime",
+    "patiently",
+    "redis_errors",
+    "waiting_at_most",
+]
 
 T = TypeVar("T")
 log = logging.getLogger("celery_supervise")
 
-#: How long a worker or tick waits for Redis to come back before giving up a call.
+#: How long a worker waits for Redis to come back before giving up a call (a tick waits
+#: less: see ``waiting_at_most``).
 REDIS_PATIENCE = 120.0
 
 #: How often a process measures again its clock's offset to Redis' (seconds).
@@ -135,12 +144,30 @@ def _error_code(exc: redis.ResponseError) -> tuple[str, str]:
     return code or text.split(" ", 1)[0], text
 
 
-def patiently(fn: Callable[[], T], *, where: str, patience: float = REDIS_PATIENCE) -> T:
+_patience: contextvars.ContextVar[float] = contextvars.ContextVar(
+    "celery_supervise_patience", default=REDIS_PATIENCE
+)
+
+
+@contextlib.contextmanager
+def waiting_at_most(seconds: float) -> Iterator[None]:
+    """Within this block, ``patiently`` gives up after ``seconds`` instead of
+    ``REDIS_PATIENCE``: a tick, whose work the next tick repeats, must not hold its lock
+    (or its worker) for minutes on one actor while Redis is away or out of memory."""
+    token = _patience.set(seconds)
+    try:
+        yield
+    finally:
+        _patience.reset(token)
+
+
+def patiently(fn: Callable[[], T], *, where: str, patience: float | None = None) -> T:
     """Call ``fn`` until Redis answers and accepts writes (workers and ticks wait out an
-    outage, SPEC 6.7, or a Redis out of memory). ``fn`` must be safe to repeat: the scripts
-    it runs recognise their own earlier success."""
+    outage, SPEC 6.7, or a Redis out of memory), for ``patience`` seconds (by default
+    ``REDIS_PATIENCE``, or what ``waiting_at_most`` set). ``fn`` must be safe to repeat:
+    the scripts it runs recognise their own earlier success."""
     delay = 0.1
-    deadline = time.monotonic() + patience
+    deadline = time.monotonic() + (_patience.get() if patience is None else patience)
     while True:
         try:
             with redis_errors(where):

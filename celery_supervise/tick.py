@@ -34,7 +34,7 @@ from .keyspace import ActorKeys, parse_actor_member
 from .mailbox import Entry, unparsed_entry
 from .registry import ActorSpec, registered
 from .relay import relay_outbox
-from .runtime import EventLog, Runtime, redis_errors
+from .runtime import EventLog, Runtime, redis_errors, waiting_at_most
 from .store import ActorStore, CrashRecord, Look
 from .tree_shell import decide_exit
 
@@ -98,7 +98,9 @@ def _tick(rt: Runtime) -> TickReport:
     started = time.monotonic()
     report = TickReport()
     try:
-        with EventLog.collect() as report.decisions:
+        # A visit waits for Redis a third of the lock at most (not a worker's minutes): the
+        # actor stays due, and the next tick looks again.
+        with EventLog.collect() as report.decisions, waiting_at_most(lock_ms / 3000):
             now = rt.now_ms()
             for bucket, member, score in _due(rt, now):
                 outcome = visit_or_retry(rt, bucket, member, score, now)

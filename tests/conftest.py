@@ -19,8 +19,9 @@ BANK = "tests.apps.bank"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The state machine's long profile runs in ``make faults`` (``-m faults``) only: in a
-    plain run its bounded twin already covers it, in a tenth of the time."""
+    """Long twins (``long_profile``: the state machine's long profile, the chaos runs at
+    full size) run in ``make faults`` (``-m faults``) only: in a plain run their bounded
+    twins cover the same faults, in a fraction of the time."""
     if "faults" in (config.option.markexpr or ""):
         return
     long_runs = [item for item in items if item.get_closest_marker("long_profile")]

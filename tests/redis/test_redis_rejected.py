@@ -66,6 +66,7 @@ def test_tick_out_of_memory_keeps_the_hint_and_the_actor_recovers(
     bank: ModuleType, local: Any, redis_client: redis.Redis
 ) -> None:
     from celery_supervise.keyspace import actor_member
+    from celery_supervise.runtime import waiting_at_most
     from celery_supervise.tick import run_tick, visit_or_retry
 
     sup = bank.supervision
@@ -83,7 +84,9 @@ def test_tick_out_of_memory_keeps_the_hint_and_the_actor_recovers(
 
     with out_of_memory(redis_client):
         now = int(time.time() * 1000) + 1000
-        assert visit_or_retry(sup.runtime, bucket, member, score, now) == "failed"  # not "corrupt"
+        with waiting_at_most(1.0):  # as a tick visits: a third of its lock at most
+            outcome = visit_or_retry(sup.runtime, bucket, member, score, now)
+        assert outcome == "failed"  # not "corrupt"
         assert redis_client.zscore(bucket, member) == score  # the hint is kept, still due
         assert run_tick(sup.runtime) == {"skipped": "redis refused writes"}
         assert redis_client.zscore(bucket, member) == score

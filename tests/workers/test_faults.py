@@ -396,7 +396,16 @@ def fault_run(tmp_path: Path, *, label: str, actors: int, messages: int, senders
 
 @pytest.mark.faults
 def test_faults_redis_broker(tmp_path: Path) -> None:
-    fault_run(tmp_path, label="r", actors=200, messages=20_000, senders=4, send_seconds=30)
+    """The bounded profile for ``make test``: every kind of fault (SIGKILL, SIGSTOP past the
+    lease, Redis crashed and restarted), 6,000 messages over 15 s."""
+    fault_run(tmp_path, label="r", actors=100, messages=6_000, senders=4, send_seconds=15)
+
+
+@pytest.mark.faults
+@pytest.mark.long_profile
+def test_faults_redis_broker_long(tmp_path: Path) -> None:
+    """The long run (``make faults``): 20,000 messages to 200 actors over 30 s."""
+    fault_run(tmp_path, label="rl", actors=200, messages=20_000, senders=4, send_seconds=30)
 
 
 def _rabbit_answers() -> bool:

@@ -247,7 +247,15 @@ def test_effects_exactly_once_under_worker_kills_short(tmp_path: Path) -> None:
 
 @pytest.mark.faults
 def test_effects_exactly_once_under_faults(tmp_path: Path) -> None:
-    """The long run: also whole workers killed, a worker SIGSTOPped past its lease and
-    Redis crashed and restarted; 6,000 sends and 300 asks over 30 s."""
-    effects_run(tmp_path, label="ef", actors=60, messages=6000, senders=3, askers=2, asks=300,
-                send_seconds=30, full_chaos=True, die_after_commit=0.02)
+    """Every fault (``make test``'s size): also whole workers killed, a worker SIGSTOPped
+    past its lease and Redis crashed and restarted; 2,000 sends and 100 asks over 12 s."""
+    effects_run(tmp_path, label="ef", actors=30, messages=2000, senders=3, askers=2, asks=100,
+                send_seconds=12, full_chaos=True, die_after_commit=0.02)
+
+
+@pytest.mark.faults
+@pytest.mark.long_profile
+def test_effects_exactly_once_under_faults_long(tmp_path: Path) -> None:
+    """The long run (``make faults``): 6,000 sends and 300 asks over 30 s."""
+    effects_run(tmp_path, label="efl", actors=60, messages=6000, senders=3, askers=2,
+                asks=300, send_seconds=30, full_chaos=True, die_after_commit=0.02)
