@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -16,12 +17,13 @@ from typing import Any
 
 import pytest
 import redis
+from celery import Celery
 
 from celery_supervise.doctor import Finding, diagnose
 from celery_supervise.runtime import Runtime
 from celery_supervise.supervision import TICK_TASK
 from celery_supervise.testing import RedisServer
-from celery_supervise.tick import run_tick
+from celery_supervise.tick import SENDERS_KEPT_MS, run_tick
 from tests import servers
 from tests.harness import PROJECT_ROOT
 
@@ -201,6 +203,28 @@ def test_the_tick_names_its_senders(bank: ModuleType, owned: Servers) -> None:
     tick = _checks(bank, server.url)["tick"]
     assert tick.status == "warn", tick
     assert "2 processes send the tick (gen101@host-a, gen202@host-b)" in tick.message
+    # A sender silent for an hour is forgotten by the next tick's note.
+    senders = rt.keyspace.tick_senders
+    rt.client.zadd(senders, {"gen9@gone": rt.now_ms() - SENDERS_KEPT_MS - 1000})
+    run_tick(rt, sender="gen101@host-a")
+    assert rt.client.zscore(senders, "gen9@gone") is None
+    assert rt.client.zscore(senders, "gen101@host-a") is not None
+
+
+def test_a_broker_out_of_reach_is_a_workers_problem(bank: ModuleType, owned: Servers) -> None:
+    server = _good(owned)
+    app = Celery("elsewhere", broker=f"redis://127.0.0.1:{_closed_port()}/0")
+    app.conf.broker_transport_options = {"max_retries": 0}  # fail at once, not after 6 s
+    found = diagnose(_runtime(bank, server.url), app, tick_task=TICK_TASK, timeout=0.2)
+    workers = next(f for f in found if f.name == "workers")
+    assert workers.status == "problem", workers
+    assert workers.message.startswith("cannot reach the Celery broker")
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 # -- the command ---------------------------------------------------------------------------

@@ -19,8 +19,8 @@ import redis
 from tests.harness import PROJECT_ROOT, CeleryProcess, start_beat, wait_until
 
 
-def _doctor(bank_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **bank_env, "PYTHONPATH": str(PROJECT_ROOT)}
+def _doctor(bank_env: dict[str, str], **more: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **bank_env, "PYTHONPATH": str(PROJECT_ROOT), **more}
     return subprocess.run(
         [sys.executable, "-m", "celery", "-A", "tests.apps.bank", "supervise", "doctor",
          "--json", "--timeout", "2"],
@@ -67,12 +67,20 @@ def test_a_running_deployment_is_ok_and_a_second_beat_is_named(
     ], checks["tick"]  # Celery's origin header of the beat process
     assert checks["memory"]["details"]["types"]["bank.account"]["actors"] == 1
 
+    # Routed elsewhere (as the docs suggest for the tick), a queue no worker consumes.
+    proc = _doctor(bank_env, TEST_TICK_QUEUE="supervise")
+    workers_check = _checks(proc)["workers"]
+    assert proc.returncode == 1 and workers_check["status"] == "problem", workers_check
+    assert "no worker consumes supervise (celery_supervise.tick)" in workers_check["message"]
+    assert "-Q supervise" in workers_check["message"]
+
     second = start_beat("tests.apps.bank", env=bank_env, schedule_dir=tmp_path / "beat2")
     try:
         wait_until(lambda: redis_client.zcard(senders) == 2, 30, message="no second sender")
-        checks = _checks(_doctor(bank_env))
+        proc = _doctor(bank_env)
     finally:
         second.kill()
-    tick = checks["tick"]
+    assert proc.returncode == 0, proc.stdout  # a warning alone
+    tick = _checks(proc)["tick"]
     assert tick["status"] == "warn", tick
     assert f"gen{second.pid}@" in tick["message"] and "run exactly one beat" in tick["message"]
