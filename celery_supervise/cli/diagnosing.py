@@ -7,7 +7,7 @@ import click
 from celery.bin.base import CeleryCommand
 
 from .base import EXIT_FAILED, json_option, operator_errors, supervise, supervision
-from .render import doctor_text, print_json
+from .render import doctor_text, echo, print_json
 
 __all__ = ["doctor"]
 
@@ -33,13 +33,17 @@ def doctor(ctx: click.Context, timeout: float, as_json: bool) -> None:
     sup = supervision(ctx)
     findings = diagnose(sup.runtime, sup.app, tick_task=TICK_TASK, timeout=timeout)
     problems = [f for f in findings if f.status == "problem"]
+    where = {"redis_url": ctx.meta["supervise.redis_url"], "key_prefix": sup.settings.key_prefix}
     if as_json:
         print_json({
+            **where,
             "checks": [vars(f) for f in findings],
             "problems": len(problems),
             "warnings": sum(f.status == "warn" for f in findings),
         })  # fmt: skip
     else:
+        echo(ctx, f"Redis at {where['redis_url']}, key prefix {where['key_prefix']!r}")
+        echo(ctx)
         doctor_text(ctx, findings)
     if problems:
         ctx.exit(EXIT_FAILED)

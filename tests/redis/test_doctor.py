@@ -250,7 +250,9 @@ def test_the_command_exits_1_on_a_problem_and_prints_a_table(owned: Servers) -> 
     text = _doctor(server.url)
     assert text.returncode == 1 and "Traceback" not in text.stderr, text.stderr
     lines = text.stdout.splitlines()
-    assert lines[0].split()[:2] == ["persistence", "problem"], text.stdout
+    assert lines[0] == f"Redis at {server.url}, key prefix 't'", text.stdout
+    assert report["redis_url"] == server.url and report["key_prefix"] == "t"
+    assert lines[2].split()[:2] == ["persistence", "problem"], text.stdout
     assert any(line.split()[:2] == ["eviction", "ok"] for line in lines)
     assert lines[-1] == f"{report['problems']} problem(s), {report['warnings']} warning(s)"
 
