@@ -144,6 +144,13 @@ class Keyspace:
         return f"{self.prefix}:tick:lock"
 
     @property
+    def tick_senders(self) -> str:
+        """Sorted set of the processes that sent the tick task (member: Celery's ``origin``
+        header, ``gen<pid>@<host>`` for a beat; score: Redis ms of its latest tick), kept an
+        hour: ``supervise doctor`` tells from it whether beat runs, and whether more than one."""
+        return f"{self.prefix}:tick:senders"
+
+    @property
     def events(self) -> str:
         """Capped stream of supervision decisions, for ``supervise status`` and Flower."""
         return f"{self.prefix}:events"

@@ -151,7 +151,8 @@ class Supervision:
             resultrepr_maxsize=16384,
         )
         def tick(task: Any) -> dict[str, Any]:
-            return run_tick(rt)
+            # Celery's ``origin`` header names the sending process (a beat: gen<pid>@host).
+            return run_tick(rt, sender=getattr(task.request, "origin", None))
 
         register_isolation_task(self.app, rt)
         self.tick_task = tick

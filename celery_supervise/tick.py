@@ -38,7 +38,7 @@ from .runtime import EventLog, Runtime, redis_errors, waiting_at_most
 from .store import ActorStore, CrashRecord, Look
 from .tree_shell import decide_exit
 
-__all__ = ["TickReport", "run_tick", "visit", "visit_or_retry"]
+__all__ = ["SENDERS_KEPT_MS", "TickReport", "note_sender", "run_tick", "visit", "visit_or_retry"]
 
 log = logging.getLogger("celery_supervise")
 
@@ -50,6 +50,9 @@ RETRY_FAILED_VISIT_MS = 30_000
 DECISIONS_IN_RESULT = 50
 #: Longest a repaired-but-still-unclaimed actor waits between re-publishes (seconds).
 REPAIR_CAP = 300.0
+
+#: How long a sender of the tick is remembered in ``keyspace.tick_senders`` (ms).
+SENDERS_KEPT_MS = 3_600_000
 
 #: Actor types this process's ticks met without knowing them (each logged once).
 _unknown_types: set[str] = set()
@@ -74,11 +77,16 @@ class TickReport:
         return result
 
 
-def run_tick(rt: Runtime) -> dict[str, Any]:
+def run_tick(rt: Runtime, *, sender: str | None = None) -> dict[str, Any]:
     """One supervisor tick. Returns a summary (shown as the task result in Flower).
-    With Redis away it returns at once: the next tick, a beat interval later, resumes."""
+    With Redis away it returns at once: the next tick, a beat interval later, resumes.
+    ``sender`` names the process that sent the tick task (Celery's ``origin`` header: a
+    beat's ``gen<pid>@<host>``); it is noted, with the time, before the tick runs, so
+    ``supervise doctor`` can tell whether beat runs and whether more than one does."""
     try:
         with redis_errors("tick"):
+            if sender:
+                note_sender(rt, sender)
             return _tick(rt).as_result()
     except RedisUnavailable as exc:
         log.warning("celery_supervise tick_skipped reason=redis_unavailable error=%s", exc)
@@ -86,6 +94,16 @@ def run_tick(rt: Runtime) -> dict[str, Any]:
     except RedisRejected as exc:  # e.g. out of memory: not even the tick lock could be set
         log.warning("celery_supervise tick_skipped reason=redis_rejected error=%s", exc)
         return {"skipped": "redis refused writes"}
+
+
+def note_sender(rt: Runtime, sender: str) -> None:
+    """Stamp ``sender`` with Redis' clock in ``tick_senders``; forget senders silent for an
+    hour (a beat restarted has a new pid). One round trip."""
+    now = rt.clock_ms()
+    pipe = rt.client.pipeline(transaction=False)
+    pipe.zadd(rt.keyspace.tick_senders, {sender: now})
+    pipe.zremrangebyscore(rt.keyspace.tick_senders, "-inf", now - SENDERS_KEPT_MS)
+    pipe.execute()
 
 
 def _tick(rt: Runtime) -> TickReport:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import textwrap
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ import click
 from .queries import ActorChild
 
 if TYPE_CHECKING:
+    from ..doctor import Finding
     from .queries import (
         ActorDeadLetters,
         ActorReport,
@@ -26,6 +28,7 @@ __all__ = [
     "actor_text",
     "dead_letter_holders_text",
     "dead_letters_text",
+    "doctor_text",
     "echo",
     "print_json",
     "status_text",
@@ -43,6 +46,7 @@ _STATUS_COLORS = {
     "stopped": "red",
     "quarantined": "red",
 }
+_VERDICT_COLORS = {"ok": "green", "warn": "yellow", "problem": "red"}
 
 
 def print_json(data: Any) -> None:
@@ -265,3 +269,20 @@ def tick_text(ctx: click.Context, summary: dict[str, Any]) -> None:
     )
     for decision in decisions:
         echo(ctx, "  " + json.dumps(decision, sort_keys=True, default=str))
+
+
+def doctor_text(ctx: click.Context, findings: list[Finding]) -> None:
+    """A table: check, verdict, what to do (long messages wrapped under the message column);
+    then the count of problems and warnings."""
+    width = max(len(f.name) for f in findings)
+    indent = width + 2 + 9
+    for f in findings:
+        verdict = _style(ctx, f"{f.status:<7}", fg=_VERDICT_COLORS[f.status], bold=True)
+        lines = textwrap.wrap(f.message, width=max(40, 100 - indent)) or [""]
+        echo(ctx, f"{f.name:<{width}}  {verdict}  {lines[0]}")
+        for line in lines[1:]:
+            echo(ctx, " " * indent + line)
+    problems = sum(f.status == "problem" for f in findings)
+    warnings = sum(f.status == "warn" for f in findings)
+    echo(ctx)
+    echo(ctx, f"{problems} problem(s), {warnings} warning(s)")

@@ -282,7 +282,7 @@ def test_keyspace_page_draws_every_key() -> None:
     names = {f.name for f in dataclasses.fields(actor)} - {"type_name", "key"}
     built = {getattr(actor, name) for name in names}
     built |= {reply_marker(actor.reply("<id>"))}
-    built |= {ks.due(0), ks.plan("x"), ks.dead_index, ks.tick_lock, ks.events}
+    built |= {ks.due(0), ks.plan("x"), ks.dead_index, ks.tick_lock, ks.tick_senders, ks.events}
     built |= {ks.quarantined_index("T"), ks.type_index("T")}
     built |= {ks.supervisor("S"), ks.supervisor_history("S"), ks.supervisor_members("S")}
     built = {_normal_key(k) for k in built}
