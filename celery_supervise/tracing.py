@@ -33,8 +33,11 @@ else:
     _PROPAGATOR = TraceContextTextMapPropagator()
 
 __all__ = [
+    "ATTRIBUTES",
     "AVAILABLE",
+    "OUTCOMES",
     "SPAN_PREFIX",
+    "TRACER_NAME",
     "Carrier",
     "StepSpan",
     "carried",
@@ -52,6 +55,12 @@ AVAILABLE = _trace is not None
 SPAN_PREFIX = "celery_supervise.step"
 #: The tracer's instrumentation scope.
 TRACER_NAME = "celery_supervise"
+#: The attributes of a step's span, each prefixed ``celery_supervise.`` (docs/tracing.md).
+ATTRIBUTES = ("actor.type", "actor.key", "message.id", "message.seq", "attempt", "outcome",
+              "version")  # fmt: skip
+#: Its ``outcome``: committed, crashed, the lease lost at commit, or refused (the process
+#: cannot open the payload: ``supervise_codec``).
+OUTCOMES = ("committed", "crashed", "lease_lost", "refused")
 
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 #: W3C caps tracestate at 32 members; 512 characters is what propagators must keep.

@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from celery_supervise import tracing
 from celery_supervise.isolation import ISOLATED_TASK
 from celery_supervise.mailbox import Entry
 from celery_supervise.testing import LocalRunner
@@ -122,6 +123,7 @@ def test_the_step_runs_in_a_child_span_of_the_sender(
         "celery_supervise.outcome": "committed",
         "celery_supervise.version": 1,
     }
+    assert set(step.attributes or {}) == {f"celery_supervise.{a}" for a in tracing.ATTRIBUTES}
 
 
 def test_tracestate_is_kept_with_the_traceparent(
@@ -360,3 +362,42 @@ print(json.dumps({
     assert out["front"]["outcomes"] == [{"isolated": "job", "ok": True, "result": 2}]
     assert out["back"] == {"got": [{"from": "no-otel"}]}
 
+
+
+def test_a_commit_refused_for_a_lost_lease_is_outcome_lease_lost(
+    traced: ModuleType,
+    local: LocalRunner,
+    spans: InMemorySpanExporter,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from celery_supervise import runner
+
+    front = traced.supervision.ref("traced.front", "lease")
+    real = runner.step_on_copy
+
+    def fenced_out(*args: Any, **kwargs: Any) -> Any:
+        redis_client.hincrby(front.keys.meta, "token", 1)  # another worker took the lease
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "step_on_copy", fenced_out)
+    with _sender():
+        front.send({})
+    local.run(max_runs=1)
+    (step,) = _steps(spans)
+    assert step.attributes["celery_supervise.outcome"] == "lease_lost"
+    assert front.snapshot().version == 0  # nothing committed
+
+
+def test_a_message_this_process_cannot_open_is_outcome_refused(
+    traced: ModuleType, local: LocalRunner, spans: InMemorySpanExporter
+) -> None:
+    """Sealed by a ``supervise_codec`` this process does not have: not stepped, refused."""
+    front = traced.supervision.ref("traced.front", "sealed")
+    with _sender():
+        front.send("sealed:AAAA")
+    local.run(max_runs=1)
+    (step,) = _steps(spans)
+    assert step.attributes["celery_supervise.outcome"] == "refused"
+    assert front.snapshot().pending == 1  # left for a worker that can open it
+    assert set(tracing.OUTCOMES) == {"committed", "crashed", "lease_lost", "refused"}

@@ -21,6 +21,7 @@ from tests.harness import start_worker, wait_until
 
 APP = "tests.apps.traced"
 STEP = "celery_supervise.step"
+MESSAGE_ID = "celery_supervise.message.id"
 
 
 def _spans(directory: Path) -> list[dict[str, Any]]:
@@ -52,6 +53,7 @@ def test_spans_link_sender_step_relay_isolated_task_and_timer_across_workers(
         back = traced.supervision.ref("traced.back", "w-back")
         with trace.use_span(NonRecordingSpan(sender)):  # e.g. a web request's span
             mid = front.send({"relay": "w-back", "isolate": "job", "timer": "soon", "in": 0.2})
+        plain = back.send({"untraced": True})  # no span active: nothing stored
 
         def done() -> bool:
             run_tick(traced.supervision.runtime)  # fires the timer (beat's job in production)
@@ -61,14 +63,24 @@ def test_spans_link_sender_step_relay_isolated_task_and_timer_across_workers(
         wait_until(done, 60, interval=0.2, message="the relay, subtask and timer did not land")
 
         def linked() -> list[dict[str, Any]] | None:
-            spans = [s for s in _spans(spans_dir) if _id(s["context"]["trace_id"]) == trace_id]
+            every = _spans(spans_dir)
+            spans = [s for s in every if _id(s["context"]["trace_id"]) == trace_id]
             steps = [s for s in spans if s["name"].startswith(STEP)]
-            return spans if len(steps) >= 4 else None  # the four steps have ended and written
+            # the four steps of the trace, and the untraced one, have ended and been written
+            plains = [s for s in every if s["attributes"].get(MESSAGE_ID) == plain]
+            return every if len(steps) >= 4 and plains else None
 
-        spans = wait_until(linked, 30, message="the four step spans were not written")
+        every = wait_until(linked, 30, message="the step spans were not written")
     finally:
         worker.kill()
 
+    everything = {_id(s["context"]["span_id"]): s for s in every}
+    (untraced,) = [s for s in every if s["attributes"].get(MESSAGE_ID) == plain]
+    # a child of the span Celery's instrumentation runs the actor's task in
+    assert everything[_id(untraced["parent_id"])]["name"] == "run/traced.back"
+    assert _id(untraced["context"]["trace_id"]) != trace_id
+
+    spans = [s for s in every if _id(s["context"]["trace_id"]) == trace_id]
     by_id = {_id(s["context"]["span_id"]): s for s in spans}
 
     def one(name: str, **attributes: Any) -> dict[str, Any]:
@@ -84,7 +96,7 @@ def test_spans_link_sender_step_relay_isolated_task_and_timer_across_workers(
     assert step["attributes"]["celery_supervise.outcome"] == "committed"
     assert step["resource"]["attributes"]["service.name"] == "traced-worker"
 
-    relayed = one(f"{STEP} traced.back")
+    relayed = one(f"{STEP} traced.back", **{"message.id": "traced.front:w@1.s0"})
     assert parent(relayed) is step
 
     (timer,) = [s for s in spans if s["name"] == f"{STEP} traced.front"
