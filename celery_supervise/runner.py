@@ -273,30 +273,31 @@ class _Run:
         None: the lease was lost. ``go_on`` says, at commit time, if the batch goes on: the
         commit records it, so a worker lost after it is blamed on the next entry only if it
         was about to step it."""
-        entry: Entry | None = None
-        unreadable: CorruptActorData | None = None
+        parsed: Entry | CorruptActorData
         try:
-            entry = Entry.parse(raw, where=self.where)
+            parsed = Entry.parse(raw, where=self.where)
         except CorruptActorData as exc:
-            unreadable = exc
+            parsed = exc  # a crash of this step, recorded inside its span
+        parent = parsed.trace if isinstance(parsed, Entry) else None
         # One span per step, its parent the sender's context kept in the entry (tracing.py).
-        with step_span(self.atype.name, self.key, entry.trace if entry else None) as span:
-            return self._handle(raw, entry, unreadable, state, claim, go_on, span)
+        with step_span(self.atype.name, self.key, parent) as span:
+            return self._handle(raw, parsed, state, claim, go_on, span)
 
     def _handle(
         self,
         raw: bytes,
-        entry: Entry | None,
-        unreadable: CorruptActorData | None,
+        parsed: Entry | CorruptActorData,
         state: bytes,
         claim: Claim,
         go_on: Callable[[], bool],
         span: StepSpan,
     ) -> tuple[bytes, bool] | None:
+        entry: Entry | None = None
         attempt = 1
         try:
-            if entry is None:
-                raise unreadable or CorruptActorData(f"{self.where}: unreadable entry")
+            if not isinstance(parsed, Entry):
+                raise parsed
+            entry = parsed
             attempt = claim.attempts + 1 if claim.attempt_seq == entry.seq else 1
             span.note(message_id=entry.message_id, message_seq=entry.seq, attempt=attempt)
             new_state, ctx = self.step(state, entry, attempt)
