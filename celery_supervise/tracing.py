@@ -15,6 +15,7 @@ Nothing is configured here: the application sets up its tracer provider and expo
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -150,6 +151,14 @@ class StepSpan:
         self._span.set_status(_trace.Status(_trace.StatusCode.ERROR, f"{type(exc).__name__}"))
 
 
+@functools.cache
+def _tracer() -> Any:
+    """The tracer, got once: before the application sets its provider this is OpenTelemetry's
+    proxy, which follows the provider once set (the global provider is set at most once)."""
+    assert _trace is not None
+    return _trace.get_tracer(TRACER_NAME)
+
+
 @contextlib.contextmanager
 def step_span(type_name: str, key: str, parent: Carrier | None) -> Iterator[StepSpan]:
     """A span for one step of actor ``type_name:key``, current for the block, whose parent
@@ -158,8 +167,7 @@ def step_span(type_name: str, key: str, parent: Carrier | None) -> Iterator[Step
     if _trace is None:
         yield StepSpan(None, parent)
         return
-    tracer = _trace.get_tracer(TRACER_NAME)
-    with tracer.start_as_current_span(
+    with _tracer().start_as_current_span(
         f"{SPAN_PREFIX} {type_name}",
         context=_extract(parent),
         kind=_trace.SpanKind.CONSUMER,
