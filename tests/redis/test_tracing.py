@@ -1,7 +1,7 @@
 """Traces (SPEC 7, docs/tracing.md) against a real Redis with the in-process runner: the
 sender's W3C trace context is kept in the mailbox entry, the step runs in a child span of
 it, and ``ctx.send``, ``ctx.isolate`` and timers carry the step's context on. Spans are
-caught by the SDK's in-memory exporter; the test process's tracer provider is set once."""
+caught by the SDK's in-memory exporter."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -31,22 +31,19 @@ from tests.harness import PROJECT_ROOT
 STEP = "celery_supervise.step"
 
 
-@pytest.fixture(scope="module")
-def exporter() -> Iterator[InMemorySpanExporter]:
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):  # set once per process (OpenTelemetry's rule)
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    caught = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(caught))
-    yield caught
-    caught.shutdown()  # the provider stays; later spans are dropped here
+#: The tests' own SDK provider, not installed as the global one (which can be set only once
+#: per process, and would then trace every later test of the session): the steps' tracer is
+#: taken from it while a test here runs.
+_PROVIDER = TracerProvider()
+_EXPORTER = InMemorySpanExporter()
+_PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
 
 
 @pytest.fixture
-def spans(exporter: InMemorySpanExporter) -> InMemorySpanExporter:
-    exporter.clear()
-    return exporter
+def spans(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
+    monkeypatch.setattr(tracing, "_tracer", lambda: _PROVIDER.get_tracer(tracing.TRACER_NAME))
+    _EXPORTER.clear()
+    return _EXPORTER
 
 
 @pytest.fixture
@@ -63,7 +60,7 @@ def local(traced: ModuleType, supervise_runner: Any) -> LocalRunner:
 
 
 def _sender() -> Any:
-    return trace.get_tracer("tests").start_as_current_span("sender")
+    return _PROVIDER.get_tracer("tests").start_as_current_span("sender")
 
 
 def _steps(spans: InMemorySpanExporter, type_name: str | None = None) -> list[ReadableSpan]:
@@ -200,21 +197,20 @@ def test_a_send_relayed_later_by_the_tick_keeps_the_step_context(
     local: LocalRunner,
     spans: InMemorySpanExporter,
     redis_client: redis.Redis,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The worker died between its commit and its relay: the tick relays the outbox entry,
     in the trace of the step that committed it."""
     from celery_supervise import runner
 
-    monkeypatch.setattr(runner, "relay_outbox", lambda *args: None)
     front = traced.supervision.ref("traced.front", "late")
-    with _sender():
-        front.send({"relay": "b-late"})
-    local.run()
+    with pytest.MonkeyPatch.context() as died:
+        died.setattr(runner, "relay_outbox", lambda *args: None)
+        with _sender():
+            front.send({"relay": "b-late"})
+        local.run()
     (item,) = [json.loads(raw) for raw in redis_client.lrange(front.keys.outbox, 0, -1)]
     (first,) = _steps(spans)
     assert item["trace"] == _carrier(first)
-    monkeypatch.undo()
     _until(local, lambda: _steps(spans, "traced.back"))
     (back,) = _steps(spans, "traced.back")
     assert _parent_of(back) == _id(first)
@@ -280,7 +276,7 @@ def test_ctx_isolate_publishes_in_the_step_context_and_the_outcome_continues_the
     assert name == ISOLATED_TASK
     # as Celery's instrumentation runs it: in a span continuing the published context
     published_in = trace.set_span_in_context(trace.NonRecordingSpan(context))
-    tracer = trace.get_tracer("tests")
+    tracer = _PROVIDER.get_tracer("tests")
     with tracer.start_as_current_span("run/celery_supervise.isolated", published_in) as run:
         traced.app.tasks[ISOLATED_TASK].apply(args=args, kwargs=kwargs)
     local.run()
