@@ -165,10 +165,11 @@ class Delivery:
         """Move one dead letter back to the end of the mailbox, exactly once: in one script
         (``requeue.lua``), which removes the letter as it appends it, and marks the letter's
         seq so a retry after a lost reply appends nothing more. 'requeued', or 'gone' (it
-        was requeued already)."""
+        was requeued already). The span active here, if any, is its new sender's."""
         body = encode(message, what="dead letter")
+        header = header_json(message_id, trace=carrier())
         outcome, _ = ActorStore(self.rt).requeue(
-            keys, raw=raw, seq=seq, version=None, header=header_json(message_id), body=body
+            keys, raw=raw, seq=seq, version=None, header=header, body=body
         )
         return outcome
 

@@ -74,6 +74,15 @@ def back(ctx: Any, state: dict[str, Any], message: Any) -> dict[str, Any]:
     return state
 
 
+@actor(name="traced.fragile", initial={"n": 0}, max_attempts=1)
+def fragile(ctx: Any, state: dict[str, Any], message: Any) -> dict[str, Any]:
+    """Dead-letters ``{"fail": True}`` at its first crash."""
+    if isinstance(message, dict) and message.get("fail"):
+        raise ValueError("asked to fail")
+    state["n"] += 1
+    return state
+
+
 # --8<-- [start:worker-setup]
 @worker_process_init.connect(weak=False)
 def start_tracing(**_: Any) -> None:

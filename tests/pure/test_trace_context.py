@@ -180,3 +180,16 @@ print(json.dumps({
     assert out["passed_on"] == trace_ and out["none_on"] is None
     assert out["header"] == '{"id":"m"}' and out["entry_trace"] == trace_
     assert not any("trace" in item for item in out["stored"])
+
+
+def test_the_stored_format_is_w3c_whatever_the_global_propagator() -> None:
+    from opentelemetry import propagate
+    from opentelemetry.propagators.composite import CompositePropagator
+
+    before = propagate.get_global_textmap()
+    propagate.set_global_textmap(CompositePropagator([]))  # e.g. an app configured for B3
+    try:
+        with tracing.continued(TRACE):
+            assert tracing.carrier() == TRACE
+    finally:
+        propagate.set_global_textmap(before)

@@ -397,3 +397,19 @@ def test_a_message_this_process_cannot_open_is_outcome_refused(
     assert step.attributes["celery_supervise.outcome"] == "refused"
     assert front.snapshot().pending == 1  # left for a worker that can open it
     assert set(tracing.OUTCOMES) == {"committed", "crashed", "lease_lost", "refused"}
+
+
+def test_a_requeued_dead_letter_is_sent_again_by_whoever_requeues_it(
+    traced: ModuleType, local: LocalRunner, spans: InMemorySpanExporter, redis_client: redis.Redis
+) -> None:
+    fragile = traced.supervision.ref("traced.fragile", "f")
+    with _sender():
+        mid = fragile.send({"fail": True})
+    local.run()
+    assert [letter.message_id for letter in fragile.dead_letters()] == [mid]
+    with _sender() as operator:  # an admin page's request, say
+        fragile.requeue_dead_letter(mid)
+    (entry,) = _entries(redis_client, fragile.keys.mailbox)
+    assert entry.message_id == mid and entry.trace is not None
+    _until(local, lambda: len(_steps(spans)) >= 2)
+    assert _parent_of(_steps(spans)[1]) == _id(operator)
