@@ -413,3 +413,23 @@ def test_a_requeued_dead_letter_is_sent_again_by_whoever_requeues_it(
     assert entry.message_id == mid and entry.trace is not None
     _until(local, lambda: len(_steps(spans)) >= 2)
     assert _parent_of(_steps(spans)[1]) == _id(operator)
+
+
+def test_a_dead_letter_released_after_replay_is_sent_again_by_the_releaser(
+    traced: ModuleType,
+    local: LocalRunner,
+    spans: InMemorySpanExporter,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fragile = traced.supervision.ref("traced.fragile", "r")
+    mid = fragile.send({"fail": True})
+    local.run()
+    monkeypatch.setitem(traced.FRAGILE, "broken", False)  # the fix is deployed here
+    result = fragile.replay(message_id=mid)
+    with _sender() as operator:
+        assert fragile.release(result) == "requeued"
+    (entry,) = _entries(redis_client, fragile.keys.mailbox)
+    assert entry.message_id == mid
+    _until(local, lambda: fragile.snapshot().state == {"n": 1})  # restarted after its crash
+    assert _parent_of(_steps(spans)[-1]) == _id(operator)
