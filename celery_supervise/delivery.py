@@ -2,7 +2,8 @@
 
 ``send.lua`` appends to one actor's mailbox and decides, in the same script, whether the
 actor must be woken; only then is a Celery task published. Replies to an ``ask`` go to a
-short-lived list the asker blocks on.
+short-lived list the asker blocks on. A message sent while a span is active carries its trace
+context in the entry's header (``tracing.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .mailbox import header_json
 from .registry import mailbox_limit
 from .runtime import Runtime, redis_errors
 from .store import ActorStore
+from .tracing import Carrier, carrier
 
 __all__ = ["BLOCK_SECONDS", "REPLY_TTL_SECONDS", "Delivery", "Outgoing"]
 
@@ -53,20 +55,26 @@ class Delivery:
         *,
         reply: bool = False,
         origin: tuple[str, int] | None = None,
+        trace: Carrier | None = None,
     ) -> list[int]:
         """Append the batch; wake the actor if idle. ``origin`` = (sender member, ordinal)
-        marks a relay from another actor's outbox. Returns the seqs (see ``send.lua``).
-        ``MailboxFull`` (nothing written) if the batch does not fit the type's max_mailbox."""
+        marks a relay from another actor's outbox. ``trace``: the trace context stored with
+        the messages (None: the active span's, if any; for a relay: none). Returns the seqs
+        (see ``send.lua``). ``MailboxFull`` (nothing written) if the batch does not fit the
+        type's max_mailbox."""
         keys = self.rt.keyspace.actor(type_name, key)
         limit = mailbox_limit(type_name)
         args: list[Any] = [type_name, key, self.rt.settings.dedup_window, len(batch), limit]
         dedup_keys = []
+        if origin is None:  # a relay carries its step's context, never the relayer's
+            trace = trace or carrier()
         for mid, body, given in batch:
+            header = header_json(mid, reply=reply, trace=trace)
             if origin is not None:
-                args += [header_json(mid, reply=reply), body, f"2:{origin[1]}"]
+                args += [header, body, f"2:{origin[1]}"]
                 dedup_keys.append(keys.origin(origin[0]))
                 continue
-            args += [header_json(mid, reply=reply), body, "1" if given else "0"]
+            args += [header, body, "1" if given else "0"]
             dedup_keys.append(given if isinstance(given, str) else keys.dedup(mid))
 
         def build(pipe: Any) -> None:
@@ -157,10 +165,11 @@ class Delivery:
         """Move one dead letter back to the end of the mailbox, exactly once: in one script
         (``requeue.lua``), which removes the letter as it appends it, and marks the letter's
         seq so a retry after a lost reply appends nothing more. 'requeued', or 'gone' (it
-        was requeued already)."""
+        was requeued already). The span active here, if any, is its new sender's."""
         body = encode(message, what="dead letter")
+        header = header_json(message_id, trace=carrier())
         outcome, _ = ActorStore(self.rt).requeue(
-            keys, raw=raw, seq=seq, version=None, header=header_json(message_id), body=body
+            keys, raw=raw, seq=seq, version=None, header=header, body=body
         )
         return outcome
 

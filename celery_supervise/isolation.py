@@ -9,6 +9,10 @@ appends the message: exactly one outcome per call, whichever comes first of resu
 lost worker (its heartbeat stops) or timeout. Every copy of the wrapper task claims the
 run first, so the user's task starts at most once; after ``WorkerLost`` or ``Timeout`` it
 may still have done its work, so retries need an idempotency key (docs/effects.md).
+
+Traces: the relay publishes the wrapper task inside the asking step's trace context, so
+Celery's own instrumentation (``opentelemetry-instrumentation-celery``) makes the subtask's
+span a child of the step's; the outcome message carries the subtask's context on.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from .errors import SuperviseError
 from .keyspace import ActorKeys
 from .mailbox import header_json
 from .runtime import Runtime
+from .tracing import Carrier, carried, carrier, continued
 
 __all__ = ["ISOLATED_TASK", "Isolation", "register_isolation_task"]
 
@@ -41,21 +46,23 @@ class Isolation:
         self.rt = runtime
 
     @staticmethod
-    def pending_record(spec: dict[str, Any], now: int) -> bytes:
+    def pending_record(spec: dict[str, Any], now: int, trace: Carrier | None = None) -> bytes:
         """What the commit stores for a subtask until its outcome arrives (``now``: Redis'
-        clock, ms: the tick compares the deadline with it)."""
+        clock, ms: the tick compares the deadline with it; ``trace``: the asking step's
+        context, which the tick's re-publish and its timeout outcome continue)."""
         deadline = now + int(spec["timeout"] * 1000) if spec.get("timeout") else None
-        return json.dumps(
-            {
-                "tag": spec["tag"],
-                "task": spec["task"],
-                "args": spec["args"],
-                "kwargs": spec["kwargs"],
-                "options": spec.get("options", {}),
-                "created": now,
-                "deadline": deadline,
-            }
-        ).encode()
+        record = {
+            "tag": spec["tag"],
+            "task": spec["task"],
+            "args": spec["args"],
+            "kwargs": spec["kwargs"],
+            "options": spec.get("options", {}),
+            "created": now,
+            "deadline": deadline,
+        }
+        if trace:
+            record["trace"] = trace
+        return json.dumps(record).encode()
 
     def start(self, item: dict[str, Any]) -> None:
         """Relay an outbox ``isolate`` entry: publish the subtask (once per relay claim)."""
@@ -86,8 +93,17 @@ class Isolation:
             )
         )
 
-    def deliver(self, type_name: str, key: str, iso_id: str, outcome: dict[str, Any]) -> int:
-        """Deliver the outcome message unless one was already delivered. -1: already was."""
+    def deliver(
+        self,
+        type_name: str,
+        key: str,
+        iso_id: str,
+        outcome: dict[str, Any],
+        *,
+        trace: Carrier | None = None,
+    ) -> int:
+        """Deliver the outcome message unless one was already delivered. -1: already was.
+        ``trace``: the context its step continues (the subtask's span, when it ran)."""
         keys = self.rt.keyspace.actor(type_name, key)
         try:
             body = encode(outcome, what="isolated subtask outcome")
@@ -102,7 +118,8 @@ class Isolation:
         result = int(
             self.rt.scripts.iso_outcome(
                 keys=[keys.meta, keys.mailbox, keys.isolates],
-                args=[iso_id, header_json(f"{iso_id}.outcome"), self.rt.payloads.seal(body)],
+                args=[iso_id, header_json(f"{iso_id}.outcome", trace=trace),
+                      self.rt.payloads.seal(body)],
             )
         )
         if result == 1:
@@ -135,13 +152,14 @@ class Isolation:
                 error = ("Timeout", f"isolated subtask {rec['task']} exceeded its timeout")
             elif rec.get("heartbeat") and now_ms - int(rec["heartbeat"]) > lease_ms:
                 error = ("WorkerLost", f"worker running {rec['task']} stopped responding")
+            trace = carried(rec.get("trace"))
             if error:
                 outcome = {
                     "isolated": rec["tag"],
                     "ok": False,
                     "error": {"type": error[0], "message": error[1]},
                 }
-                if self.deliver(type_name, key, iso_id, outcome) >= 0:
+                if self.deliver(type_name, key, iso_id, outcome, trace=trace) >= 0:
                     self.rt.events.record(
                         "isolate_failed", actor=type_name, key=key, tag=rec["tag"], error=error[0]
                     )
@@ -152,9 +170,11 @@ class Isolation:
                 and published
                 and now_ms - published > (self.rt.repair_after * 1000)
             ):
-                # Published but never started: its worker died holding it. Run it again.
+                # Published but never started: its worker died holding it. Run it again,
+                # in the trace of the step that asked for it.
                 self.mark(keys, iso_id, "published", claim=False)
-                self.publish(iso_id, type_name, key, rec)
+                with continued(trace):
+                    self.publish(iso_id, type_name, key, rec)
 
     def next_check_ms(self, keys: ActorKeys) -> float:
         """When the tick must look again: a lease from now, or the soonest deadline."""
@@ -232,5 +252,7 @@ def register_isolation_task(app: Celery, rt: Runtime) -> None:
             outcome = _run_target(app, task_name, args, kwargs, tag)
         finally:
             heartbeat.stopped.set()
-        delivered = Isolation(rt).deliver(type_name, key, iso_id, outcome)
+        # Under Celery's instrumentation this task runs in a span: the outcome's step is its
+        # child (without it, no span is active here and the outcome carries no trace).
+        delivered = Isolation(rt).deliver(type_name, key, iso_id, outcome, trace=carrier())
         return {"tag": tag, "ok": outcome["ok"], "delivered": delivered >= 0}

@@ -4,7 +4,8 @@ An entry is ``b"<seq> <sent_ms> <header-json>\\n<body-json>"``. The sequence num
 assigned by the ``send`` script under the actor's own slot, so it orders the mailbox; the
 commit records the last sequence consumed, which is how a redelivered task or a second
 worker recognises work already applied without remembering message ids. The header holds
-the message id and whether an ``ask`` waits for a reply.
+the message id, whether an ``ask`` waits for a reply and, when the sender had a span active,
+its W3C trace context under ``"trace"`` (``tracing.py``; absent otherwise).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from .codec import decode
 from .codecs import Payloads
 from .errors import CorruptActorData
+from .tracing import Carrier, carried
 
 __all__ = ["NO_SEQ", "Entry", "header_json", "unparsed_entry"]
 
@@ -26,11 +28,15 @@ __all__ = ["NO_SEQ", "Entry", "header_json", "unparsed_entry"]
 NO_SEQ = -1
 
 
-def header_json(message_id: str, *, reply: bool = False, **extra: Any) -> str:
+def header_json(
+    message_id: str, *, reply: bool = False, trace: Carrier | None = None, **extra: Any
+) -> str:
     header: dict[str, Any] = {"id": message_id}
     if reply:
         header["reply"] = True
     header.update(extra)
+    if trace:  # last: a named timer's spec keeps everything after the id (timers.py)
+        header["trace"] = trace
     return json.dumps(header, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -48,6 +54,11 @@ class Entry:
     @property
     def reply_wanted(self) -> bool:
         return bool(self.header.get("reply"))
+
+    @property
+    def trace(self) -> Carrier | None:
+        """The sender's trace context (None: none was active, or an older entry)."""
+        return carried(self.header.get("trace"))
 
     def message(self, payloads: Payloads | None = None) -> Any:
         """The body decoded, opened first by ``payloads`` (``CodecError`` if it cannot)."""

@@ -3,7 +3,9 @@
 The committing worker relays at once; the tick relays whatever is still there a lease later
 (the worker died, or a receiver did not answer). Relaying twice is harmless: every effect is
 idempotent at its receiver. An effect that can never be delivered is set aside, with its
-error, in the actor's ``undelivered`` list; it no longer holds back the others.
+error, in the actor's ``undelivered`` list; it no longer holds back the others. An entry
+that stored its step's trace context is delivered inside it (``tracing.continued``), so the
+message it becomes, and the Celery task it publishes, continue that trace.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .errors import (
 from .isolation import Isolation
 from .keyspace import ActorKeys
 from .runtime import Runtime, redis_errors
+from .tracing import Carrier, carried, continued
 
 __all__ = ["PERMANENT", "Relayed", "relay_outbox"]
 
@@ -181,6 +184,14 @@ def _set_aside(
 
 def _apply(rt: Runtime, keys: ActorKeys, item: dict[str, Any]) -> None:
     """Apply one outbox entry of the actor ``keys`` (replies are kept on its own slot)."""
+    trace = carried(item.get("trace"))
+    with continued(trace):
+        _apply_kind(rt, keys, item, trace)
+
+
+def _apply_kind(
+    rt: Runtime, keys: ActorKeys, item: dict[str, Any], trace: Carrier | None
+) -> None:
     kind = item["kind"]
     if kind == "send":
         body = json.dumps(item["message"], separators=(",", ":"), ensure_ascii=False).encode()
@@ -189,6 +200,7 @@ def _apply(rt: Runtime, keys: ActorKeys, item: dict[str, Any]) -> None:
             item["key"],
             [(item["id"], body, False)],
             origin=(item["from"], item["ord"]),
+            trace=trace,
         )
     elif kind == "reply":
         Delivery(rt).push_reply(keys, item["id"], json.dumps({"value": item["value"]}).encode())

@@ -34,6 +34,7 @@ from .registry import ActorSpec, registered
 from .runner import TimeLimitExceeded, crash_reason, step_on_copy
 from .runtime import Runtime, redis_errors
 from .store import ActorStore, fence_of, text_dict
+from .tracing import carrier
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -439,7 +440,7 @@ def release(rt: Runtime, result: ReplayResult) -> Released:
         raw=result.letter,
         seq=result.seq,
         version=result.version,
-        header=header_json(result.message_id),
+        header=header_json(result.message_id, trace=carrier()),  # the releasing operator's
         body=encode(result.message, what="dead letter"),
     )
     rt.events.record("requeue", actor=keys.type_name, key=keys.key,

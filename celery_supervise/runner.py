@@ -32,6 +32,7 @@ from .registry import ActorSpec
 from .relay import relay_outbox
 from .runtime import Runtime
 from .store import ActorStore, Claim, CrashOutcome, CrashRecord
+from .tracing import Carrier, StepSpan, step_span
 from .tree_shell import supervisor_chain
 
 __all__ = [
@@ -272,18 +273,44 @@ class _Run:
         None: the lease was lost. ``go_on`` says, at commit time, if the batch goes on: the
         commit records it, so a worker lost after it is blamed on the next entry only if it
         was about to step it."""
+        parsed: Entry | CorruptActorData
+        try:
+            parsed = Entry.parse(raw, where=self.where)
+        except CorruptActorData as exc:
+            parsed = exc  # a crash of this step, recorded inside its span
+        parent = parsed.trace if isinstance(parsed, Entry) else None
+        # One span per step, its parent the sender's context kept in the entry (tracing.py).
+        with step_span(self.atype.name, self.key, parent) as span:
+            return self._handle(raw, parsed, state, claim, go_on, span)
+
+    def _handle(
+        self,
+        raw: bytes,
+        parsed: Entry | CorruptActorData,
+        state: bytes,
+        claim: Claim,
+        go_on: Callable[[], bool],
+        span: StepSpan,
+    ) -> tuple[bytes, bool] | None:
         entry: Entry | None = None
         attempt = 1
         try:
-            entry = Entry.parse(raw, where=self.where)
+            if not isinstance(parsed, Entry):
+                raise parsed
+            entry = parsed
             attempt = claim.attempts + 1 if claim.attempt_seq == entry.seq else 1
+            span.note(message_id=entry.message_id, message_seq=entry.seq, attempt=attempt)
             new_state, ctx = self.step(state, entry, attempt)
         except CodecError:
+            span.note(outcome="refused")
             raise  # a wrong key is not the message's fault: refused (see ``refuse``)
         except Exception as exc:
             if entry is None:  # garbage in the mailbox: tie the crash to it
                 entry = unparsed_entry(raw)
                 attempt = claim.attempts + 1 if claim.attempt_seq == entry.seq else 1
+                span.note(message_id=entry.message_id, message_seq=entry.seq, attempt=attempt)
+            span.note(outcome="crashed")
+            span.failed(exc)
             record = CrashRecord.of(crash_reason(exc), exc, **self._about(entry, attempt))
             outcome = self.crash(record)
             raise StepCrashed(
@@ -292,8 +319,10 @@ class _Run:
                 + _fate(outcome, attempt)
             ) from exc
         more = not ctx.effects.stop and go_on()
-        if not self.commit(entry, new_state, ctx, stepping_next=more):
+        if not self.commit(entry, new_state, ctx, stepping_next=more, trace=span.carrier):
+            span.note(outcome="lease_lost")
             return None
+        span.note(outcome="committed", version=self.version)
         return new_state, more
 
     def _about(self, entry: Entry | None, attempt: int) -> dict[str, Any]:
@@ -330,7 +359,16 @@ class _Run:
     def check_state(self, new_state: Any) -> bytes:
         return check_state(self.rt, self.atype, new_state)
 
-    def commit(self, entry: Entry, new_raw: bytes, ctx: Context, *, stepping_next: bool) -> bool:
+    def commit(
+        self,
+        entry: Entry,
+        new_raw: bytes,
+        ctx: Context,
+        *,
+        stepping_next: bool,
+        trace: Carrier | None = None,
+    ) -> bool:
+        """Commit one step; ``trace`` (the step's span context) is stored with its effects."""
         effects = encode_effects(
             ctx.effects,
             type_name=self.atype.name,
@@ -339,6 +377,7 @@ class _Run:
             reply_to=entry.message_id if entry.reply_wanted else None,
             now_ms=self.rt.clock_ms(),
             seal=self.rt.payloads.seal,
+            trace=trace,
         )
         hints = []
         if delays := ctx.effects.timer_delays():

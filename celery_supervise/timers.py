@@ -24,6 +24,7 @@ from typing import Any
 from .codec import text
 from .errors import CorruptActorData
 from .mailbox import header_json
+from .tracing import Carrier
 
 __all__ = ["MAX_TIMER_NAME", "NAMED", "Timer", "named_spec", "parse_timers"]
 
@@ -49,9 +50,12 @@ class Timer:
     message: Any
 
 
-def named_spec(message_id: str, name: str, every_ms: int, body: bytes) -> bytes:
-    """The ``timer_specs`` value of a named timer (``every_ms`` 0: it fires once)."""
-    header = header_json(message_id, timer=True, name=name)
+def named_spec(
+    message_id: str, name: str, every_ms: int, body: bytes, *, trace: Carrier | None = None
+) -> bytes:
+    """The ``timer_specs`` value of a named timer (``every_ms`` 0: it fires once); ``trace``:
+    the setting step's context, which every firing carries (``tracing.py``)."""
+    header = header_json(message_id, timer=True, name=name, trace=trace)
     id_json = json.dumps(message_id, ensure_ascii=False)
     rest = header[len('{"id":' + id_json) :]
     return f"{every_ms}\n{id_json}\n{rest}\n".encode() + body
