@@ -161,9 +161,13 @@ class _Run:
 
     def refuse(self, exc: CodecError) -> str:
         """This process cannot open the actor's state or a message (a wrong or missing
-        key): not the message's fault, so no crash and no attempt. Give the lease back
-        without publishing the next run: the tick re-publishes it after ``repair_after``,
-        for a worker that holds the key. Logged once per actor and process."""
+        key): not the message's fault, so no crash and no attempt. Give the lease back and
+        publish the run again one tick interval later, as for a state too new: published
+        from inside this run, it goes to a worker that is free now (this one is not), so
+        it soon lands on a worker whose codec opens it, at a bounded rate if none does.
+        Left to the tick's rewake alone, the re-publish ran inside a tick, and with two
+        workers the run kept going to whichever one had not taken that tick: the wrong
+        one, every time. Logged once per actor and process."""
         member = actor_member(self.atype.name, self.key)
         if member not in _refused:
             _refused.add(member)
@@ -171,7 +175,17 @@ class _Run:
                       "(not stepped; left for a worker whose supervise_codec opens it)",
                       self.atype.name, self.key, self.worker, exc)  # fmt: skip
         released = self.store.release(self.keys, self.token)
-        return "refused" if released != "stale" else released
+        if released == "stale":
+            return released
+        self.publish_later()
+        return "refused"
+
+    def publish_later(self) -> None:
+        """Publish this actor's run again one tick interval from now (a run this process
+        must not step); the tick's rewake repairs it if the publish is lost."""
+        self.rt.dispatch(
+            self.atype.name, (self.key,), {}, {"countdown": self.rt.settings.tick_interval}
+        )
 
     def claim(self) -> Claim:
         chain = supervisor_chain(self.rt.tree, self.atype.name, self.key, self.atype.supervisor)
@@ -191,9 +205,7 @@ class _Run:
         not step it. The claim wrote nothing (the actor stays scheduled); the run is
         published again one tick interval later, so it soon lands on a newer worker at a
         bounded rate, and the tick's rewake repairs it if that publish is lost."""
-        self.rt.dispatch(
-            self.atype.name, (self.key,), {}, {"countdown": self.rt.settings.tick_interval}
-        )
+        self.publish_later()
         log.warning(
             "celery_supervise too_new actor=%s key=%s worker=%s state_version=%s "
             "(stored state is newer than this code; published again for a newer worker)",

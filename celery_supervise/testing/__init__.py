@@ -128,18 +128,34 @@ class LocalRunner:
             collections.deque()
         )
         self.failures: list[tuple[str, tuple[Any, ...], BaseException]] = []
+        #: Tasks published with a ``countdown`` (a run a worker must not step, published
+        #: again later), as (due on ``time.monotonic()``, name, args, kwargs): ``run()``
+        #: takes them once due, as a worker would; ``settle()`` waits for them.
+        self.later: list[tuple[float, str, tuple[Any, ...], dict[str, Any]]] = []
         supervision.dispatcher = self._enqueue
 
     def _enqueue(
         self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
     ) -> None:
-        self.queue.append((name, tuple(args), dict(kwargs)))
+        countdown = float(options.get("countdown") or 0)
+        if countdown > 0:
+            self.later.append((time.monotonic() + countdown, name, tuple(args), dict(kwargs)))
+        else:
+            self.queue.append((name, tuple(args), dict(kwargs)))
+
+    def _take_due(self) -> None:
+        now = time.monotonic()
+        self.queue.extend((name, args, kwargs) for due, name, args, kwargs in self.later
+                          if due <= now)  # fmt: skip
+        self.later = [item for item in self.later if item[0] > now]
 
     def run(self, max_runs: int = 10_000) -> int:
         """Run queued tasks (and those they queue) until none is left; return how many ran.
+        A task published with a countdown runs once it is due (``later``), not before.
         A task that raised (a crashed step shows as ``StepCrashed``) is kept in ``failures``."""
         ran = 0
         tasks = self.supervision.app.tasks
+        self._take_due()
         while self.queue and ran < max_runs:
             name, args, kwargs = self.queue.popleft()
             result = tasks[name].apply(args=args, kwargs=kwargs)

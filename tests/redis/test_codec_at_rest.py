@@ -163,10 +163,13 @@ def test_a_worker_with_a_wrong_key_costs_no_message_an_attempt(
     ref = populate(bank, local)
     before, crashes = ref.snapshot(), redis_client.llen(ref.keys.crashes)
     keys(WRONG)
-    for _ in range(3):  # the worker refuses, the tick re-publishes, it refuses again
+    for _ in range(3):  # the worker refuses (and publishes it again later); it refuses again
         bank.supervision.runtime.publish("vault.safe", "s1")
         local.run()
         local.tick()
+    # Each refusal published the run again one tick interval later, for a free worker (from
+    # inside the refusing run, so not the refusing one): not at once, so no busy loop.
+    assert [name for _, name, args, _ in local.later if args == ("s1",)] == ["vault.safe"] * 3
     meta = redis_client.hgetall(ref.keys.meta)
     assert meta.get(b"attempts", b"0") == b"0" and meta[b"status"] == b"active"
     assert redis_client.llen(ref.keys.crashes) == crashes and redis_client.llen(ref.keys.dead) == 1

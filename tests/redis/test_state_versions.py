@@ -185,9 +185,9 @@ def test_old_code_refuses_a_state_new_code_wrote_and_leaves_it_scheduled(
     assert (after["status"], after["sched"]) == ("active", "1")  # still someone's to run
     assert "lease_until" not in after and ref.snapshot().last_crash is None
     assert ref.snapshot().pending == 1 and not local.failures
-    assert [args for _, args, _ in local.queue] == [("r1",)]  # published again, for later
-    versions.deploy(2)  # a new worker takes that run
-    local.run()
+    assert not local.queue and [args for _, _, args, _ in local.later] == [("r1",)]  # later
+    versions.deploy(2)  # a new worker takes that run, once it is due
+    local.settle(1.0)
     assert ref.snapshot().state == {"cents": 400, "log": ["v1:1", "v2:2", "v2:3"]}
 
 
