@@ -277,7 +277,9 @@ class _Run:
         try:
             entry = Entry.parse(raw, where=self.where)
             attempt = claim.attempts + 1 if claim.attempt_seq == entry.seq else 1
+            started = time.monotonic()
             new_state, ctx = self.step(state, entry, attempt)
+            took = time.monotonic() - started
         except CodecError:
             raise  # a wrong key is not the message's fault: refused (see ``refuse``)
         except Exception as exc:
@@ -292,7 +294,7 @@ class _Run:
                 + _fate(outcome, attempt)
             ) from exc
         more = not ctx.effects.stop and go_on()
-        if not self.commit(entry, new_state, ctx, stepping_next=more):
+        if not self.commit(entry, new_state, ctx, stepping_next=more, took=took):
             return None
         return new_state, more
 
@@ -330,7 +332,9 @@ class _Run:
     def check_state(self, new_state: Any) -> bytes:
         return check_state(self.rt, self.atype, new_state)
 
-    def commit(self, entry: Entry, new_raw: bytes, ctx: Context, *, stepping_next: bool) -> bool:
+    def commit(
+        self, entry: Entry, new_raw: bytes, ctx: Context, *, stepping_next: bool, took: float = 0.0
+    ) -> bool:
         effects = encode_effects(
             ctx.effects,
             type_name=self.atype.name,
@@ -359,6 +363,7 @@ class _Run:
             hints=hints,
             stepping_next=stepping_next,
             state_version=self.atype.state_version,
+            step_seconds=took,
         )
         if not outcome.ok:
             log.warning(

@@ -20,12 +20,13 @@ The modules, from the bottom up:
 ``operating``  ``resume``, ``restart``, ``delete``, ``tick``
 ``replaying``  ``replay`` (replay before release)
 ``migrating``  ``migrate`` (state versions)
+``observing``  ``metrics``, ``actors`` (by status), ``reindex`` (the census)
 """
 
 from __future__ import annotations
 
 # Importing the command modules registers their commands on the group.
-from . import migrating, operating, reading, replaying  # noqa: F401
+from . import migrating, observing, operating, reading, replaying  # noqa: F401
 from .base import supervise
 
 __all__ = ["supervise"]
