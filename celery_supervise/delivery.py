@@ -83,7 +83,9 @@ class Delivery:
             # (the tick re-checks after dropping; see tick.drop_if_unchanged).
             self.store.add_hint(pipe, type_name, key, self.rt.repair_after)
             self.rt.scripts.send(
-                keys=[keys.meta, keys.mailbox, *dedup_keys, keys.tombstone], args=args,
+                keys=[keys.meta, keys.mailbox, *dedup_keys, keys.tombstone,
+                      *self.rt.keyspace.metric_keys(keys)],
+                args=args,
                 client=pipe,
             )
             self.store.add_hint(pipe, type_name, key, self.rt.repair_after)

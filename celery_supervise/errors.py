@@ -16,6 +16,7 @@ __all__ = [
     "CodecError",
     "ConfigurationError",
     "CorruptActorData",
+    "InvalidArgument",
     "InvalidKey",
     "InvalidMessage",
     "MailboxFull",
@@ -48,6 +49,10 @@ class NotInstalled(ConfigurationError):
 
 class ActorNotRegistered(SuperviseError):
     """A name does not belong to any registered actor type."""
+
+
+class InvalidArgument(SuperviseError, ValueError):
+    """A reading call got an argument it cannot use (an unknown status, a bad cursor)."""
 
 
 class InvalidKey(SuperviseError, ValueError):

@@ -117,7 +117,7 @@ class Isolation:
             )
         result = int(
             self.rt.scripts.iso_outcome(
-                keys=[keys.meta, keys.mailbox, keys.isolates],
+                keys=[keys.meta, keys.mailbox, keys.isolates, *self.rt.keyspace.metric_keys(keys)],
                 args=[iso_id, header_json(f"{iso_id}.outcome", trace=trace),
                       self.rt.payloads.seal(body)],
             )

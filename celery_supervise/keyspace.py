@@ -8,13 +8,29 @@ place. The layout is drawn in ``docs/keyspace.md``.
 
 from __future__ import annotations
 
+import binascii
 import zlib
 from dataclasses import dataclass
 
-__all__ = ["DUE_BUCKETS", "ActorKeys", "Keyspace", "actor_member", "parse_actor_member"]
+from .status import STATUSES
+
+__all__ = [
+    "DUE_BUCKETS",
+    "STAT_SHARDS",
+    "ActorKeys",
+    "Keyspace",
+    "actor_member",
+    "cluster_slot",
+    "parse_actor_member",
+]
 
 #: Number of shards of the due-time index; fixed, because members are hashed onto it.
 DUE_BUCKETS = 16
+#: Number of shards of each actor type's counters and status indexes (``census.py``);
+#: fixed, because an actor's shard is its cluster slot modulo this.
+STAT_SHARDS = 16
+#: Redis Cluster's slot count.
+CLUSTER_SLOTS = 16384
 
 
 def _escape(part: str) -> str:
@@ -35,6 +51,11 @@ def _unescape(part: str) -> str:
 def parse_actor_member(member: str) -> tuple[str, str]:
     type_part, _, key_part = member.partition(":")
     return _unescape(type_part), _unescape(key_part)
+
+
+def cluster_slot(tag: str) -> int:
+    """The Redis Cluster slot of a key whose hash tag is ``tag`` (CRC16/XMODEM, as Redis)."""
+    return binascii.crc_hqx(tag.encode(), 0) % CLUSTER_SLOTS
 
 
 @dataclass(frozen=True)
@@ -107,6 +128,36 @@ class Keyspace:
             requeue_prefix=f"{base}:rq:",
             reply_prefix=f"{base}:reply:",
         )
+
+    def stat_shard(self, type_name: str, key: str) -> int:
+        """The shard of a type's counters an actor counts in: its own cluster slot modulo
+        ``STAT_SHARDS`` (so a cluster's placement, ``docs/metrics.md``, keeps the same
+        function with ``STAT_SHARDS`` = the slot count)."""
+        return cluster_slot(actor_member(type_name, key)) % STAT_SHARDS
+
+    def stats(self, type_name: str, shard: int) -> str:
+        """Hash of one shard of a type's counters: ``mbox`` and ``dead`` (messages held),
+        ``steps``, ``crash:<reason>``, ``step:<bucket>`` and ``step_sum`` (the step-time
+        histogram), written by the scripts that change them (``_account.lua``)."""
+        return f"{self.prefix}:stats:{{{_escape(type_name)}:{shard}}}"
+
+    def status_index(self, type_name: str, shard: int, status: str) -> str:
+        """Sorted set of one shard of a type's actors in ``status`` (member "T:K", score:
+        when it entered it, ms), kept exact by the scripts that change a status."""
+        return f"{self.prefix}:stats:{{{_escape(type_name)}:{shard}}}:{status}"
+
+    def metric_keys(self, keys: ActorKeys) -> list[str]:
+        """The keys every accounting script takes last (``_account.lua``): the actor's
+        mailbox and dead letters, its shard's counters, then its shard's status indexes in
+        ``STATUSES`` order."""
+        shard = self.stat_shard(keys.type_name, keys.key)
+        indexes = [self.status_index(keys.type_name, shard, s) for s in STATUSES]
+        return [keys.mailbox, keys.dead, self.stats(keys.type_name, shard), *indexes]
+
+    @property
+    def tick_stats(self) -> str:
+        """Hash: the tick-time histogram (``tick:<bucket>``, ``tick_sum``)."""
+        return f"{self.prefix}:tick:stats"
 
     def due_bucket(self, member: str) -> str:
         return self.due(zlib.crc32(member.encode()) % DUE_BUCKETS)

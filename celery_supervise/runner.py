@@ -312,7 +312,9 @@ class _Run:
             entry = parsed
             attempt = claim.attempts + 1 if claim.attempt_seq == entry.seq else 1
             span.note(message_id=entry.message_id, message_seq=entry.seq, attempt=attempt)
+            started = time.monotonic()
             new_state, ctx = self.step(state, entry, attempt)
+            took = time.monotonic() - started
         except CodecError:
             span.note(outcome="refused")
             raise  # a wrong key is not the message's fault: refused (see ``refuse``)
@@ -331,7 +333,9 @@ class _Run:
                 + _fate(outcome, attempt)
             ) from exc
         more = not ctx.effects.stop and go_on()
-        if not self.commit(entry, new_state, ctx, stepping_next=more, trace=span.carrier):
+        if not self.commit(
+            entry, new_state, ctx, stepping_next=more, trace=span.carrier, took=took
+        ):
             span.note(outcome="lease_lost")
             return None
         span.note(outcome="committed", version=self.version)
@@ -379,8 +383,10 @@ class _Run:
         *,
         stepping_next: bool,
         trace: Carrier | None = None,
+        took: float = 0.0,
     ) -> bool:
-        """Commit one step; ``trace`` (the step's span context) is stored with its effects."""
+        """Commit one step; ``trace`` (the step's span context) is stored with its effects,
+        ``took`` (the handler's seconds) counted in the step-time histogram."""
         effects = encode_effects(
             ctx.effects,
             type_name=self.atype.name,
@@ -410,6 +416,7 @@ class _Run:
             hints=hints,
             stepping_next=stepping_next,
             state_version=self.atype.state_version,
+            step_seconds=took,
         )
         if not outcome.ok:
             log.warning(

@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-__all__ = ["SCRIPT_NAMES", "LuaScript", "Scripts", "source"]
+__all__ = ["ACCOUNTED", "SCRIPT_NAMES", "LuaScript", "Scripts", "source"]
 
 SCRIPT_NAMES = (
     "send",
@@ -45,14 +45,40 @@ SCRIPT_NAMES = (
     "delete",
     "upgrade",
     "reencrypt",
+    "census",
 )
+
+
+#: Scripts wrapped by ``_account.lua``: each takes ``Keyspace.metric_keys`` as its last
+#: KEYS and KEYS[1] is the actor's meta.
+ACCOUNTED = frozenset({
+    "send", "claim", "commit", "crash", "release", "halt", "restart", "rewake",
+    "fire_timers", "settle", "iso_outcome", "requeue", "delete", "census",
+})  # fmt: skip
+
+_WRAPPED = """
+local census_err = check_census()
+if census_err then return census_err end
+local census_seen = census_before(KEYS[1])
+local function body()
+{body}
+end
+local reply = body()
+if type(reply) == 'table' and reply.err then return reply end
+account(KEYS[1], census_seen)
+return reply
+"""
 
 
 @cache
 def source(name: str) -> str:
     folder = resources.files("celery_supervise") / "scripts"
     prelude = (folder / "_prelude.lua").read_text()
-    return prelude + "\n" + (folder / f"{name}.lua").read_text()
+    body = (folder / f"{name}.lua").read_text()
+    if name in ACCOUNTED:
+        census = (folder / "_account.lua").read_text()
+        return prelude + "\n" + census + _WRAPPED.replace("{body}", body)
+    return prelude + "\n" + body
 
 
 class LuaScript:
@@ -101,6 +127,7 @@ class Scripts:
     delete: LuaScript
     upgrade: LuaScript
     reencrypt: LuaScript
+    census: LuaScript
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client

@@ -13,7 +13,9 @@ import json
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from .census import step_bucket
 from .codec import text
+from .errors import SuperviseError
 from .keyspace import ActorKeys, actor_member
 from .records import (
     Claim,
@@ -26,6 +28,7 @@ from .records import (
     RestartOutcome,
     text_dict,
 )
+from .registry import registered
 from .runtime import Runtime, patiently, redis_errors
 from .timers import Timer, parse_timers
 
@@ -112,6 +115,10 @@ class ActorStore:
         index = self.rt.keyspace.quarantined_index(type_name)
         pipe.zincrby(index, 1, actor_member(type_name, key))
 
+    def census(self, keys: ActorKeys) -> list[str]:
+        """The census keys every accounting script takes last (``scripts.ACCOUNTED``)."""
+        return self.rt.keyspace.metric_keys(keys)
+
     def _run(self, where: str, build: Any) -> list[Any]:
         """One pipelined round trip, repeated while Redis is away (SPEC 6.7)."""
         return patiently(lambda: self.rt.pipeline(build), where=where)
@@ -138,7 +145,7 @@ class ActorStore:
                 pipe.hget(self.rt.keyspace.supervisor(name), "status")
             self.add_hint(pipe, keys.type_name, keys.key, hint_in)
             self.rt.scripts.claim(
-                keys=[keys.meta, keys.mailbox],
+                keys=[keys.meta, keys.mailbox, *self.census(keys)],
                 args=[worker, lease_ms, batch, nonce, state_version],
                 client=pipe,
             )
@@ -174,18 +181,21 @@ class ActorStore:
         hints: Sequence[float],
         stepping_next: bool,
         state_version: int = 1,
+        step_seconds: float = 0.0,
     ) -> CommitOutcome:
         """Commit one step: state, version + 1, the entry consumed, its effects recorded.
         ``stepping_next``: this worker steps the next entry at once (blame it if lost).
-        ``state_version``: the shape ``state`` has (kept with it and in its history entry)."""
+        ``state_version``: the shape ``state`` has (kept with it and in its history entry).
+        ``step_seconds``: how long the step took, for the census' step-time histogram."""
         entry = '{"message_id":' + json.dumps(message_id, ensure_ascii=False)
         entry += f',"state_version":{state_version},"state":'
         state = self.rt.payloads.seal(state)  # the same sealed JSON in meta and history
         args: list[Any] = [token, seq, state, entry + state.decode() + "}", history, lease_ms]
         args += _effect_args(effects, stepping_next)
-        args.insert(12, state_version)  # ARGV[13]: before the effect lists
+        args.insert(12, state_version)  # ARGV[13..15]: before the effect lists
+        args[13:13] = [step_bucket(step_seconds), repr(max(0.0, step_seconds))]
         commit_keys = [keys.meta, keys.mailbox, keys.history, keys.attempts, keys.outbox]
-        commit_keys += [keys.timers, keys.isolates, keys.timer_specs]
+        commit_keys += [keys.timers, keys.isolates, keys.timer_specs, *self.census(keys)]
 
         def build(pipe: Any) -> None:
             for seconds in hints:
@@ -212,7 +222,8 @@ class ActorStore:
             # The tick must look at this actor now: the hint goes first.
             self.add_hint(pipe, keys.type_name, keys.key, 0)
             self.rt.scripts.crash(
-                keys=[keys.meta, keys.mailbox, keys.crashes, keys.attempts, keys.dead, keys.outbox],
+                keys=[keys.meta, keys.mailbox, keys.crashes, keys.attempts, keys.dead, keys.outbox,
+                      *self.census(keys)],
                 args=[
                     token,
                     record.seq,
@@ -221,6 +232,7 @@ class ActorStore:
                     "1" if only_if_expired else "0",
                     CRASHES_KEPT,
                     self.rt.settings.max_dead_letters,
+                    record.reason,
                 ],
                 client=pipe,
             )
@@ -242,7 +254,7 @@ class ActorStore:
         reply = self._run(
             _where(keys),
             lambda pipe: self.rt.scripts.release(
-                keys=[keys.meta, keys.mailbox], args=[token], client=pipe
+                keys=[keys.meta, keys.mailbox, *self.census(keys)], args=[token], client=pipe
             ),
         )[-1]
         return text(reply[0])  # type: ignore[return-value]  # the script's own words
@@ -281,11 +293,26 @@ class ActorStore:
                 self.add_hint(pipe, keys.type_name, keys.key, delay)
             if quarantine:
                 self.note_quarantine(pipe, keys.type_name, keys.key)
-            script(keys=[keys.meta], args=args, client=pipe)
+            script(keys=[keys.meta, *self.census(keys)], args=args, client=pipe)
             if quarantine:
                 self.note_quarantine(pipe, keys.type_name, keys.key)
 
-        return self.rt.pipeline(build)[-2 if quarantine else -1]
+        reply = self.rt.pipeline(build)[-2 if quarantine else -1]
+        if quarantine and text(reply[0]) == "ok":
+            self._count_quarantine(keys)
+        return reply
+
+    def _count_quarantine(self, keys: ActorKeys) -> None:
+        """``quarantines_total`` of the actor's supervisor: after the script said it
+        quarantined (a process dying in between misses one; none is counted twice, since a
+        second quarantine of a quarantined actor is refused)."""
+        try:
+            owner = self.rt.tree.supervisor_of_actor(
+                f"{keys.type_name}:{keys.key}", registered(keys.type_name).supervisor
+            )
+        except SuperviseError:  # a type this process does not know: its own supervisor's
+            return  # workers count it; this one cannot place it
+        self.rt.client.hincrby(self.rt.keyspace.supervisor(owner), "quarantines_total", 1)
 
     def restart(
         self,
@@ -309,7 +336,7 @@ class ActorStore:
             # If the run this restart publishes is lost, the tick repairs it from this hint.
             self.add_hint(pipe, keys.type_name, keys.key, self.rt.repair_after)
             self.rt.scripts.restart(
-                keys=[keys.meta, keys.mailbox, keys.history],
+                keys=[keys.meta, keys.mailbox, keys.history, *self.census(keys)],
                 args=[
                     mode,
                     recovery,
@@ -360,7 +387,7 @@ class ActorStore:
         def build(pipe: Any) -> None:
             self.add_hint(pipe, keys.type_name, keys.key, self.rt.repair_after)
             self.rt.scripts.requeue(
-                keys=[keys.meta, keys.mailbox, keys.dead, keys.requeued(seq)],
+                keys=[keys.meta, keys.mailbox, keys.dead, keys.requeued(seq), *self.census(keys)],
                 args=[raw, "" if version is None else version, header,
                       self.rt.payloads.seal(body), self.rt.settings.dedup_window],
                 client=pipe,
@@ -390,11 +417,12 @@ class ActorStore:
 
     def rewake(self, keys: ActorKeys, *, base_ms: int, cap_ms: int) -> bool:
         """Claim the right to re-publish a run whose task was lost; the caller publishes."""
-        return bool(self.rt.scripts.rewake(keys=[keys.meta, keys.mailbox], args=[base_ms, cap_ms]))
+        rewake_keys = [keys.meta, keys.mailbox, *self.census(keys)]
+        return bool(self.rt.scripts.rewake(keys=rewake_keys, args=[base_ms, cap_ms]))
 
     def fire_timers(self, keys: ActorKeys) -> tuple[bool, int]:
         """Move due timers into the mailbox: (woke, how many fired)."""
-        timer_keys = [keys.meta, keys.mailbox, keys.timers, keys.timer_specs]
+        timer_keys = [keys.meta, keys.mailbox, keys.timers, keys.timer_specs, *self.census(keys)]
         woke, fired, _ = self.rt.scripts.fire_timers(keys=timer_keys)
         return bool(int(woke)), int(fired)
 
@@ -411,7 +439,7 @@ class ActorStore:
             for index in indexes:  # read before: a member noted again meanwhile stays
                 pipe.zscore(index, member)
             self.rt.scripts.delete(
-                keys=[*keys.owned, keys.tombstone],
+                keys=[*keys.owned, keys.tombstone, *self.census(keys)],
                 args=[keys.type_name, keys.key, self.rt.settings.dedup_window, ttl],
                 client=pipe,
             )

@@ -28,12 +28,42 @@ from .settings import Settings, read_settings
 from .specs import SupervisorTree, parse_supervisor_spec
 from .tick import run_tick
 
-__all__ = ["TICK_TASK", "Supervision"]
+__all__ = ["TICK_LOGGERS", "TICK_TASK", "Supervision", "TickLogsAtDebug", "quiet_tick_logs"]
 
 log = logging.getLogger("celery_supervise")
 
 #: Name of the supervisor task run by beat.
 TICK_TASK = "celery_supervise.tick"
+#: Celery's loggers that log every tick at INFO: a worker's "received" and "succeeded"
+#: lines, beat's "Sending due task".
+TICK_LOGGERS = ("celery.worker.strategy", "celery.app.trace", "celery.beat")
+
+
+class TickLogsAtDebug(logging.Filter):
+    """Celery's per-task INFO lines about the tick, logged at DEBUG instead: ticks run
+    every ``tick_interval`` and would be half a worker's log. What a tick *decides* is
+    logged by ``EventLog.record`` at INFO, and a failed tick still logs at ERROR."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not _about_tick(record.args):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def _about_tick(args: Any) -> bool:
+    if isinstance(args, dict):  # the worker's lines: a context dict with the task's name
+        return args.get("name") == TICK_TASK
+    return isinstance(args, tuple) and TICK_TASK in args  # beat: (entry name, task name)
+
+
+def quiet_tick_logs() -> None:
+    """Install ``TickLogsAtDebug`` on Celery's loggers (once; when ``Supervision(app)`` is
+    created, never at import time)."""
+    for name in TICK_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, TickLogsAtDebug) for f in logger.filters):
+            logger.addFilter(TickLogsAtDebug())
 
 
 _installed: weakref.WeakKeyDictionary[Any, Supervision] = weakref.WeakKeyDictionary()
@@ -103,6 +133,7 @@ class Supervision:
         self._register_tasks()
         self._schedule_tick()
         self._connect_startup_check()
+        quiet_tick_logs()
         self._discover_actors()
 
     # -- what the runtime holds, for callers of this object ----------------------------------

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .census import observe_tick
 from .codec import text
 from .crashes import record_crash
 from .delivery import Delivery
@@ -125,7 +126,9 @@ def _tick(rt: Runtime) -> TickReport:
                 report.counts[outcome] = report.counts.get(outcome, 0) + 1
     finally:
         rt.scripts.tick_lock(keys=[rt.keyspace.tick_lock], args=[holder])
-    report.ms = int((time.monotonic() - started) * 1000)
+    took = time.monotonic() - started
+    report.ms = int(took * 1000)
+    observe_tick(rt, took)
     return report
 
 

@@ -230,7 +230,9 @@ class _PlanShell:
     def record_restart(self, supervisor: str, record: RestartRecord) -> None:
         ks = self.rt.keyspace
         hist = ks.supervisor_history(supervisor)
-        self.rt.client.zadd(hist, {ks.restart_member(record.exit_id, record.child): record.at})
+        member = ks.restart_member(record.exit_id, record.child)
+        if self.rt.client.zadd(hist, {member: record.at}):  # once per exit: a replay adds 0
+            self.rt.client.hincrby(ks.supervisor(supervisor), "restarts_total", 1)
         period = self.rt.tree.spec(supervisor).period
         self.rt.client.zremrangebyscore(hist, "-inf", record.at - max(period * 2, 60))
 

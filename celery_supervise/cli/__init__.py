@@ -21,12 +21,13 @@ The modules, from the bottom up:
 ``replaying``  ``replay`` (replay before release)
 ``migrating``  ``migrate`` (state versions)
 ``diagnosing`` ``doctor`` (is the deployment set up so the guarantees hold?)
+``observing``  ``metrics``, ``actors`` (by status), ``reindex`` (the census)
 """
 
 from __future__ import annotations
 
 # Importing the command modules registers their commands on the group.
-from . import diagnosing, migrating, operating, reading, replaying  # noqa: F401
+from . import diagnosing, migrating, observing, operating, reading, replaying  # noqa: F401
 from .base import supervise
 
 __all__ = ["supervise"]

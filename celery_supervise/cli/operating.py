@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Any
 import click
 from celery.bin.base import CeleryCommand
 
-from .base import Unavailable, actor_ref, json_option, operator_errors, supervise, supervision
+from .base import (
+    EXIT_FAILED,
+    OperatorError,
+    Unavailable,
+    actor_ref,
+    json_option,
+    operator_errors,
+    supervise,
+    supervision,
+)
 from .render import echo, print_json, tick_text
 
 if TYPE_CHECKING:
@@ -120,11 +129,12 @@ def restart(ctx: click.Context, type_name: str, key: str, reset: bool, as_json: 
                 "version": made.version if outcome != "skip" else snap.version,
             }
         )
+        if outcome == "skip":  # refused: the JSON says so, and the exit code as the text's
+            ctx.exit(EXIT_FAILED)
     elif outcome == "skip":
-        echo(
-            ctx,
+        raise OperatorError(
             f"{type_name}:{key} is {snap.status}: a {recovery} restart applies only to a "
-            f"halted actor (stopped, quarantined, backoff); --reset restarts any actor",
+            f"halted actor (stopped, quarantined, backoff); --reset restarts any actor"
         )
     else:
         echo(

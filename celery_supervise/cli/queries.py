@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..codec import text
 from ..keyspace import Keyspace
+from ..status import PUBLIC_STATUSES
 
 if TYPE_CHECKING:
+    from ..census import TypeCensus
     from ..ref import ActorRef, DeadLetter, HistoryEntry, Timer, UndeliverableEffect
     from ..supervision import Supervision
 
@@ -65,10 +67,13 @@ class Restarts:
 
 @dataclass(frozen=True)
 class Flagged:
-    """Stopped, crashed or quarantined actors under one supervisor."""
+    """Stopped, crashed or quarantined actors under one supervisor: those it stopped
+    (escalation) and the quarantined actors of its types (from the census)."""
 
     count: int
     shown: list[str]
+    #: Of ``count``, how many are quarantined.
+    quarantined: int = 0
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,8 @@ class SupervisorStatus:
     actor_types: list[str]
     restarts: Restarts
     flagged: Flagged
+    #: Actors of its types per status (the census), summed over the types.
+    actors: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,7 @@ class _StatusReads:
 def tree_status(sup: Supervision) -> TreeStatus:
     """What ``supervise status`` shows, without scanning any key space."""
     # Imported here, not at the top: every `celery` command imports this package.
+    from ..census import read_census
     from ..specs import is_actor_child
 
     tree = sup.tree
@@ -144,8 +152,11 @@ def tree_status(sup: Supervision) -> TreeStatus:
     reads = _read_status(sup, names, actor_children)
     now = reads.now
     child_status = _child_statuses(actor_children, reads.child_statuses)
+    census = read_census(sup.runtime, [t for types in types_by_sup.values() for t in types])
     supervisors = [
-        _supervisor_status(sup, name, reply, child_status, types_by_sup.get(name, []), now)
+        _supervisor_status(
+            sup, name, reply, child_status, types_by_sup.get(name, []), now, census
+        )
         for name, reply in zip(names, reads.supervisors, strict=True)
     ]
     return TreeStatus(
@@ -221,9 +232,16 @@ def _supervisor_status(
     child_status: dict[str, str],
     actor_types: list[str],
     now: float,
+    census: dict[str, TypeCensus],
 ) -> SupervisorStatus:
-    """One supervisor's node, from its share of ``_read_status``'s replies."""
+    """One supervisor's node, from its share of ``_read_status``'s replies and the census
+    of its actor types."""
     raw_hash, history, flagged_count, flagged = reply
+    actors: dict[str, int] = dict.fromkeys(PUBLIC_STATUSES, 0)
+    for type_name in actor_types:
+        for status, n in census[type_name].actors.items():
+            actors[status] = actors.get(status, 0) + n
+    quarantined = actors.get("quarantined", 0)
     fields = {text(k): text(v) for k, v in raw_hash.items()}
     spec = sup.tree.spec(name)
     return SupervisorStatus(
@@ -241,8 +259,29 @@ def _supervisor_status(
         children=_children(sup, name, child_status),
         actor_types=actor_types,
         restarts=_restarts(history, now - spec.period),
-        flagged=Flagged(count=int(flagged_count), shown=sorted(text(m) for m in flagged)),
+        flagged=Flagged(
+            count=int(flagged_count) + quarantined,
+            shown=sorted(text(m) for m in flagged) + _quarantined_sample(sup, actor_types),
+            quarantined=quarantined,
+        ),
+        actors=actors,
     )
+
+
+def _quarantined_sample(sup: Supervision, actor_types: list[str]) -> list[str]:
+    """Up to ``FLAGGED_SHOWN`` quarantined actors ("T:K") of these types (the census)."""
+    # Imported here, not at the top: every `celery` command imports this package.
+    from ..census import actors_by_status
+
+    shown: list[str] = []
+    for type_name in actor_types:
+        if len(shown) >= FLAGGED_SHOWN:
+            break
+        keys, _ = actors_by_status(
+            sup.runtime, type_name, "quarantined", limit=FLAGGED_SHOWN - len(shown)
+        )
+        shown += [f"{type_name}:{key}" for key in keys]
+    return shown
 
 
 def _depth(sup: Supervision, parent: str | None) -> int:

@@ -133,7 +133,14 @@ def _supervisor_text(ctx: click.Context, node: SupervisorStatus, now: float) -> 
         for c in node.children:
             what = _status(ctx, c.status) if isinstance(c, ActorChild) else "supervisor"
             echo(ctx, f"{pad}  {c.child}  {what}")
+    _actors_text(ctx, node.actors, pad)
     _flagged_text(ctx, node.flagged, pad)
+
+
+def _actors_text(ctx: click.Context, actors: dict[str, int], pad: str) -> None:
+    counted = ", ".join(f"{n} {status}" for status, n in actors.items() if n)
+    if counted:
+        echo(ctx, f"{pad}actors: {counted}")
 
 
 def _restarts_text(ctx: click.Context, node: SupervisorStatus, pad: str, now: float) -> None:
@@ -147,7 +154,8 @@ def _restarts_text(ctx: click.Context, node: SupervisorStatus, pad: str, now: fl
 def _flagged_text(ctx: click.Context, flagged: Flagged, pad: str) -> None:
     if flagged.count:
         more = f" (showing {len(flagged.shown)})" if flagged.count > len(flagged.shown) else ""
-        echo(ctx, f"{pad}stopped/crashed/quarantined actors: {flagged.count}{more}")
+        quarantined = f", {flagged.quarantined} quarantined" if flagged.quarantined else ""
+        echo(ctx, f"{pad}stopped/crashed/quarantined actors: {flagged.count}{quarantined}{more}")
         for member in flagged.shown:
             echo(ctx, f"{pad}  {member}")
 

@@ -9,6 +9,7 @@
 -- ARGV[11] n isolated subtasks   ARGV[12] "1" if this worker steps the next entry at once
 -- (recorded as 'stepping': a worker lost after this commit is blamed on the next entry only
 -- if it was about to step it)   ARGV[13] the state version of the new state
+-- ARGV[14] the step-time histogram bucket of this step (census.py)   ARGV[15] its seconds
 -- then: outbox effect jsons; self message (header, body) pairs; timer (delay_ms, entry)
 -- pairs; isolate (id, pending record json) pairs; then the number of named timer changes
 -- (absent: none) and for each (name, delay_ms or '' to cancel, spec): a set replaces the
@@ -48,7 +49,7 @@ if keep > 0 then
 end
 local n_out, n_self, n_timer = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local n_iso = tonumber(ARGV[11])
-local i = 14
+local i = 16
 for _ = 1, n_out do
   redis.call('RPUSH', outbox, ARGV[i]); i = i + 1
 end
@@ -78,5 +79,10 @@ end
 if ARGV[7] == '1' then
   redis.call('HSET', meta, 'stop_requested', 1)
 end
+-- The census (_account.lua): counted here, once: a retried commit returned above.
+local stats = KEYS[#KEYS - 6]
+redis.call('HINCRBY', stats, 'steps', 1)
+redis.call('HINCRBY', stats, 'step:' .. ARGV[14], 1)
+redis.call('HINCRBYFLOAT', stats, 'step_sum', ARGV[15])
 bump_rev(meta)
 return {'ok', version}

@@ -8,6 +8,7 @@
 -- -1: the head entry, which is garbage without a sequence number of its own)
 -- ARGV[3] crash record json   ARGV[4] max attempts   ARGV[5] "1": only if the lease expired
 -- ARGV[6] crash records to keep   ARGV[7] max dead letters the actor may hold
+-- ARGV[8] the crash's reason, counted in the type's census (census.py)
 -- Returns {'crashed', crash_seq, attempt, dead (0|1), crashes_in_row, full (0|1)} | {'stale'}
 local meta, mbox, crashes, attempts, dead, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local err = check_types(meta, 'hash', mbox, 'list', crashes, 'list', attempts, 'list',
@@ -120,6 +121,7 @@ if (seq > 0 and head_seq == seq) or garbage_head then
   end
 end
 redis.call('HSET', meta, 'crash_seq', crash_seq)
+redis.call('HINCRBY', KEYS[#KEYS - 6], 'crash:' .. (ARGV[8] or 'unknown'), 1)
 local in_row = redis.call('HINCRBY', meta, 'crashes_in_row', 1)
 redis.call('HINCRBY', meta, 'token', 1)
 redis.call('HDEL', meta, 'lease_until', 'lease_owner')

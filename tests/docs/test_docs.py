@@ -284,6 +284,7 @@ def test_keyspace_page_draws_every_key() -> None:
     built |= {reply_marker(actor.reply("<id>"))}
     built |= {ks.due(0), ks.plan("x"), ks.dead_index, ks.tick_lock, ks.tick_senders, ks.events}
     built |= {ks.quarantined_index("T"), ks.type_index("T")}
+    built |= {ks.stats("T", 0), ks.status_index("T", 0, "<status>"), ks.tick_stats}
     built |= {ks.supervisor("S"), ks.supervisor_history("S"), ks.supervisor_members("S")}
     built = {_normal_key(k) for k in built}
 

@@ -679,7 +679,39 @@ class Model(RuleBasedStateMachine):
                 problems.append(f"{a}: {steps} step versions but {len(self.log[a])} commits")
             if not final:
                 problems += self._stranded(a, v)
+        problems += self._census()
         assert not problems, "\n".join(problems)
+
+    def _census(self) -> list[str]:
+        """The census the scripts keep (docs/metrics.md) equals the actors' own keys."""
+        from celery_supervise.census import read_census
+        from celery_supervise.ref import public_status
+
+        types = sorted({t for t, _ in ACTORS})
+        pipe = self.sup.client.pipeline(transaction=False)
+        for a in ACTORS:
+            keys = self.rt.keyspace.actor(*a)
+            pipe.hget(keys.meta, "status")
+            pipe.llen(keys.mailbox)
+            pipe.llen(keys.dead)
+        replies = pipe.execute()
+        want = {t: (collections.Counter[str](), [0, 0]) for t in types}
+        for i, (t, _) in enumerate(ACTORS):
+            status, queued, dead = replies[3 * i : 3 * i + 3]
+            if status is not None:
+                want[t][0][public_status(status.decode())] += 1
+            want[t][1][0] += queued
+            want[t][1][1] += dead
+        problems = []
+        for t, c in read_census(self.rt, types).items():
+            statuses, (queued, dead) = want[t]
+            got = {s: n for s, n in c.actors.items() if n}
+            if (got, c.mailbox, c.dead_letters) != (dict(statuses), queued, dead):
+                problems.append(
+                    f"census of {t}: {got}, {c.mailbox} queued, {c.dead_letters} dead; the "
+                    f"actors hold {dict(statuses)}, {queued} queued, {dead} dead"
+                )
+        return problems
 
     def _relay_target(self, tag: str) -> tuple[str, str]:
         mid = tag.split(":", 1)[1]

@@ -73,7 +73,8 @@ def test_tick_out_of_memory_keeps_the_hint_and_the_actor_recovers(
     ref = bank.poison.ref("oom-tick")
     ref.send("a")
     local.queue.clear()  # the run that would handle it: its worker dies holding the lease
-    claim = sup.scripts.claim(keys=[ref.keys.meta, ref.keys.mailbox], args=["dead:1", 1, 10, "n"])
+    claim_keys = [ref.keys.meta, ref.keys.mailbox, *sup.keyspace.metric_keys(ref.keys)]
+    claim = sup.scripts.claim(keys=claim_keys, args=["dead:1", 1, 10, "n"])
     assert claim[0] == b"ok"
     time.sleep(0.01)  # the lease has expired
     member = actor_member(ref.type_name, ref.key)

@@ -24,7 +24,7 @@ import redis
 from celery_supervise import CorruptActorData
 from celery_supervise.keyspace import ActorKeys, Keyspace
 from celery_supervise.relay import relay_outbox
-from celery_supervise.scripts import Scripts
+from celery_supervise.scripts import ACCOUNTED, Scripts
 
 T, K = "atom.type", "k1"
 FAR = 10**13  # a lease or time far in the future (ms)
@@ -64,6 +64,13 @@ NAMED_SPEC = b'500\n"t:k@2.n0"\n,"timer":true,"name":"p"}\n{"b":2}'
 
 
 def base(w: World, **changes: Any) -> None:
+    uncounted(w, **changes)
+    # Counted in the census, as every actor is from the send that created it.
+    w.scripts.census(keys=[w.keys.meta, *Keyspace(w.prefix).metric_keys(w.keys)])
+
+
+def uncounted(w: World, **changes: Any) -> None:
+    """The scenario's actor as a version before the census left it."""
     meta = {**BASE_META, **changes}
     w.meta(**{k: v for k, v in meta.items() if v is not None})
     w.client.rpush(w.keys.mailbox, HEAD)
@@ -116,7 +123,7 @@ CASES = [
          actor_keys("meta", "mailbox", "history", "attempts", "outbox", "timers", "isolates",
                     "timer_specs"),
          lambda w: [5, 2, '{"n":2}', '{"message_id":"m2","state":{"n":2}}', 10, 5000, "0",
-                    1, 1, 1, 1, "1", 1, '{"kind":"send"}', '{"id":"self"}', '{"b":1}',
+                    1, 1, 1, 1, "1", 1, 3, "0.04", '{"kind":"send"}', '{"id":"self"}', '{"b":1}',
                     1000, '{"id":"t1","timer":true}\n1', "iso2", '{"tag":"u"}',
                     2, "q", 1000, NAMED_SPEC, "p", "", ""],
          ["lease_until", "consumed", "version", "seq"],
@@ -124,7 +131,7 @@ CASES = [
           ("timers", "zset"), ("isolates", "hash"), ("timer_specs", "hash")]),
     Case("crash", base,  # attempt 2 of max 2: the dead-letter path, every key written
          actor_keys("meta", "mailbox", "crashes", "attempts", "dead", "outbox"),
-         lambda w: [5, 2, '{"reason":"exception"}', 2, "0", 50, 10],
+         lambda w: [5, 2, '{"reason":"exception"}', 2, "0", 50, 10, "exception"],
          ["token", "lease_until", "attempt_seq", "attempts", "crash_seq", "crashes_in_row"],
          [("meta", "hash"), ("mailbox", "list"), ("crashes", "list"), ("attempts", "list"),
           ("dead", "list"), ("outbox", "list")]),
@@ -204,6 +211,7 @@ _REENCRYPT_TYPED = [("meta", "hash"), ("history", "list"), ("mailbox", "list"),
                     ("dead", "list"), ("timers", "zset"), ("outbox", "list"),
                     ("timer_specs", "hash")]  # fmt: skip
 CASES.append(Case("reencrypt", base, _REENCRYPT_KEYS, _reencrypt_args, [], _REENCRYPT_TYPED))
+CASES.append(Case("census", uncounted, actor_keys("meta"), lambda w: [], [], [("meta", "hash")]))
 BY_NAME = {c.script: c for c in CASES}
 
 
@@ -222,7 +230,28 @@ def world(redis_client: redis.Redis) -> World:
 
 
 def _call(w: World, case: Case) -> Any:
-    return getattr(w.scripts, case.script)(keys=case.keys(w), args=case.args(w))
+    keys = case.keys(w)
+    if case.script in ACCOUNTED:  # the census keys come last (scripts/_account.lua)
+        keys += Keyspace(w.prefix).metric_keys(w.keys)
+    return getattr(w.scripts, case.script)(keys=keys, args=case.args(w))
+
+
+@pytest.mark.parametrize("name", sorted(ACCOUNTED))
+@pytest.mark.parametrize("which", [0, 1, 2, 3, 8])
+def test_a_census_key_of_the_wrong_type_is_refused_before_any_write(
+    world: World, name: str, which: int
+) -> None:
+    """The census keys (mailbox, dead letters, counters, status indexes) are checked before
+    the script's own work starts."""
+    case = BY_NAME[name]
+    case.setup(world)
+    key = Keyspace(world.prefix).metric_keys(world.keys)[which]
+    world.client.delete(key)
+    world.client.set(key, b"x")
+    before = image(world.client, world.prefix)
+    with pytest.raises(redis.ResponseError, match=r"^CORRUPT .*WRONGTYPE"):
+        _call(world, case)
+    assert image(world.client, world.prefix) == before
 
 
 def test_every_writing_script_has_a_case() -> None:
@@ -400,7 +429,9 @@ def test_a_fenced_restart_acts_only_on_the_actor_as_it_was_read(world: World, fe
     base(world, status="quarantined", lease_until=None)
     before = image(world.client, world.prefix)
     args = ["force", "last_good", "null", 10, "1", "", fence]
-    reply = world.scripts.restart(keys=actor_keys("meta", "mailbox", "history")(world), args=args)
+    keys = actor_keys("meta", "mailbox", "history")(world)
+    keys += Keyspace(world.prefix).metric_keys(world.keys)
+    reply = world.scripts.restart(keys=keys, args=args)
     if fence == "quarantined|5|3|4":
         assert reply[0] == b"woke" and image(world.client, world.prefix) != before
     else:

@@ -4,6 +4,7 @@ after ``resume`` it drains."""
 
 from __future__ import annotations
 
+import re
 from types import ModuleType
 from typing import Any
 
@@ -20,7 +21,7 @@ from tests.harness import wait_until
 def test_a_quarantined_consumers_mailbox_stops_at_the_limit_then_drains(
     bank: ModuleType, workers: Any, beat: Any, redis_client: redis.Redis
 ) -> None:
-    workers("w1")
+    worker = workers("w1")
     LIMIT, broken_flag = bank.bounded.LIMIT, bank.bounded.broken_flag
     box = bank.bounded.box.ref("q")
     redis_client.set(broken_flag("q"), 1)
@@ -44,3 +45,16 @@ def test_a_quarantined_consumers_mailbox_stops_at_the_limit_then_drains(
     assert box.snapshot().state == {"got": [f"m{i}" for i in range(LIMIT)]}
     box.send("after")  # room again
     wait_until(lambda: box.snapshot().state["got"][-1:] == ["after"], 20)
+
+    # The tick ran all along (it quarantined the box), yet at INFO neither the worker nor
+    # beat logged a line per tick; the decisions it made are logged at INFO.
+    from celery_supervise.census import read_tick_histogram
+
+    assert read_tick_histogram(bank.supervision.runtime).count >= 3
+    worker_log, beat_log = worker.log_text(), beat.log_text()
+    tick_lines = [line for line in worker_log.splitlines() if "celery_supervise.tick[" in line]
+    assert tick_lines == [], tick_lines[:3]
+    assert re.search(r"Task bounded\.box\[[\w-]+\] received", worker_log)  # others: INFO
+    assert re.search(r"Sending due task \S+ \(celery_supervise\.tick\)", beat_log) is None
+    assert '"event": "decision"' in worker_log  # decisions: one INFO line (JSON) each
+

@@ -125,7 +125,9 @@ def test_status_shows_the_tree(bank: ModuleType, bank_env: dict[str, str]) -> No
         for child in node["children"]:
             assert child.get("status", "absent") == "absent"  # no actor has a message yet
         assert node["restarts"] == {"in_period": 0, "kept": 0, "recent": []}
-        assert node["flagged"] == {"count": 0, "shown": []}
+        assert node["flagged"] == {"count": 0, "shown": [], "quarantined": 0}
+        assert set(node["actors"]) == {"idle", "active", "backoff", "stopped", "quarantined"}
+        assert sum(node["actors"].values()) == 0
         if spec.parent is not None:
             assert node["depth"] == nodes[spec.parent]["depth"] + 1
         expected = sorted(t for t, supervisor in known.items() if supervisor == name)
@@ -220,10 +222,12 @@ def test_actor_restart_resume(bank: ModuleType, bank_env: dict[str, str], worker
     assert report["supervisor"] == bank.account.supervisor and report["last_crash"] is None
     assert [h["version"] for h in report["history"]] == [2]
 
-    # Without --reset a running actor is left alone (recovery last_good needs a halt).
-    said = ok(env, "restart", "bank.account", "a1")
-    assert "is idle" in said and ref.snapshot().version == 2, said
-    assert ok_json(env, "restart", "bank.account", "a1")["outcome"] == "skipped"
+    # Without --reset a running actor is left alone (recovery last_good needs a halt): a
+    # refused operator action, exit code 1 with one line saying why.
+    fails(run(env, "restart", "bank.account", "a1"), 1, "is idle", "--reset restarts any")
+    assert ref.snapshot().version == 2
+    refused = run(env, "restart", "bank.account", "a1", "--json")
+    assert refused.returncode == 1 and json.loads(refused.stdout)["outcome"] == "skipped"
     said = ok(env, "restart", "bank.account", "a1", "--reset")
     assert "restarted bank.account:a1 (reset) at version 3: now idle" in said, said
     snap = ref.snapshot()
@@ -359,3 +363,70 @@ def test_dead_letters_shows_the_cap_and_the_actors_quarantined_for_it(
     assert listing["max_dead_letters"] == 1
     flags = {a["key"]: (a["full"], a["quarantined"]) for a in listing["actors"]}
     assert flags == {"full": (True, True), "one": (True, False)}
+
+
+# -- the census: metrics, actors by status, quarantined actors in status -----------------------
+def test_metrics_once_http_actors_by_status_and_quarantined_in_status(
+    bank: ModuleType, bank_env: dict[str, str], supervise_runner: Any
+) -> None:
+    """No worker: the actors are stepped in this process (LocalRunner) and the commands,
+    real subprocesses, read what the census holds."""
+    from tests.redis.test_census import quarantine
+
+    env = _env(bank_env)
+    local = supervise_runner(bank.supervision)
+    for key in ("c1", "c2", "c3"):
+        bank.account.ref(key).send({"add": 1})
+    local.run()
+    ledger = bank.supervision.ref("replay.ledger", "q1")
+    quarantine(local, ledger, {"kind": "fee", "amount": 0})
+    bank.account.ref("c1").send({"add": 1})  # one queued, not run
+
+    scrape = ok(env, "metrics", "--once")
+    assert 'celery_supervise_actors{status="idle",type="bank.account"} 2.0' in scrape, scrape
+    assert 'celery_supervise_actors{status="active",type="bank.account"} 1.0' in scrape
+    assert 'celery_supervise_mailbox_messages{type="bank.account"} 1.0' in scrape
+    assert 'celery_supervise_steps_total{type="bank.account"} 3.0' in scrape
+    assert 'celery_supervise_actors{status="quarantined",type="replay.ledger"} 1.0' in scrape
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", BANK, "supervise", "metrics",
+         "--host", "127.0.0.1", "--port", str(port)],
+        env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        assert line.strip() == f"serving metrics on http://127.0.0.1:{port}/metrics", line
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as reply:
+            body = reply.read().decode()
+            assert reply.status == 200
+        assert 'celery_supervise_steps_total{type="bank.account"} 3.0' in body, body
+        assert "celery_supervise_tick_seconds_count" in body
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    listed = ok_json(env, "actors", "replay.ledger", "--status", "quarantined")
+    assert listed == {"type": "replay.ledger", "status": "quarantined", "keys": ["q1"],
+                      "cursor": 0}  # fmt: skip
+    page = ok_json(env, "actors", "bank.account", "--status", "idle", "--limit", "1")
+    assert len(page["keys"]) == 1 and page["cursor"] != 0
+    rest = ok_json(env, "actors", "bank.account", "--status", "idle",
+                   "--cursor", str(page["cursor"]))  # fmt: skip
+    assert sorted(page["keys"] + rest["keys"]) == ["c2", "c3"] and rest["cursor"] == 0
+    assert ok(env, "actors", "replay.ledger", "--status", "quarantined") == "q1\n"
+    fails(run(env, "actors", "nosuch.type", "--status", "idle"), 1, "nosuch.type")
+
+    report = ok_json(env, "status")
+    node = next(n for n in report["supervisors"] if n["name"] == "quarantining")
+    assert node["flagged"]["quarantined"] == 1 and node["flagged"]["count"] >= 1
+    assert "replay.ledger:q1" in node["flagged"]["shown"]
+    assert node["actors"]["quarantined"] == 1
+    text = ok(env, "status")
+    assert re.search(r"stopped/crashed/quarantined actors: \d+, 1 quarantined", text), text
+
+    assert ok_json(env, "reindex", "bank.account") == {"type": "bank.account", "actors": 3}
