@@ -71,6 +71,14 @@ def _json(value: Any) -> str:
     return f"<pre>{e(shown)}</pre>"
 
 
+def _pre(value: Any) -> str:
+    """Text (a traceback) as it is, cut at ``SHOWN_CHARS``."""
+    shown = value if isinstance(value, str) else json.dumps(value, indent=2, default=str)
+    if len(shown) > SHOWN_CHARS:
+        shown = f"... ({len(shown) - SHOWN_CHARS} characters before)\n" + shown[-SHOWN_CHARS:]
+    return f"<pre>{e(shown)}</pre>"
+
+
 def _status(status: str) -> str:
     return f'<span class="cs-status cs-{e(status)}">{e(status)}</span>'
 
@@ -126,9 +134,7 @@ def overview_html(ov: Overview, urls: Urls) -> str:
         _table(
             ["at", "event", "details"],
             [
-                [e(_when(ev.get("at"))), e(ev.get("event", "")),
-                 e(_compact({k: v for k, v in ev.items() if k not in ("at", "id", "event")}))]
-                for ev in reversed(tree.recent_events)
+                _event_row(ev) for ev in reversed(tree.recent_events)
             ],
             "no decision recorded yet",
         )
@@ -160,6 +166,13 @@ def _supervisor_row(s: SupervisorStatus, urls: Urls) -> list[str]:
         ", ".join(children) or "-",
         ", ".join(_link(urls.actors(t), t) for t in s.actor_types) or "-",
     ]
+
+
+def _event_row(ev: dict[str, Any]) -> list[str]:
+    """A decision or event, newest first: when, what (a decision's action), the rest."""
+    what = ev.get("event", "") + (f": {ev['action']}" if ev.get("action") else "")
+    rest = {k: v for k, v in ev.items() if k not in ("at", "id", "event", "action")}
+    return [e(_when(ev.get("at"))), e(what), e(_compact(rest))]
 
 
 def _compact(value: Any, limit: int = 160) -> str:
@@ -232,7 +245,7 @@ def actor_html(view: ActorView, urls: Urls, *, csrf_field: str, can_act: bool) -
         parts.append("<p>You may read this page; the actions need the change permission.</p>")
     parts += ["<h2>State</h2>", _json(r.state)]
     if r.last_crash:
-        parts += ["<h2>Last crash</h2>", _json(r.last_crash)]
+        parts += ["<h2>Last crash</h2>", _crashes_html([r.last_crash], numbered=False)]
     parts.append("<h2>Dead letters</h2>")
     parts.append(_table(
         ["message id", "sent", "dead since", "crashes", "message", ""],
@@ -272,16 +285,17 @@ def actor_html(view: ActorView, urls: Urls, *, csrf_field: str, can_act: bool) -
     return _page(parts)
 
 
-def _crashes_html(crashes: list[dict[str, Any]]) -> str:
+def _crashes_html(crashes: list[dict[str, Any]], *, numbered: bool = True) -> str:
     items = []
     for c in crashes:
         head = (f"{_when(c.get('time'))} {c.get('reason', '')}: {c.get('type', '')}: "
-                f"{c.get('message', '')} (attempt {c.get('attempt', '?')}, worker "
-                f"{c.get('worker') or '-'})")  # fmt: skip
+                f"{c.get('message', '')} (message {c.get('message_id') or '-'}, attempt "
+                f"{c.get('attempt', '?')}, worker {c.get('worker') or '-'})")  # fmt: skip
         tb = c.get("traceback")
-        detail = f"<details><summary>traceback</summary>{_json(tb)}</details>" if tb else ""
+        detail = f"<details><summary>traceback</summary>{_pre(tb)}</details>" if tb else ""
         items.append(f"<li>{e(head)}{detail}</li>")
-    return f"<ol>{''.join(items)}</ol>"
+    tag = "ol" if numbered else "ul"
+    return f"<{tag}>{''.join(items)}</{tag}>"
 
 
 # -- a whole page ----------------------------------------------------------------------------------

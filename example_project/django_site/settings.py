@@ -16,6 +16,7 @@ SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-project-not-a-secret")
 DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",")
 
+# --8<-- [start:installed_apps]
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -27,6 +28,7 @@ INSTALLED_APPS = [
     "celery_supervise.contrib.django",
     "example_project.wallets",
 ]
+# --8<-- [end:installed_apps]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -62,8 +64,10 @@ TEMPLATES = [
 ]
 STATIC_URL = "static/"
 USE_TZ = True
+# --8<-- [start:admin_app]
 # Whose Supervision the admin's pages show (without it: Celery's current app).
 SUPERVISION_ADMIN_CELERY_APP = "example_project.django_site.celery.app"
+# --8<-- [end:admin_app]
 
 # -- Celery (read by celery.py with namespace="CELERY") -----------------------------------------
 CELERY_BROKER_URL = os.environ.get("EXAMPLE_BROKER_URL", REDIS_URL)

@@ -75,9 +75,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from .routes import bp
 
     app.register_blueprint(bp)
+    # --8<-- [start:blueprint]
     # The supervision tree, actors and the operator actions, for the users operators.py knows.
     pages = supervision_pages(Supervision(celery_app), authorize=authorize)
     app.register_blueprint(pages, url_prefix="/supervision")
+    # --8<-- [end:blueprint]
     return app
 
 

@@ -25,6 +25,7 @@ USERS = {
 }
 
 
+# --8<-- [start:authorize]
 def authorize(request: Request, action: str | None) -> bool:
     """Reading (``action`` None) needs either user; an action needs ``operator``."""
     auth = request.authorization
@@ -35,3 +36,4 @@ def authorize(request: Request, action: str | None) -> bool:
         # No (or wrong) login: ask the browser for one.
         raise Unauthorized(www_authenticate=WWWAuthenticate("basic", {"realm": "supervision"}))
     return action is None or user[1]
+# --8<-- [end:authorize]

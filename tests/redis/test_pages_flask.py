@@ -264,3 +264,13 @@ def test_blueprint_checks_its_arguments(site: Site) -> None:
         blueprint(site.flask, authorize=lambda request, action: True)
     with pytest.raises(ConfigurationError, match="must be a callable"):
         blueprint(site.sup, authorize=None)  # type: ignore[arg-type]
+
+
+def test_the_blueprint_needs_a_secret_key_for_its_csrf_token(site: Site) -> None:
+    from flask import Flask
+
+    bare = Flask("no-secret")
+    bare.config["TESTING"] = True
+    bare.register_blueprint(blueprint(site.sup, authorize=lambda request, action: True))
+    with pytest.raises(ConfigurationError, match=r"set app.secret_key"):
+        bare.test_client().get(f"/actor?type={WALLET}&key=anyone")
