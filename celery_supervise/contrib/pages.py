@@ -187,7 +187,10 @@ def actors_by_status(
     never a scan of the type's actors."""
     module = importlib.import_module("..status", __package__)
     reader = getattr(module, STATUS_INDEX_READER)
-    keys, next_cursor = reader(rt, type_name, status, cursor=cursor, limit=limit)
+    try:
+        keys, next_cursor = reader(rt, type_name, status, cursor=cursor, limit=limit)
+    except ValueError as exc:  # a cursor that listing never returned, say: a bad request
+        raise NotFound(str(exc)) from None
     return [str(k) for k in keys], int(next_cursor)
 
 
