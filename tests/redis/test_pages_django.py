@@ -156,3 +156,32 @@ def test_bad_requests_get_a_clear_error(site: Site) -> None:
         answer = client.get(url)
         assert answer.status_code == 404, url
         assert text in answer.content.decode(), url
+
+
+def test_the_app_carries_one_permission_and_no_table(site: Site) -> None:
+    from django.contrib.auth.models import Permission
+    from django.db import connection
+
+    from celery_supervise.contrib.django.models import Actor
+
+    codenames = Permission.objects.filter(content_type__app_label="celery_supervise")
+    assert [p.codename for p in codenames] == ["change_actor"]
+    assert Actor._meta.managed is False
+    assert Actor._meta.db_table not in connection.introspection.table_names()
+
+
+def test_the_pages_show_the_supervision_the_setting_names(site: Site, django_site: Celery) -> None:
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    from celery_supervise.contrib.django.admin import supervision
+
+    assert settings.SUPERVISION_ADMIN_CELERY_APP == "example_project.django_site.celery.app"
+    assert supervision() is site.sup
+    with override_settings(
+        SUPERVISION_ADMIN_CELERY_APP="example_project.django_site.celery.supervision"
+    ):
+        assert supervision() is site.sup  # the Supervision itself may be named
+    with override_settings():
+        del settings.SUPERVISION_ADMIN_CELERY_APP
+        assert supervision() is Supervision.for_current_app() is site.sup
