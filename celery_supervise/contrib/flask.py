@@ -103,10 +103,10 @@ def blueprint(
     def actor() -> Response:
         type_name, key = request.args.get("type", ""), request.args.get("key", "")
         field = f'<input type="hidden" name="{CSRF_FIELD}" value="{render.e(_csrf_token())}">'
-        can_act = all(allowed(a) for a in pages.ACTIONS)
+        actions = [a for a in pages.ACTIONS if allowed(a)]
         return page(f"{type_name}:{key}", lambda: render.actor_html(
             pages.actor_view(supervision, type_name, key), urls,
-            csrf_field=field, can_act=can_act))  # fmt: skip
+            csrf_field=field, actions=actions))  # fmt: skip
 
     @bp.route("/act", methods=["GET", "POST"])
     def act() -> Response:
@@ -144,8 +144,10 @@ class _Urls:
     def overview(self) -> str:
         return self._url("overview")
 
-    def actors(self, type_name: str, status: str | None = None, cursor: int = 0) -> str:
-        return self._url("actors", type=type_name, status=status, cursor=cursor)
+    def actors(
+        self, type_name: str, status: str | None = None, cursor: int = 0, limit: int = 0
+    ) -> str:
+        return self._url("actors", type=type_name, status=status, cursor=cursor, limit=limit)
 
     def actor(self, type_name: str, key: str) -> str:
         return self._url("actor", type=type_name, key=key)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from html import escape
 from typing import Any, Protocol
 
 from ..cli.queries import ActorChild, SupervisorStatus
 from ..status import PUBLIC_STATUSES
-from .pages import ACTIONS, ActorList, ActorView, Overview
+from .pages import ACTIONS, PAGE_SIZE, ActorList, ActorView, Overview
 
 __all__ = ["STYLE", "Urls", "actor_html", "actor_list_html", "document", "overview_html"]
 
@@ -47,7 +47,9 @@ class Urls(Protocol):
 
     def overview(self) -> str: ...
 
-    def actors(self, type_name: str, status: str | None = None, cursor: int = 0) -> str: ...
+    def actors(
+        self, type_name: str, status: str | None = None, cursor: int = 0, limit: int = 0
+    ) -> str: ...
 
     def actor(self, type_name: str, key: str) -> str: ...
 
@@ -198,18 +200,22 @@ def actor_list_html(al: ActorList, urls: Urls) -> str:
                f"no actor of {al.type} {which} on this page"),
     ]
     pages = []
+    limit = 0 if al.limit == PAGE_SIZE else al.limit  # a page size asked for is kept
     if al.cursor:
-        pages.append(_link(urls.actors(al.type, al.status, 0), "first page"))
+        pages.append(_link(urls.actors(al.type, al.status, 0, limit), "first page"))
     if al.next_cursor:
-        pages.append(_link(urls.actors(al.type, al.status, al.next_cursor), "next page"))
+        pages.append(_link(urls.actors(al.type, al.status, al.next_cursor, limit), "next page"))
     if pages:
         parts.append(f"<p>{' | '.join(pages)}</p>")
     return _page(parts)
 
 
 # -- one actor -------------------------------------------------------------------------------------
-def actor_html(view: ActorView, urls: Urls, *, csrf_field: str, can_act: bool) -> str:
-    """One actor's page. ``csrf_field`` is the framework's hidden input, already HTML."""
+def actor_html(
+    view: ActorView, urls: Urls, *, csrf_field: str, actions: Collection[str]
+) -> str:
+    """One actor's page, with a button for each of ``actions`` (those this user may take,
+    names of ``ACTIONS``). ``csrf_field`` is the framework's hidden input, already HTML."""
     r = view.report
     target = f"{r.type}:{r.key}"
 
@@ -237,11 +243,11 @@ def actor_html(view: ActorView, urls: Urls, *, csrf_field: str, can_act: bool) -
         ["dead letters", e(r.dead_letters)],
         ["undeliverable effects", e(r.undeliverable)],
     ], ""))  # fmt: skip
-    if can_act and r.exists:
-        parts.append('<p class="cs-actions">' + "".join(
-            form(a, ACTIONS[a]) for a in ("resume", "restart", "restart_reset")
-        ) + "</p>")  # fmt: skip
-    elif r.exists:
+    buttons = [a for a in ("resume", "restart", "restart_reset") if a in actions]
+    if buttons and r.exists:
+        parts.append('<p class="cs-actions">' + "".join(form(a, ACTIONS[a]) for a in buttons)
+                     + "</p>")  # fmt: skip
+    elif r.exists and not actions:
         parts.append("<p>You may read this page; the actions need the change permission.</p>")
     parts += ["<h2>State</h2>", _json(r.state)]
     if r.last_crash:
@@ -251,7 +257,7 @@ def actor_html(view: ActorView, urls: Urls, *, csrf_field: str, can_act: bool) -
         ["message id", "sent", "dead since", "crashes", "message", ""],
         [[e(d.message_id), e(_when(d.sent_at)), e(_when(d.dead_at)), _crashes_html(d.crashes),
           _json(d.message), form("requeue", ACTIONS["requeue"], message_id=d.message_id)
-          if can_act else ""]
+          if "requeue" in actions else ""]
          for d in view.dead_letters],
         "no dead letter",
     ))  # fmt: skip
@@ -271,7 +277,7 @@ def actor_html(view: ActorView, urls: Urls, *, csrf_field: str, can_act: bool) -
           + (f" (rollback of {e(h.rollback_of)})" if h.rollback_of else ""),
           e(_when(h.at)), e(h.message_id or "-"), _json(h.state),
           form("rollback", ACTIONS["rollback"], version=h.version)
-          if can_act and h.version != r.version else ""]
+          if "rollback" in actions and h.version != r.version else ""]
          for h in r.history],
         "no committed version kept",
     ))  # fmt: skip

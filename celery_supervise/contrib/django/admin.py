@@ -48,8 +48,10 @@ class _Urls:
     def overview(self) -> str:
         return self._url("changelist")
 
-    def actors(self, type_name: str, status: str | None = None, cursor: int = 0) -> str:
-        return self._url("actors", type=type_name, status=status, cursor=cursor)
+    def actors(
+        self, type_name: str, status: str | None = None, cursor: int = 0, limit: int = 0
+    ) -> str:
+        return self._url("actors", type=type_name, status=status, cursor=cursor, limit=limit)
 
     def actor(self, type_name: str, key: str) -> str:
         return self._url("actor", type=type_name, key=key)
@@ -116,13 +118,13 @@ class SupervisionAdmin(admin.ModelAdmin):  # type: ignore[misc]  # django has no
 
     def actor_view(self, request: HttpRequest) -> HttpResponse:
         type_name, key = request.GET.get("type", ""), request.GET.get("key", "")
-        can_act = self.has_change_permission(request)
+        actions = list(pages.ACTIONS) if self.has_change_permission(request) else []
         csrf = format_html('<input type="hidden" name="csrfmiddlewaretoken" value="{}">',
                            get_token(request))  # fmt: skip
 
         def body(sup: Supervision, urls: _Urls) -> str:
             view = pages.actor_view(sup, type_name, key)
-            return render.actor_html(view, urls, csrf_field=csrf, can_act=can_act)
+            return render.actor_html(view, urls, csrf_field=csrf, actions=actions)
 
         return self._page(request, f"{type_name}:{key}", body)
 
