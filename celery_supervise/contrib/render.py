@@ -91,7 +91,8 @@ def _table(headings: list[str], rows: list[list[str]], empty: str) -> str:
         return f"<p>{e(empty)}</p>"
     head = "".join(f"<th>{e(h)}</th>" for h in headings)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    thead = f"<thead><tr>{head}</tr></thead>" if any(headings) else ""
+    return f"<table>{thead}<tbody>{body}</tbody></table>"
 
 
 def _link(href: str, label: Any) -> str:
