@@ -16,6 +16,9 @@ import redis
 from tests.harness import CeleryProcess, start_beat, start_worker
 
 BANK = "tests.apps.bank"
+#: The example Django site (example_project/django_site), and its settings module.
+DJANGO_SITE = "example_project.django_site"
+DJANGO_SETTINGS = "example_project.django_site.settings"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -90,3 +93,47 @@ def beat(bank: ModuleType, bank_env: dict[str, str], tmp_path: Path) -> Iterator
     proc = start_beat(BANK, env=bank_env, schedule_dir=tmp_path / "beat")
     yield proc
     proc.kill()
+
+
+@pytest.fixture(scope="session")
+def django_site_env(
+    supervise_redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """Environment of the example Django site, in this process and in its workers: the
+    session's Redis server (also the broker), key prefix ``exdj``, a gateway that never fails
+    at random (``WALLETS_GATEWAY_FAILURE_RATE=0``) and an SQLite file for the admin's users.
+    Celery's Django fixup runs Django's system checks in the worker, which import the
+    URLconf, the views and so, by accident, the actors: ``CELERY_SKIP_CHECKS=1`` turns that
+    off, so the worker knows the actors (defined only in ``wallets/actors.py``) by
+    autodiscovery alone."""
+    return {
+        "DJANGO_SETTINGS_MODULE": DJANGO_SETTINGS,
+        "EXAMPLE_REDIS_URL": supervise_redis_url,
+        "EXAMPLE_KEY_PREFIX": "exdj",
+        "EXAMPLE_DJANGO_DB": str(tmp_path_factory.getbasetemp() / "example-site.sqlite3"),
+        "WALLETS_GATEWAY_FAILURE_RATE": "0",
+        "CELERY_SKIP_CHECKS": "1",
+    }
+
+
+@pytest.fixture(scope="session")
+def django_site(django_site_env: dict[str, str]) -> Iterator[Any]:
+    """Django set up with the example site's settings (once per process: Django cannot be
+    set up twice), its database migrated (the admin's users), and the site's Celery app."""
+    import django
+    from django.apps import apps
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.test.utils import setup_test_environment, teardown_test_environment
+
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in django_site_env.items():
+            env.setenv(name, value)
+        if apps.ready and settings.SETTINGS_MODULE != DJANGO_SETTINGS:
+            pytest.fail(f"Django was already set up with {settings.SETTINGS_MODULE!r}")
+        django.setup()
+        from example_project.django_site import celery_app as app
+    call_command("migrate", verbosity=0)
+    setup_test_environment()  # lets the test client's host "testserver" in
+    yield app
+    teardown_test_environment()

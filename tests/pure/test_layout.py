@@ -11,7 +11,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "celery_supervise"
 LAYOUT = Path(__file__).resolve().parents[2] / "docs" / "layout.md"
 #: Around the stack, not in it (docs/layout.md says why).
-AROUND = {"__init__", "cli", "testing"}
+AROUND = {"__init__", "cli", "contrib", "testing"}
 
 
 def _tiers() -> list[set[str]]:

@@ -1,12 +1,10 @@
 """The example Django site (``example_project.django_site``) through Django's test client,
 against real ``celery -A example_project.django_site worker`` processes.
 
-The site is configured only by its settings module, read from the environment set here:
-the session's Redis server (also the broker), key prefix ``exdj``, and a gateway that never
-fails at random (``WALLETS_GATEWAY_FAILURE_RATE=0``), so only ``simulate`` decides.
-Celery's Django fixup runs Django's system checks in the worker, which import the URLconf,
-the views and so, by accident, the actors: ``CELERY_SKIP_CHECKS=1`` turns that off, so the
-worker knows the actors (defined only in ``wallets/actors.py``) by autodiscovery alone.
+The site is configured only by its settings module, read from the environment the
+``django_site_env`` fixture (tests/conftest.py) sets: the session's Redis server (also the
+broker), key prefix ``exdj``, and a gateway that never fails at random, so only ``simulate``
+decides. The worker knows the actors by autodiscovery alone (``CELERY_SKIP_CHECKS=1``).
 """
 
 from __future__ import annotations
@@ -29,35 +27,14 @@ SETTINGS = "example_project.django_site.settings"
 
 
 @pytest.fixture(scope="module")
-def site_env(supervise_redis_url: str) -> dict[str, str]:
-    return {
-        "DJANGO_SETTINGS_MODULE": SETTINGS,
-        "EXAMPLE_REDIS_URL": supervise_redis_url,
-        "EXAMPLE_KEY_PREFIX": "exdj",
-        "WALLETS_GATEWAY_FAILURE_RATE": "0",
-        "CELERY_SKIP_CHECKS": "1",
-    }
+def site_env(django_site_env: dict[str, str]) -> dict[str, str]:
+    return django_site_env
 
 
 @pytest.fixture(scope="module")
-def celery_app(site_env: dict[str, str]) -> Iterator[Celery]:
-    """Django set up with the site's settings (once per process: Django cannot be set up
-    twice), and the site's Celery app."""
-    import django
-    from django.apps import apps
-    from django.conf import settings
-    from django.test.utils import setup_test_environment, teardown_test_environment
-
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in site_env.items():
-            env.setenv(name, value)
-        if apps.ready and settings.SETTINGS_MODULE != SETTINGS:
-            pytest.fail(f"Django was already set up with {settings.SETTINGS_MODULE!r}")
-        django.setup()
-        from example_project.django_site import celery_app as app
-    setup_test_environment()  # lets the test client's host "testserver" in
-    yield app
-    teardown_test_environment()
+def celery_app(django_site: Celery) -> Celery:
+    """Django set up with the site's settings, and the site's Celery app."""
+    return django_site
 
 
 @pytest.fixture(scope="module")
