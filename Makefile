@@ -27,9 +27,12 @@ install: $(STAMP) $(SERVERS)
 servers: $(SERVERS)
 
 ## Lint, types, then the whole suite: pure core, runtime against a real Redis, real
-## workers killed, the demo, the docs build.
+## workers killed, the demo, the docs build. On TEST_PROCS processes (pytest-xdist, a
+## test file per process at a time; each process starts its own Redis): the worker tests
+## mostly wait. TEST_PROCS=0 runs it in this one process.
+TEST_PROCS ?= 2
 test: lint $(SERVERS)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_PROCS)),,-n $(TEST_PROCS) --dist loadfile)
 
 ## What CI runs (.ci/run): `make test`, then, side by side (they mostly wait), the
 ## one-server tiers again on Valkey and tests/redis on Redis 6.2, the oldest accepted;
