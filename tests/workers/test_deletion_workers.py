@@ -7,7 +7,6 @@ import threading
 from types import ModuleType
 from typing import Any
 
-import pytest
 import redis
 
 from celery_supervise import ActorBusy
@@ -16,7 +15,6 @@ from celery_supervise.testing import wait_until
 MESSAGES = 300
 
 
-@pytest.mark.xfail(strict=False, reason="fails in the full suite since issue 14 merged")
 def test_deletes_racing_sends_lose_nothing_and_apply_each_message_once(
     bank: ModuleType, workers: Any, redis_client: redis.Redis
 ) -> None:

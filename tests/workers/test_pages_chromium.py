@@ -30,7 +30,7 @@ from tests.harness import start_beat, start_worker, wait_until
 
 WALLET = "wallets.wallet"
 #: The largest screenshot kept in docs/img.
-MAX_PNG_BYTES = 400_000
+MAX_PNG_BYTES = 1_000_000
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
