@@ -166,9 +166,16 @@ def _under_cap(state: dict[str, Any]) -> bool:
 
 @actor(name="tree.capped", initial={"balance": 0}, validate=_under_cap, max_attempts=100)
 def capped(ctx: Any, state: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
-    """Adds ``message["add"]``; with ``sleep``, says it started (probe) and takes that long."""
+    """Adds ``message["add"]``; with ``sleep``, says it started (probe) and takes that long;
+    with ``hold``, says it started and waits (at most ``hold`` seconds) until the test sets
+    the probe key ``capped:release:KEY``: a step in flight for as long as a test needs."""
     if message.get("sleep"):
         probe().set(f"capped:started:{ctx.key}", os.getpid())
         time.sleep(message["sleep"])
+    if message.get("hold"):
+        probe().set(f"capped:started:{ctx.key}", os.getpid())
+        deadline = time.monotonic() + message["hold"]
+        while time.monotonic() < deadline and not probe().exists(f"capped:release:{ctx.key}"):
+            time.sleep(0.05)
     state["balance"] += message["add"]
     return state

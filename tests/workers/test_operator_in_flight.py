@@ -19,14 +19,21 @@ import redis
 from celery_supervise import StateRejected
 from tests.harness import PROJECT_ROOT, wait_until
 
-STEP = 3.0  # seconds the step in flight sleeps: long enough to act during it
+#: The longest the step in flight waits for the test to release it (``_release``): the
+#: operator acts while it waits, however slowly a loaded machine starts the CLI.
+STEP = 60.0
 
 
 def _start_long_step(ref: Any, redis_client: redis.Redis, add: int) -> None:
-    redis_client.delete(f"capped:started:{ref.key}")
-    ref.send({"add": add, "sleep": STEP})
+    redis_client.delete(f"capped:started:{ref.key}", f"capped:release:{ref.key}")
+    ref.send({"add": add, "hold": STEP})
     wait_until(lambda: redis_client.get(f"capped:started:{ref.key}"), 30,
                message="the long step never started")
+
+
+def _release(ref: Any, redis_client: redis.Redis) -> None:
+    """Let the step in flight return (and try to commit); later steps are not held."""
+    redis_client.set(f"capped:release:{ref.key}", 1)
 
 
 def _commit(ref: Any, add: int, version: int) -> None:
@@ -36,7 +43,7 @@ def _commit(ref: Any, add: int, version: int) -> None:
 
 def _refused(worker: Any, key: str) -> None:
     wait_until(lambda: f"lease_lost actor=tree.capped key={key} " in worker.log_text(),
-               STEP + 15, message="the fenced-off step never tried (and failed) to commit")
+               30, message="the fenced-off step never tried (and failed) to commit")
 
 
 def test_stop_during_a_step_refuses_its_commit(
@@ -47,12 +54,13 @@ def test_stop_during_a_step_refuses_its_commit(
     _commit(ref, 1, 1)
     _start_long_step(ref, redis_client, 5)
     ref.stop()
+    _release(ref, redis_client)
     _refused(worker, "stop")
     snap = ref.snapshot()
     assert (snap.status, snap.version, snap.state, snap.pending) == ("stopped", 1,
                                                                      {"balance": 1}, 1)
     ref.resume()  # the message the stop interrupted is handled now, once
-    wait_until(lambda: ref.snapshot().version == 2, STEP + 20, message="not handled after resume")
+    wait_until(lambda: ref.snapshot().version == 2, 30, message="not handled after resume")
     assert ref.snapshot().state == {"balance": 6} and ref.snapshot().pending == 0
     assert [h.version for h in ref.history()] == [2, 1]
 
@@ -73,9 +81,10 @@ def test_cli_restart_reset_during_a_step_refuses_its_commit(
     )
     assert done.returncode == 0, done.stderr
     assert "at version 2" in done.stdout, done.stdout
+    _release(ref, redis_client)
     _refused(worker, "reset")
     # v2 is the reset; the interrupted message is handled again from it (v3), once
-    wait_until(lambda: ref.snapshot().version == 3, STEP + 20, message="not handled after reset")
+    wait_until(lambda: ref.snapshot().version == 3, 30, message="not handled after reset")
     snap = ref.snapshot()
     assert snap.state == {"balance": 5} and snap.pending == 0
     history = ref.history()
@@ -93,8 +102,9 @@ def test_rollback_during_a_step_refuses_its_commit_and_revalidates(
     _commit(ref, -8, 2)
     _start_long_step(ref, redis_client, 5)
     assert ref.rollback(1) == 3
+    _release(ref, redis_client)
     _refused(worker, "rb")
-    wait_until(lambda: ref.snapshot().version == 4, STEP + 20,
+    wait_until(lambda: ref.snapshot().version == 4, 30,
                message="not handled after rollback")
     assert ref.snapshot().state == {"balance": 15}  # v1's 10, then the interrupted +5
     assert ref.history()[1].rollback_of == 1
@@ -106,7 +116,7 @@ def test_rollback_during_a_step_refuses_its_commit_and_revalidates(
     with pytest.raises(StateRejected, match="version 1 fails validate"):
         ref.rollback(1)
     assert ref.snapshot() == before and ref.history() == history
-    # nothing was fenced off: the step in flight commits
-    wait_until(lambda: ref.snapshot().version == 5, STEP + 20, message="the step did not commit")
+    _release(ref, redis_client)  # nothing was fenced off: the step in flight commits
+    wait_until(lambda: ref.snapshot().version == 5, 30, message="the step did not commit")
     assert ref.snapshot().state == {"balance": 1}
     assert worker.log_text().count("lease_lost actor=tree.capped key=rb ") == 1
