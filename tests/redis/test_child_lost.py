@@ -7,14 +7,22 @@ longer than the test, so nothing here can come from the lease running out."""
 from __future__ import annotations
 
 import json
+import logging
 import uuid
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
 import pytest
 import redis
+from billiard.einfo import ExceptionInfo
+from celery import Celery, signals
+from celery.exceptions import WorkerLostError
+from celery.worker.request import Request
+from kombu.message import Message
 
-from celery_supervise.child_lost import end_lost_lease
+from celery_supervise import Supervision
+from celery_supervise.child_lost import PoolWatch, end_lost_lease
 from celery_supervise.keyspace import actor_member
 from celery_supervise.store import ActorStore
 from celery_supervise.testing import LocalRunner
@@ -180,3 +188,73 @@ def test_a_lost_child_that_held_no_lease_changes_nothing(
     assert ref.snapshot().last_crash is None
     (event,) = _events(redis_client, "child_lost")
     assert event["lease"] == "not_held"
+
+
+# -- the parent's side: Celery's own failure handling of a lost pool process ---------------
+@pytest.fixture
+def watch_of() -> Iterator[Any]:
+    """``watch_of(supervision)``: its PoolWatch, connected as at ``worker_init``."""
+    watches: list[PoolWatch] = []
+
+    def connect(supervision: Any) -> PoolWatch:
+        watch = PoolWatch(supervision.runtime, supervision.app)
+        watch.connect()
+        watches.append(watch)
+        return watch
+
+    yield connect
+    for watch in watches:
+        signals.task_received.disconnect(watch.on_received)
+        signals.task_failure.disconnect(watch.on_failure)
+
+
+def _lost_in_pool(app: Celery, watch: PoolWatch, type_name: str, key: str, pid: int) -> None:
+    """A real Celery request of the actor's task, received and accepted by pool process
+    ``pid``, then failed as Celery fails it when billiard reports that process gone."""
+    message = app.amqp.as_task_v2(uuid.uuid4().hex, type_name, args=(key,))
+    request = Request(
+        Message(body=json.dumps(message.body), headers=message.headers,
+                content_type="application/json", content_encoding="utf-8",
+                properties=message.properties, delivery_info={}),
+        app=app, hostname="w1@host", task=app.tasks[type_name],
+    )  # fmt: skip
+    signals.task_received.send(sender=None, request=request)
+    request.on_accepted(pid=pid, time_accepted=0.0)
+    try:
+        raise WorkerLostError("Worker exited prematurely: signal 9 (SIGKILL) Job: 0.")
+    except WorkerLostError:
+        request.on_failure(ExceptionInfo())
+
+
+def test_celerys_report_of_a_lost_pool_process_ends_its_lease(
+    bank: ModuleType, local: LocalRunner, redis_client: redis.Redis, watch_of: Any
+) -> None:
+    ref = _claimed(bank, local, "reported")
+    watch = watch_of(bank.supervision)
+    _lost_in_pool(bank.app, watch, "bank.account", "reported", 4242)
+    crash = ref.snapshot().last_crash
+    assert crash is not None and (crash["reason"], crash["worker"]) == ("worker_lost", DEAD)
+    assert not watch.requests  # the request is not kept past its report
+
+
+def test_a_report_about_another_pool_process_changes_nothing(
+    bank: ModuleType, local: LocalRunner, redis_client: redis.Redis, watch_of: Any
+) -> None:
+    ref = _claimed(bank, local, "sibling")
+    before = image(redis_client, _keys_of("sibling"))
+    _lost_in_pool(bank.app, watch_of(bank.supervision), "bank.account", "sibling", 5151)
+    assert image(redis_client, _keys_of("sibling")) == before
+    assert ref.snapshot().last_crash is None
+
+
+def test_a_report_redis_does_not_answer_is_left_to_the_lease(
+    bank: ModuleType, watch_of: Any, caplog: Any
+) -> None:
+    """Never raised into Celery's failure handling: logged, and the lease runs out."""
+    app = Celery("unreachable", broker="memory://", set_as_current=False)
+    app.conf.supervise_redis_url = "redis://127.0.0.1:1/0"  # nothing listens there
+    watch = watch_of(Supervision(app))
+    with caplog.at_level(logging.WARNING, logger="celery_supervise"):
+        _lost_in_pool(app, watch, "bank.account", "k", 4242)
+    (record,) = [r for r in caplog.records if "child_lost_unhandled" in r.getMessage()]
+    assert "w1@host:4242" in record.getMessage() and "left to the lease" in record.getMessage()
