@@ -65,10 +65,12 @@ def test_a_pool_process_dying_mid_step_is_recovered_without_waiting_for_its_leas
     assert [(c["reason"], c["attempt"]) for c in crashes] == [
         ("worker_lost", 1), ("worker_lost", 1), ("worker_lost", 2),
     ]  # fmt: skip
-    # Each crash was recorded by the dead process's parent, who named it: its lease ended
-    # and the actor visited at once, not found later by a tick after the lease ran out.
+    # Each dead process's parent named it and ended its lease, then visited the actor at
+    # once; a tick in the other pool process, finding the hint due in that millisecond,
+    # may record the same crash first (the parent's visit then only checks: one crash).
     lost = _events(redis_client, "child_lost")
-    assert [(e["lease"], e["outcome"]) for e in lost] == [("ended", "worker_lost")] * 3
+    assert [e["lease"] for e in lost] == ["ended"] * 3
+    assert all(e["outcome"] in ("worker_lost", "checked") for e in lost), lost
     assert [e["worker"] for e in lost] == [c["worker"] for c in crashes]
     assert len({e["worker"] for e in lost}) == 3  # three pool processes, "oom@host:pid"
     assert all(e["worker"].startswith("oom@") for e in lost)
