@@ -142,7 +142,7 @@ def test_numbers_in_decisions_match_the_code() -> None:
     assert delivery.REPLY_TTL_SECONDS == 300 and "300 s" in text
     assert runtime.REDIS_PATIENCE == 120.0 and "120 s" in text
     assert runtime.EVENTS_KEPT == 10_000
-    assert child_lost.PATIENCE == 1.0 and "at most 1 s (`child_lost.PATIENCE`)" in text
+    assert child_lost.PATIENCE == 1.0 and "for at most 1 s (`child_lost.PATIENCE`;" in text
 
 
 # -- the examples, run -------------------------------------------------------------------------
