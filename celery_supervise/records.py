@@ -19,12 +19,15 @@ __all__ = [
     "CrashOutcome",
     "CrashRecord",
     "EncodedEffects",
+    "Forfeit",
     "Look",
     "Release",
     "text_dict",
 ]
 
 Release = Literal["more", "idle", "stopped", "stale"]
+#: What ``forfeit.lua`` did with a dead pool process's lease.
+Forfeit = Literal["ended", "expired", "not_held"]
 
 
 def text_dict(raw: dict[Any, Any]) -> dict[str, str]:

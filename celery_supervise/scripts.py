@@ -29,6 +29,7 @@ SCRIPT_NAMES = (
     "crash",
     "release",
     "renew",
+    "forfeit",
     "settle",
     "halt",
     "restart",
@@ -111,6 +112,7 @@ class Scripts:
     crash: LuaScript
     release: LuaScript
     renew: LuaScript
+    forfeit: LuaScript
     settle: LuaScript
     halt: LuaScript
     restart: LuaScript

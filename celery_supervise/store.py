@@ -23,6 +23,7 @@ from .records import (
     CrashOutcome,
     CrashRecord,
     EncodedEffects,
+    Forfeit,
     Look,
     Release,
     RestartOutcome,
@@ -262,6 +263,23 @@ class ActorStore:
     def renew(self, keys: ActorKeys, token: int, lease_ms: int) -> bool:
         """Extend the lease; False if it was lost (superseded or expired)."""
         return bool(self.rt.scripts.renew(keys=[keys.meta], args=[token, lease_ms]))
+
+    def forfeit(self, keys: ActorKeys, worker: str) -> tuple[Forfeit, float | None]:
+        """End now the lease ``worker`` (a pool process found dead) still holds, as if it
+        had run out; the actor's hint is set due first. (outcome, the hint's score after:
+        what the tick's ``visit`` of the actor is given to move)."""
+        member = actor_member(keys.type_name, keys.key)
+        bucket = self.rt.keyspace.due_bucket(member)
+
+        def build(pipe: Any) -> None:
+            self.add_hint(pipe, keys.type_name, keys.key, 0)
+            self.rt.scripts.forfeit(keys=[keys.meta], args=[worker], client=pipe)
+            pipe.zscore(bucket, member)
+
+        replies = self._run(_where(keys), build)
+        outcome: Forfeit = text(replies[-2][0])  # type: ignore[assignment]  # the script's words
+        score = replies[-1]
+        return outcome, None if score is None else float(score)
 
     # -- supervisor and operator transitions --------------------------------------------
     def halt(

@@ -16,6 +16,7 @@ import redis
 from celery import Celery, signals
 from celery import _state as celery_state
 
+from .child_lost import PoolWatch
 from .codec import text
 from .errors import NotInstalled, RedisTooOld
 from .isolation import Isolation, register_isolation_task
@@ -133,6 +134,7 @@ class Supervision:
         self._register_tasks()
         self._schedule_tick()
         self._connect_startup_check()
+        self._connect_pool_watch()
         quiet_tick_logs()
         self._discover_actors()
 
@@ -214,6 +216,16 @@ class Supervision:
 
         signals.worker_ready.connect(on_start, weak=False)
         signals.beat_init.connect(on_start, weak=False)
+
+    def _connect_pool_watch(self) -> None:
+        # A worker's main process hears at once of a pool process that died mid-step
+        # (WorkerLostError) and ends its lease (child_lost.py). Connected in that process
+        # only, when it starts -- never at import time, never in other ``celery`` commands.
+        def on_worker_init(sender: Any = None, **_: Any) -> None:
+            if getattr(sender, "app", None) is self.app:
+                PoolWatch(self.runtime, self.app).connect()
+
+        signals.worker_init.connect(on_worker_init, weak=False)
 
     def check_redis(self) -> list[str]:
         """Warnings about Redis settings that put actor state at risk (logged at start-up);

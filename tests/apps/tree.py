@@ -157,6 +157,21 @@ def killer(ctx: Any, state: dict[str, Any], message: Any) -> dict[str, Any]:
     return state
 
 
+# Pool processes that die mid-step (tests/workers/test_child_lost_workers.py): restarts
+# within a few seconds, one per death, must not reach a supervisor's limit.
+supervision.supervisor("lenient", intensity=100, period=5, backoff=FAST)
+
+
+@actor(name="tree.oom", initial={"applied": []}, max_attempts=2, supervisor="lenient")
+def oom(ctx: Any, state: dict[str, Any], message: Any) -> dict[str, Any]:
+    """Its pool process dies mid-step, as under the OOM killer: ``"die"`` at every attempt,
+    ``"die_once"`` at its first only."""
+    if message == "die" or (message == "die_once" and ctx.attempt == 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+    state["applied"].append(message)
+    return state
+
+
 def _under_cap(state: dict[str, Any]) -> bool:
     """An invariant an operator can tighten at run time (the probe key ``capped:cap``): a
     state committed under the old cap may fail it later."""

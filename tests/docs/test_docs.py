@@ -131,7 +131,7 @@ def test_cli_commands_shown_exist() -> None:
 
 
 def test_numbers_in_decisions_match_the_code() -> None:
-    from celery_supervise import delivery, runner, runtime, store, tick
+    from celery_supervise import child_lost, delivery, runner, runtime, store, tick
 
     text = (DOCS / "decisions.md").read_text()
     assert runner.BATCH_SIZE == 32 and runner.BATCH_SECONDS == 1.0
@@ -142,6 +142,7 @@ def test_numbers_in_decisions_match_the_code() -> None:
     assert delivery.REPLY_TTL_SECONDS == 300 and "300 s" in text
     assert runtime.REDIS_PATIENCE == 120.0 and "120 s" in text
     assert runtime.EVENTS_KEPT == 10_000
+    assert child_lost.PATIENCE == 1.0 and "for at most 1 s (`child_lost.PATIENCE`;" in text
 
 
 # -- the examples, run -------------------------------------------------------------------------

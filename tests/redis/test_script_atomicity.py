@@ -139,6 +139,8 @@ CASES = [
          ["lease_until"], [("meta", "hash"), ("mailbox", "list")]),
     Case("renew", base, actor_keys("meta"), lambda w: [5, 5000],
          ["lease_until"], [("meta", "hash")]),
+    Case("forfeit", base, actor_keys("meta"), lambda w: ["w"],
+         ["lease_until", "token"], [("meta", "hash")]),
     Case("settle", lambda w: base(w, status="crashed", lease_until=None),
          actor_keys("meta"), lambda w: [4, "backoff", 1000, 1, "restart"],
          ["status", "crash_seq"], [("meta", "hash")]),
