@@ -72,9 +72,15 @@ def test_send_raises_promptly_and_everything_resumes(tmp_path: Path) -> None:
         _run(env, "send", "50", "100")
 
         def done() -> bool:
+            for proc in (worker, beat):  # a death is the finding: say so, with its log
+                assert proc.is_running(), f"{proc} exited:\n{proc.log_text()[-3000:]}"
             return _run(env, "state").startswith("100 100")
 
-        wait_until(done, 90, interval=1.0, message="did not resume after Redis came back")
+        try:
+            wait_until(done, 90, interval=1.0, message="did not resume after Redis came back")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nstate: {_run(env, 'state')[:300]}\n"
+                                 f"worker log:\n{worker.log_text()[-3000:]}") from None
         _version, _balance, *seen = _run(env, "state").split(maxsplit=2)
         assert seen[0].strip() == str(list(range(100)))
         assert worker.is_running() and beat.is_running()
