@@ -23,13 +23,22 @@ class Shape:
     (drawn with a seeded RNG, the same draw for both sides), ``waves`` waves one after the
     other (a wave is measured from its first send to its last commit; the next wave starts
     once it is all committed, so every wave finds its actors idle), from ``senders``
-    threads (each sends to its own share of the actors, round-robin)."""
+    threads (each sends to its own share of the actors, round-robin); ``trials`` trials per
+    side (``None``: ``Config.throughput_trials``)."""
 
     def __init__(
-        self, name: str, actors: int, low: int, high: int, waves: int, senders: int, target: float
+        self,
+        name: str,
+        actors: int,
+        low: int,
+        high: int,
+        waves: int,
+        senders: int,
+        target: float,
+        trials: int | None = None,
     ) -> None:
         self.name, self.actors, self.low, self.high = name, actors, low, high
-        self.waves, self.senders, self.target = waves, senders, target
+        self.waves, self.senders, self.target, self.trials = waves, senders, target, trials
 
     @property
     def label(self) -> str:
@@ -44,8 +53,9 @@ class Config:
         self.quick = quick
         self.concurrency = concurrency
         self.prefetch = prefetch
-        deep = 100 if quick else 500
-        waves100 = 3 if quick else 6
+        deep = 100 if quick else 250
+        waves100 = 3 if quick else 4
+        trials1000 = 1 if quick else 2
         #: The throughput rows, by section: ``throughput20`` (deep mailboxes), then
         #: ``throughput100`` and ``throughput1000`` (shallow: 1-5 messages per actor per
         #: wave), each from one sender thread and from four.
@@ -56,8 +66,8 @@ class Config:
                 Shape("shallow100x4", 100, 1, 5, waves100, 4, 5.0),
             ],
             "throughput1000": [
-                Shape("shallow1000", 1000, 1, 5, 1, 1, 5.0),
-                Shape("shallow1000x4", 1000, 1, 5, 1, 4, 5.0),
+                Shape("shallow1000", 1000, 1, 5, 1, 1, 5.0, trials1000),
+                Shape("shallow1000x4", 1000, 1, 5, 1, 4, 5.0, trials1000),
             ],
         }
         self.throughput_trials = 1 if quick else 3

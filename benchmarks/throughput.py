@@ -14,8 +14,8 @@ add to a Redis hash with one Lua script (value, version, commit time, a shared d
 sent with ``apply_async`` one at a time in the same order from the same number of threads,
 timed the same way. Both: one worker, prefork, the same concurrency, ``-O fair``, the same
 prefetch multiplier, the same broker (this Redis). Trials alternate the two sides; the median
-counts. CPU seconds of the sender (this process), the worker's main process, its pool
-children and Redis are summed over each row's trials (``CpuMeter``).
+counts (of two trials, the mean). CPU seconds of the sender (this process), the worker's main
+process, its pool children and Redis are summed over each row's trials (``CpuMeter``).
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def bench_throughput(
     rows: list[dict[str, Any]] = []
     for shape in shapes:
         actor_trials, plain_trials = [], []
-        for trial in range(cfg.throughput_trials):
+        for trial in range(shape.trials or cfg.throughput_trials):
             waves = plan(shape, seed=trial)
             refs = [actors.counter.ref(f"{shape.name}-t{trial}-{i}") for i in range(shape.actors)]
             metas = [ref.keys.meta for ref in refs]
