@@ -2,7 +2,7 @@
 """celery_supervise benchmark: one run, one machine, one table.
 
     python benchmarks/run.py                        # full run (a few minutes)
-    python benchmarks/run.py --quick                # smoke run (about a minute)
+    python benchmarks/run.py --quick                # smoke run (about two minutes)
     python benchmarks/run.py --only throughput100   # one section (see SECTIONS)
     make bench
 
@@ -92,7 +92,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run (~1 min)")
+    parser.add_argument("--quick", action="store_true", help="smoke run (~2 min)")
     parser.add_argument("--concurrency", type=int, default=2, help="prefork processes per worker")
     parser.add_argument(
         "--prefetch",
