@@ -56,6 +56,18 @@ def counter(ctx: Any, state: dict[str, Any], message: int) -> dict[str, Any]:
     return state
 
 
+#: The memory workload's state after its one step: ``{"total": 1, "name": "actor-000000"}``,
+#: 35 bytes of JSON (the issue's "~30-byte state").
+MEMO_NAME = "actor-000000"
+
+
+@actor(name="bench.memo", initial={"total": 0, "name": MEMO_NAME})
+def memo(ctx: Any, state: dict[str, Any], message: int) -> dict[str, Any]:
+    """The memory workload: one step, then idle for good."""
+    state["total"] += message
+    return state
+
+
 @actor(name="bench.slow", initial={"done": 0})
 def slow(ctx: Any, state: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
     """The recovery workload: a long-ish step that says where (which pid) it runs."""

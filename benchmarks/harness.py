@@ -18,13 +18,58 @@ PLAIN_APP = "benchmarks.plain_app"
 KEY_PREFIX = "bench"
 
 
+class Shape:
+    """One throughput row: ``actors`` actors, each sent ``low..high`` messages per wave
+    (drawn with a seeded RNG, the same draw for both sides), ``waves`` waves one after the
+    other (a wave is measured from its first send to its last commit; the next wave starts
+    once it is all committed, so every wave finds its actors idle), from ``senders``
+    threads (each sends to its own share of the actors, round-robin); ``trials`` trials per
+    side (``None``: ``Config.throughput_trials``)."""
+
+    def __init__(
+        self,
+        name: str,
+        actors: int,
+        low: int,
+        high: int,
+        waves: int,
+        senders: int,
+        target: float,
+        trials: int | None = None,
+    ) -> None:
+        self.name, self.actors, self.low, self.high = name, actors, low, high
+        self.waves, self.senders, self.target, self.trials = waves, senders, target, trials
+
+    @property
+    def label(self) -> str:
+        per = f"{self.low}" if self.low == self.high else f"{self.low}-{self.high}"
+        waves = f", {self.waves} waves" if self.waves > 1 else ""
+        threads = f"{self.senders} sender threads" if self.senders > 1 else "1 sender"
+        return f"{self.actors:,} actors x {per} msgs{waves}, {threads}"
+
+
 class Config:
     def __init__(self, quick: bool, concurrency: int, prefetch: int) -> None:
         self.quick = quick
         self.concurrency = concurrency
         self.prefetch = prefetch
-        self.actors = 20
-        self.per_actor = 100 if quick else 500
+        deep = 100 if quick else 250
+        waves100 = 3 if quick else 4
+        trials1000 = 1 if quick else 2
+        #: The throughput rows, by section: ``throughput20`` (deep mailboxes), then
+        #: ``throughput100`` and ``throughput1000`` (shallow: 1-5 messages per actor per
+        #: wave), each from one sender thread and from four.
+        self.shapes: dict[str, list[Shape]] = {
+            "throughput20": [Shape("deep20", 20, deep, deep, 1, 1, 10.0)],
+            "throughput100": [
+                Shape("shallow100", 100, 1, 5, waves100, 1, 5.0),
+                Shape("shallow100x4", 100, 1, 5, waves100, 4, 5.0),
+            ],
+            "throughput1000": [
+                Shape("shallow1000", 1000, 1, 5, 1, 1, 5.0, trials1000),
+                Shape("shallow1000x4", 1000, 1, 5, 1, 4, 5.0, trials1000),
+            ],
+        }
         self.throughput_trials = 1 if quick else 3
         self.latency_samples = 1000 if quick else 5000
         self.idle_small = 1_000
@@ -32,7 +77,12 @@ class Config:
         self.due_actors = 10
         self.many_due = 1_000
         self.ticks = 30 if quick else 200
+        #: Memory: real actors taken through one step each (``memory.bench_memory``).
+        self.memory_actors = 1_000 if quick else 5_000
+        #: Recovery with the library defaults (lease 5 s, tick 1 s) and a 2 s step ...
         self.step_seconds = 2.0
+        #: ... and with lease 2 s, tick 0.5 s and a 1 s step (target lease + tick + step).
+        self.fast_lease, self.fast_tick, self.fast_step = 2.0, 0.5, 1.0
         self.recovery_trials = 1 if quick else 4
         self.plain_recovery_trials = 1 if quick else 2
         self.visibility_timeout = 10  # reduced, for the plain baseline only

@@ -40,13 +40,16 @@ app.conf.update(
     broker_transport_options=transport_options,
 )
 
-# The same shape of write an actor step commits: value, version, commit time (Redis clock).
+# The same shape of write an actor step commits: value, version, commit time (Redis clock),
+# and a shared counter of tasks done (KEYS[2]), as a commit bumps its type's ``steps`` census
+# counter; the benchmark polls it to know when a trial is over.
 _COMMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HINCRBY', KEYS[1], 'total', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[1], 'committed_at', now)
+redis.call('INCR', KEYS[2])
 return now
 """
 
@@ -68,11 +71,15 @@ def state_key(key: str) -> str:
     return f"{KEY_PREFIX}:plain:{{{key}}}"
 
 
+#: Tasks done so far (``add`` and ``slow``), one counter.
+DONE_KEY = f"{KEY_PREFIX}:plain:done"
+
+
 # Same task options as an actor type's task (ignore_result=True, acks_late left default).
 @app.task(name="bench_plain.add", ignore_result=True)  # type: ignore[untyped-decorator]
 def add(key: str, x: int) -> None:
     client()
-    _commit(keys=[state_key(key)], args=[x])
+    _commit(keys=[state_key(key), DONE_KEY], args=[x])
 
 
 @app.task(name="bench_plain.slow", ignore_result=True, acks_late=True)  # type: ignore[untyped-decorator]
@@ -81,4 +88,4 @@ def slow(token: str, seconds: float) -> None:
     c = client()
     c.set(f"{KEY_PREFIX}:started:{token}", os.getpid())
     time.sleep(seconds)
-    _commit(keys=[state_key(token)], args=[1])
+    _commit(keys=[state_key(token), DONE_KEY], args=[1])

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """celery_supervise benchmark: one run, one machine, one table.
 
-    python benchmarks/run.py            # full run (a few minutes)
-    python benchmarks/run.py --quick    # smoke run (about a minute)
+    python benchmarks/run.py                        # full run (a few minutes)
+    python benchmarks/run.py --quick                # smoke run (about two minutes)
+    python benchmarks/run.py --only throughput100   # one section (see SECTIONS)
     make bench
 
 It starts its own Redis servers (``celery_supervise.testing.RedisServer``: no persistence,
@@ -12,8 +13,10 @@ Celery tasks doing the same work) -- configured through ``BENCH_*`` environment 
 Every process it started is killed on exit, on an error and on Ctrl-C / SIGTERM.
 
 What is measured, one module each (its docstring says how; ``docs/performance.md`` has the
-results and the discussion): ``throughput``, ``latency`` (send latency), ``tick_cost``,
-``recovery`` (after SIGKILL) and ``memory``; ``table`` prints the one table of ratios against
+results and the discussion): ``throughput`` (sections ``throughput20``, ``throughput100``,
+``throughput1000``), ``latency`` (send latency), ``memory`` (Redis bytes per idle actor),
+``recovery`` (after SIGKILL: ``recovery`` with the defaults, ``recovery-fast`` with lease 2 s
+and tick 0.5 s) and ``tick_cost`` (``tick``); ``table`` prints the one table of ratios against
 plain Celery measured in the same run, then the details behind it. ``harness`` holds what
 they share.
 """
@@ -41,11 +44,46 @@ import redis  # noqa: E402
 
 from benchmarks.harness import KEY_PREFIX, Config, Processes  # noqa: E402
 from benchmarks.latency import bench_latency  # noqa: E402
-from benchmarks.recovery import bench_recovery  # noqa: E402
+from benchmarks.memory import bench_memory  # noqa: E402
+from benchmarks.recovery import bench_recovery, bench_recovery_fast  # noqa: E402
 from benchmarks.table import build_table, details, machine_info, render  # noqa: E402
 from benchmarks.throughput import bench_throughput  # noqa: E402
 from benchmarks.tick_cost import bench_tick  # noqa: E402
 from celery_supervise.testing import RedisServer  # noqa: E402
+
+#: Every section, in the order a run takes them; ``--only`` also takes the aliases.
+SECTIONS = (
+    "throughput20",
+    "throughput100",
+    "throughput1000",
+    "latency",
+    "memory",
+    "recovery",
+    "recovery-fast",
+    "tick",
+)
+ALIASES = {
+    "throughput": ("throughput20", "throughput100", "throughput1000"),
+    "recoveries": ("recovery", "recovery-fast"),
+}
+
+
+def parse_sections(only: str) -> list[str]:
+    """The sections ``--only`` names (aliases expanded), in run order; unknown names fail."""
+    wanted: set[str] = set()
+    for name in (s.strip() for s in only.split(",")):
+        if not name:
+            continue
+        if name in ALIASES:
+            wanted.update(ALIASES[name])
+        elif name in SECTIONS:
+            wanted.add(name)
+        else:
+            known = ", ".join((*SECTIONS, *ALIASES))
+            raise SystemExit(f"--only: unknown section {name!r} (known: {known})")
+    if not wanted:
+        raise SystemExit("--only: no section named")
+    return [s for s in SECTIONS if s in wanted]
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -54,7 +92,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run (~1 min)")
+    parser.add_argument("--quick", action="store_true", help="smoke run (~2 min)")
     parser.add_argument("--concurrency", type=int, default=2, help="prefork processes per worker")
     parser.add_argument(
         "--prefetch",
@@ -63,13 +101,16 @@ def main() -> int:
         help="worker_prefetch_multiplier for both apps (default 1)",
     )
     parser.add_argument(
-        "--only", default="throughput,latency,tick,recovery", help="comma-separated sections to run"
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run: {', '.join(SECTIONS)}; aliases "
+        + "; ".join(f"{k} = {'+'.join(v)}" for k, v in ALIASES.items()),
     )
     parser.add_argument("--json", metavar="PATH", help="also write the raw results here")
     parser.add_argument("--keep-logs", action="store_true", help="keep worker logs")
     args = parser.parse_args()
     cfg = Config(args.quick, args.concurrency, args.prefetch)
-    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    sections = parse_sections(args.only)
 
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
@@ -120,14 +161,22 @@ def main() -> int:
             f"load average at start: {' '.join(f'{x:.2f}' for x in results['loadavg_start'])}",
             flush=True,
         )
+        shapes = [s for name in sections if name in cfg.shapes for s in cfg.shapes[name]]
         steps: list[tuple[str, Callable[[], Any]]] = [
-            ("throughput", lambda: bench_throughput(cfg, procs, env, client, actor_app, plain_app)),
+            (
+                "throughput",
+                lambda: bench_throughput(cfg, procs, env, client, actor_app, plain_app, shapes),
+            ),
             ("latency", lambda: bench_latency(cfg, client, server.url, actor_app, plain_app)),
+            ("memory", lambda: bench_memory(cfg.memory_actors, client, actor_app)),
             ("recovery", lambda: bench_recovery(cfg, procs, env, client, actor_app, plain_app)),
+            ("recovery-fast", lambda: bench_recovery_fast(cfg, procs, env, client, actor_app)),
             ("tick", lambda: bench_tick(cfg, client, actor_app, new_server)),
         ]
         for name, step in steps:
-            if name not in sections:
+            if name == "throughput" and not shapes:
+                continue
+            if name != "throughput" and name not in sections:
                 continue
             t0 = time.monotonic()
             print(f"- {name} ...", end=" ", flush=True)
@@ -164,7 +213,8 @@ def main() -> int:
     print(
         f"load average (1/5/15 min): start {la0[0]:.2f} {la0[1]:.2f} {la0[2]:.2f}, "
         f"end {la1[0]:.2f} {la1[1]:.2f} {la1[2]:.2f}; run took {results['seconds']:.0f} s; "
-        f"worker: prefork -c {cfg.concurrency}, -O fair, prefetch {cfg.prefetch}"
+        f"worker: prefork -c {cfg.concurrency}, -O fair, prefetch {cfg.prefetch}; "
+        f"sections: {','.join(sections)}"
     )
     details(results)
     if args.json:

@@ -71,16 +71,25 @@ def build_table(cfg: Config, r: dict[str, Any]) -> list[list[str]]:
         )
 
     if "throughput" in r:
-        t = r["throughput"]
-        ratio = t["actor_rate"] / t["plain_rate"]
-        row(
-            f"throughput, msg/s ({t['actors']} actors x {t['messages'] // t['actors']})",
-            fmt(t["actor_rate"]),
-            fmt(t["plain_rate"]) + " (plain tasks)",
-            ratio,
-            ">= 3x",
-            ratio >= 3,
-        )
+        for t in r["throughput"]["rows"]:
+            ratio = t["actor_rate"] / t["plain_rate"]
+            row(
+                f"throughput, msg/s ({t['label']})",
+                fmt(t["actor_rate"]),
+                fmt(t["plain_rate"]) + " (plain tasks)",
+                ratio,
+                f">= {t['target']:g}x",
+                ratio >= t["target"],
+            )
+            a, p = t["actor_cpu_ms"], t["plain_cpu_ms"]
+            row(
+                "  CPU ms/msg: sender / worker main / pool / Redis",
+                cpu_split(a),
+                cpu_split(p),
+                sum(a.values()) / sum(p.values()),
+                "-",
+                None,
+            )
     if "latency" in r:
         lat = r["latency"]
         s, w, base, ap = lat["send"], lat["wake"], lat["set"], lat["apply_async"]
@@ -123,48 +132,59 @@ def build_table(cfg: Config, r: dict[str, Any]) -> list[list[str]]:
             "-",
             None,
         )
+    if "memory" in r:
+        mem = r["memory"]
+        per = mem["bytes_per_actor"]
         row(
-            "Redis memory per idle actor, bytes",
-            fmt(tk["bytes_per_idle_actor"], 0),
+            f"Redis memory per idle actor after one step, bytes ({mem['state_bytes']}-byte state)",
+            fmt(per, 0),
             "",
             None,
-            "-",
-            None,
+            "<= 300 B",
+            per <= 300,
         )
-    if "recovery" in r:
-        rc = r["recovery"]
+    for section in ("recovery", "recovery-fast"):
+        if section not in r:
+            continue
+        rc = r[section]
         ours = max(rc["actor_trials"])
-        limit = rc["lease_seconds"] + 2 * rc["tick_interval"] + rc["step_seconds"]
-        plain_t = max(rc["plain_trials"]) if rc["plain_trials"] else float("nan")
+        lease, tick, step = rc["lease_seconds"], rc["tick_interval"], rc["step_seconds"]
+        limit = lease + tick + step
+        if rc.get("plain_trials"):
+            plain_t: float | None = max(rc["plain_trials"])
+            base = f"{fmt(max(rc['plain_trials']))} (acks_late, visibility_timeout="
+            base += f"{rc['visibility_timeout']} s)"
+        else:
+            plain_t, base = None, ""
         row(
-            f"recovery after SIGKILL mid-step, s (worst of {len(rc['actor_trials'])}; step "
-            f"{rc['step_seconds']:g} s)",
+            f"recovery after SIGKILL mid-step, s (lease {lease:g} s, tick {tick:g} s, step "
+            f"{step:g} s; worst of {len(rc['actor_trials'])})",
             fmt(ours),
-            f"{fmt(plain_t)} (acks_late, visibility_timeout={rc['visibility_timeout']} s)",
-            ours / plain_t,
-            f"<= {limit:g} s (lease+2 ticks+step)",
+            base,
+            None if plain_t is None else ours / plain_t,
+            f"<= {limit:g} s (lease+tick+step)",
             ours <= limit,
         )
         if rc.get("detection_delays"):
             worst = max(rc["detection_delays"])
-            tick = rc["tick_interval"]
             row(
-                f"lost worker: worker_lost recorded after lease expiry, s (worst of "
+                f"  worker_lost recorded after lease expiry, s (worst of "
                 f"{len(rc['detection_delays'])})",
                 f"{fmt(worst)} ({worst / tick:.2f} ticks)",
-                "no lease (visibility_timeout)",
+                "",
                 None,
                 f"<= {tick:g} s (1 tick)",
                 worst <= tick,
             )
-        row(
-            "  plain Celery with the default visibility_timeout",
-            "",
-            ">= 3600 (not waited for)",
-            None,
-            "-",
-            None,
-        )
+        if "plain_trials" in rc:
+            row(
+                "  plain Celery with the default visibility_timeout",
+                "",
+                ">= 3600 (not waited for)",
+                None,
+                "-",
+                None,
+            )
     if "throughput" in r:
         t = r["throughput"]
         a, p = t["actor_worker"], t["plain_worker"]
@@ -177,6 +197,11 @@ def build_table(cfg: Config, r: dict[str, Any]) -> list[list[str]]:
             None,
         )
     return rows
+
+
+def cpu_split(ms: dict[str, float]) -> str:
+    order = ("sender (this process)", "worker main", "pool children", "redis")
+    return " / ".join(f"{ms[k]:.3f}" for k in order)
 
 
 def render(rows: list[list[str]]) -> str:
@@ -195,19 +220,26 @@ def details(r: dict[str, Any]) -> None:
     print("\ndetails:")
     if "throughput" in r:
         t = r["throughput"]
-        for label, key in (
-            ("celery_supervise", "actor_trials"),
-            ("plain Celery    ", "plain_trials"),
-        ):
-            print(
-                f"  throughput {label}: "
-                + "; ".join(
-                    f"{x['rate']:,.0f} msg/s ({t['messages']} in {x['seconds']:.2f} s, sending "
-                    f"{x['send_seconds']:.2f} s)"
-                    for x in t[key]
+        for row_ in t["rows"]:
+            print(f"  throughput, {row_['label']}:")
+            for label, key, cpu in (
+                ("celery_supervise", "actor_trials", "actor_cpu_ms"),
+                ("plain Celery    ", "plain_trials", "plain_cpu_ms"),
+            ):
+                print(
+                    f"    {label}: "
+                    + "; ".join(
+                        f"{x['rate']:,.0f} msg/s ({x['messages']} in {x['seconds']:.2f} s, "
+                        f"sending {x['send_seconds']:.2f} s)"
+                        for x in row_[key]
+                    )
                 )
-            )
-            print(f"    CPU seconds during the first trial: {t[key][0]['cpu']}")
+                ms = row_[cpu]
+                total = sum(ms.values())
+                print(
+                    f"      CPU ms per message, all trials: {total:.3f} = "
+                    + ", ".join(f"{k} {v:.3f} ({100 * v / total:.0f} %)" for k, v in ms.items())
+                )
         a, p = t["actor_worker"], t["plain_worker"]
         print(
             f"  worker memory: celery_supervise RSS {a['rss_mb']:.1f} MB PSS {a['pss_mb']:.1f} MB;"
@@ -248,20 +280,48 @@ def details(r: dict[str, Any]) -> None:
             f"  idle actor template: {tk['template_fields']} meta fields, "
             f"{tk['template_history']} history entries"
         )
-    if "recovery" in r:
-        rc = r["recovery"]
+    if "memory" in r:
+        mem = r["memory"]
+        print(
+            f"  memory: {mem['actors']:,} actors after one step: {mem['bytes_per_actor']:.0f} B "
+            f"and {mem['keys_per_actor']:.2f} keys per actor after two ticks "
+            f"({mem['bytes_per_actor_before_tick']:.0f} B, "
+            f"{mem['keys_per_actor_before_tick']:.2f} keys right after the step); state "
+            f"{mem['state_bytes']} B, {mem['history_entries']} history entries"
+        )
+        print(
+            "    one actor's keys (MEMORY USAGE, B): "
+            + ", ".join(
+                f"{k.rsplit(':', 1)[-1]} ({v['type']}) {v['memory_usage']}"
+                for k, v in mem["own_keys"].items()
+            )
+        )
+        print(
+            f"    its meta hash, {len(mem['meta_fields'])} fields (value bytes): "
+            + ", ".join(f"{k} {v}" for k, v in mem["meta_fields"].items())
+        )
+    for section in ("recovery", "recovery-fast"):
+        if section not in r:
+            continue
+        rc = r[section]
+        print(
+            f"  {section} (lease {rc['lease_seconds']:g} s, tick {rc['tick_interval']:g} s, "
+            f"step {rc['step_seconds']:g} s):"
+        )
         for offset, phases in zip(rc["kill_offsets"], rc["actor_phases"], strict=True):
             print(
-                f"  recovery, killed {offset:.2f} s into the step; s after SIGKILL: "
+                f"    killed {offset:.2f} s into the step; s after SIGKILL: "
                 + ", ".join(f"{k} {v:.2f}" for k, v in sorted(phases.items(), key=lambda kv: kv[1]))
             )
         if rc.get("detection_delays"):
             print(
-                "  detection delay (worker_lost recorded - lease expiry), s: "
+                "    detection delay (worker_lost recorded - lease expiry), s: "
                 f"{[round(x, 3) for x in rc['detection_delays']]}"
             )
-        print(
-            f"  recovery trials: celery_supervise {[round(x, 2) for x in rc['actor_trials']]} s;"
-            f" plain (visibility_timeout={rc['visibility_timeout']} s, restore sweep every 1 s) "
-            f"{[round(x, 2) for x in rc['plain_trials']]} s"
-        )
+        line = f"    trials: celery_supervise {[round(x, 2) for x in rc['actor_trials']]} s"
+        if "plain_trials" in rc:
+            line += (
+                f"; plain (visibility_timeout={rc['visibility_timeout']} s, restore sweep every "
+                f"1 s) {[round(x, 2) for x in rc['plain_trials']]} s"
+            )
+        print(line)
