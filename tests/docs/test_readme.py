@@ -93,3 +93,22 @@ def test_a_failed_charge_releases_its_hold(
     runner.run()
     assert ref.snapshot().state == {"balance": 10, "held": {}}
     assert ref.dead_letters() == []
+
+
+def test_make_test_runs_on_two_processes_or_one_as_the_readme_says() -> None:
+    """README: ``make test`` runs the suite on two processes; ``TEST_PROCS=0`` on one."""
+    import shutil
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    assert "`make test TEST_PROCS=0` runs it in one" in (root / "README.md").read_text()
+    make = shutil.which("make")
+    assert make is not None, "make is not installed"
+
+    def pytest_line(*args: str) -> str:
+        said = subprocess.run([make, "-n", "test", *args], cwd=root, capture_output=True,
+                              text=True, check=True).stdout  # fmt: skip
+        return next(line.rstrip() for line in said.splitlines() if "-m pytest" in line)
+
+    assert pytest_line().endswith("-m pytest -q -n 2 --dist loadfile")
+    assert pytest_line("TEST_PROCS=0").endswith("-m pytest -q")
