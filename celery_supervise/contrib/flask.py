@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from typing import Any, cast
-from urllib.parse import urlencode
+from typing import cast
 
 from flask import (
     Blueprint,
@@ -65,7 +64,7 @@ def blueprint(
             f"got {authorize!r}"
         )
     bp = Blueprint(name, __name__)
-    urls = _Urls(name)
+    urls = render.Urls(lambda page: url_for(f"{name}.{page}"))
 
     def allowed(action: str | None) -> bool:
         return bool(authorize(request, action))
@@ -131,29 +130,6 @@ def blueprint(
 
     return bp
 
-
-class _Urls:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def _url(self, endpoint: str, **query: Any) -> str:
-        shown = {k: v for k, v in query.items() if v not in (None, 0, "")}
-        url = url_for(f"{self.name}.{endpoint}")
-        return f"{url}?{urlencode(shown)}" if shown else url
-
-    def overview(self) -> str:
-        return self._url("overview")
-
-    def actors(
-        self, type_name: str, status: str | None = None, cursor: int = 0, limit: int = 0
-    ) -> str:
-        return self._url("actors", type=type_name, status=status, cursor=cursor, limit=limit)
-
-    def actor(self, type_name: str, key: str) -> str:
-        return self._url("actor", type=type_name, key=key)
-
-    def act(self) -> str:
-        return self._url("act")
 
 
 def _csrf_token() -> str:

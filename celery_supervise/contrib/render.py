@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from html import escape
-from typing import Any, Protocol
+from typing import Any
+from urllib.parse import urlencode
 
 from ..cli.queries import ActorChild, SupervisorStatus
 from ..status import PUBLIC_STATUSES
@@ -42,18 +43,32 @@ STYLE = """
 """
 
 
-class Urls(Protocol):
-    """Where a framework serves each page."""
+class Urls:
+    """Where a framework serves each page: ``route(page)`` is the path of one of
+    ``overview``, ``actors``, ``actor``, ``act`` (Django's ``reverse``, Flask's ``url_for``);
+    the query carries the rest, empty values left out."""
 
-    def overview(self) -> str: ...
+    def __init__(self, route: Callable[[str], str]) -> None:
+        self.route = route
+
+    def _url(self, page: str, **query: Any) -> str:
+        url = self.route(page)
+        shown = {k: v for k, v in query.items() if v not in (None, 0, "")}
+        return f"{url}?{urlencode(shown)}" if shown else url
+
+    def overview(self) -> str:
+        return self._url("overview")
 
     def actors(
         self, type_name: str, status: str | None = None, cursor: int = 0, limit: int = 0
-    ) -> str: ...
+    ) -> str:
+        return self._url("actors", type=type_name, status=status, cursor=cursor, limit=limit)
 
-    def actor(self, type_name: str, key: str) -> str: ...
+    def actor(self, type_name: str, key: str) -> str:
+        return self._url("actor", type=type_name, key=key)
 
-    def act(self) -> str: ...
+    def act(self) -> str:
+        return self._url("act")
 
 
 def e(value: Any) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import admin, messages
@@ -36,28 +35,10 @@ def supervision() -> Supervision:
     return found if isinstance(found, Supervision) else Supervision.for_app(found)
 
 
-class _Urls:
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-
-    def _url(self, name: str, **query: Any) -> str:
-        url = reverse(f"admin:{self.prefix}_{name}")
-        shown = {k: v for k, v in query.items() if v not in (None, 0, "")}
-        return f"{url}?{urlencode(shown)}" if shown else url
-
-    def overview(self) -> str:
-        return self._url("changelist")
-
-    def actors(
-        self, type_name: str, status: str | None = None, cursor: int = 0, limit: int = 0
-    ) -> str:
-        return self._url("actors", type=type_name, status=status, cursor=cursor, limit=limit)
-
-    def actor(self, type_name: str, key: str) -> str:
-        return self._url("actor", type=type_name, key=key)
-
-    def act(self) -> str:
-        return self._url("act")
+def _urls(prefix: str) -> render.Urls:
+    """The admin's URL names: ``admin:<prefix>_changelist`` is the overview."""
+    names = {"overview": "changelist"}
+    return render.Urls(lambda page: reverse(f"admin:{prefix}_{names.get(page, page)}"))
 
 
 View = Callable[..., HttpResponse]
@@ -104,7 +85,7 @@ class SupervisionAdmin(admin.ModelAdmin):  # type: ignore[misc]  # django has no
         q = request.GET
         type_name = q.get("type", "")
 
-        def body(sup: Supervision, urls: _Urls) -> str:
+        def body(sup: Supervision, urls: render.Urls) -> str:
             listed = pages.actor_list(
                 sup,
                 type_name,
@@ -122,7 +103,7 @@ class SupervisionAdmin(admin.ModelAdmin):  # type: ignore[misc]  # django has no
         csrf = format_html('<input type="hidden" name="csrfmiddlewaretoken" value="{}">',
                            get_token(request))  # fmt: skip
 
-        def body(sup: Supervision, urls: _Urls) -> str:
+        def body(sup: Supervision, urls: render.Urls) -> str:
             view = pages.actor_view(sup, type_name, key)
             return render.actor_html(view, urls, csrf_field=csrf, actions=actions)
 
@@ -143,15 +124,15 @@ class SupervisionAdmin(admin.ModelAdmin):  # type: ignore[misc]  # django has no
         except SuperviseError as exc:
             return self._message(request, 503, "Not available", str(exc))
         (messages.success if outcome.ok else messages.error)(request, outcome.message)
-        back = _Urls(self._prefix).actor(type_name, key)
+        back = _urls(self._prefix).actor(type_name, key)
         return HttpResponseRedirect(back, status=303)
 
     # -- shared --------------------------------------------------------------------------------
     def _page(
-        self, request: HttpRequest, title: str, body: Callable[[Supervision, _Urls], str]
+        self, request: HttpRequest, title: str, body: Callable[[Supervision, render.Urls], str]
     ) -> HttpResponse:
         try:
-            html = body(supervision(), _Urls(self._prefix))
+            html = body(supervision(), _urls(self._prefix))
         except pages.NotFound as exc:
             return self._message(request, 404, "Not found", str(exc))
         except SuperviseError as exc:  # Redis down, not installed, corrupt data: say so
