@@ -21,6 +21,7 @@ from celery_supervise.metrics import METRIC_NAMES, exposition
 from celery_supervise.ref import public_status
 from celery_supervise.status import PUBLIC_STATUSES, actors_by_status
 from celery_supervise.testing import LocalRunner
+from tests.redis.test_replay import quarantine
 
 TYPES = ("bank.account", "bank.poison", "replay.ledger")
 
@@ -61,14 +62,6 @@ def agrees(bank: ModuleType, redis_client: redis.Redis) -> dict[str, dict[str, A
     return truth
 
 
-def quarantine(local: LocalRunner, ref: Any, *messages: Any) -> None:
-    ref.send_many(messages)
-    deadline = time.monotonic() + 20
-    while ref.snapshot().status != "quarantined":
-        assert time.monotonic() < deadline, ref.snapshot()
-        local.run()
-        local.tick()
-        time.sleep(0.02)
 
 
 def test_counts_follow_sends_steps_crashes_dead_letters_and_deletions(
