@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .codec import text
 from .errors import InvalidArgument
@@ -142,13 +143,12 @@ def read_census(rt: Runtime, type_names: Iterable[str]) -> dict[str, TypeCensus]
     return out
 
 
-def observe_tick(rt: Runtime, seconds: float) -> None:
-    """Count one tick's duration in the tick-time histogram (one round trip)."""
+def observe_tick(rt: Runtime, pipe: Any, seconds: float) -> None:
+    """Count one tick's duration in the tick-time histogram, queued on ``pipe`` (the
+    pipeline that gives the tick's lock back)."""
     key = rt.keyspace.tick_stats
-    pipe = rt.client.pipeline(transaction=False)
     pipe.hincrby(key, f"tick:{step_bucket(seconds, TICK_BUCKETS)}", 1)
     pipe.hincrbyfloat(key, "tick_sum", max(0.0, seconds))
-    pipe.execute()
 
 
 def read_tick_histogram(rt: Runtime) -> Histogram:

@@ -86,9 +86,7 @@ def run_tick(rt: Runtime, *, sender: str | None = None) -> dict[str, Any]:
     ``supervise doctor`` can tell whether beat runs and whether more than one does."""
     try:
         with redis_errors("tick"):
-            if sender:
-                note_sender(rt, sender)
-            return _tick(rt).as_result()
+            return _tick(rt, sender).as_result()
     except RedisUnavailable as exc:
         log.warning("celery_supervise tick_skipped reason=redis_unavailable error=%s", exc)
         return {"skipped": "redis unavailable"}
@@ -97,22 +95,25 @@ def run_tick(rt: Runtime, *, sender: str | None = None) -> dict[str, Any]:
         return {"skipped": "redis refused writes"}
 
 
-def note_sender(rt: Runtime, sender: str) -> None:
-    """Stamp ``sender`` with Redis' clock in ``tick_senders``; forget senders silent for an
-    hour (a beat restarted has a new pid). One round trip."""
+def note_sender(rt: Runtime, pipe: Any, sender: str) -> None:
+    """Stamp ``sender`` with Redis' clock in ``tick_senders``, queued on ``pipe`` (the one
+    that takes the tick's lock); forget senders silent for an hour (a beat restarted has a
+    new pid)."""
     now = rt.clock_ms()
-    pipe = rt.client.pipeline(transaction=False)
     pipe.zadd(rt.keyspace.tick_senders, {sender: now})
     pipe.zremrangebyscore(rt.keyspace.tick_senders, "-inf", now - SENDERS_KEPT_MS)
-    pipe.execute()
 
 
-def _tick(rt: Runtime) -> TickReport:
+def _tick(rt: Runtime, sender: str | None = None) -> TickReport:
     holder = uuid.uuid4().hex
     # Short enough that a tick killed with its worker delays the next by seconds only;
     # overlapping ticks are safe anyway (every transition is compare-and-set).
     lock_ms = int(max(rt.settings.tick_interval * 5, 3.0) * 1000)
-    if not rt.client.set(rt.keyspace.tick_lock, holder, nx=True, px=lock_ms):
+    pipe = rt.client.pipeline(transaction=False)
+    pipe.set(rt.keyspace.tick_lock, holder, nx=True, px=lock_ms)
+    if sender:  # noted even when another tick holds the lock: it was sent all the same
+        note_sender(rt, pipe, sender)
+    if not pipe.execute()[0]:
         return TickReport(skipped="another tick is running")
     started = time.monotonic()
     report = TickReport()
@@ -125,10 +126,14 @@ def _tick(rt: Runtime) -> TickReport:
                 outcome = visit_or_retry(rt, bucket, member, score, now)
                 report.counts[outcome] = report.counts.get(outcome, 0) + 1
     finally:
-        rt.scripts.tick_lock(keys=[rt.keyspace.tick_lock], args=[holder])
-    took = time.monotonic() - started
+        took = time.monotonic() - started
+
+        def give_back(pipe: Any) -> None:
+            rt.scripts.tick_lock(keys=[rt.keyspace.tick_lock], args=[holder], client=pipe)
+            observe_tick(rt, pipe, took)
+
+        rt.pipeline(give_back)
     report.ms = int(took * 1000)
-    observe_tick(rt, took)
     return report
 
 
