@@ -25,6 +25,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from . import topology
 from .codec import text
 from .codecs import Payloads
 from .errors import (
@@ -300,7 +301,7 @@ class Runtime:
             "health_check_interval": 30,
             **self.settings.redis_options,
         }
-        return redis.Redis.from_url(
+        return topology.connect(
             self.settings.redis_url,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
             redis_connect_func=self._on_connect,
