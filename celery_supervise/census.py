@@ -20,7 +20,7 @@ from typing import Any
 
 from .codec import text
 from .errors import InvalidArgument
-from .keyspace import STAT_SHARDS, parse_actor_member
+from .keyspace import parse_actor_member
 from .runtime import Runtime
 from .status import PUBLIC_STATUSES, STATUSES, PublicStatus
 
@@ -61,9 +61,7 @@ def stored_statuses(status: str) -> tuple[str, ...]:
     """The stored statuses one public status stands for (``backoff`` includes ``crashed``,
     an actor waiting for its supervisor's decision, as ``Snapshot.status`` shows it)."""
     if status not in PUBLIC_STATUSES:
-        raise InvalidArgument(
-            f"unknown status {status!r} (known: {', '.join(PUBLIC_STATUSES)})"
-        )
+        raise InvalidArgument(f"unknown status {status!r} (known: {', '.join(PUBLIC_STATUSES)})")
     return ("backoff", "crashed") if status == "backoff" else (status,)
 
 
@@ -113,34 +111,60 @@ class TypeCensus:
 
 
 def read_census(rt: Runtime, type_names: Iterable[str]) -> dict[str, TypeCensus]:
-    """The census of each type, in one pipelined round trip of ``types x shards x
-    (1 + statuses)`` commands: no actor's own key is read."""
+    """The census of each type, in one pipelined round trip: no actor's own key is read.
+
+    On one server that is ``types x shards x (1 + statuses)`` commands (the status counts
+    are the status indexes' sizes); on a cluster, one ``HGETALL`` per type and slot (the
+    status counts are the ``n:<status>`` fields), which the pipeline sends node by node."""
     names = sorted(set(type_names))
     ks = rt.keyspace
+    from_indexes = not ks.cluster
+    shards = census_shards(rt, names)
     pipe = rt.client.pipeline(transaction=False)
     for name in names:
-        for shard in range(STAT_SHARDS):
+        for shard in shards[name]:
             pipe.hgetall(ks.stats(name, shard))
-            for status in STATUSES:
-                pipe.zcard(ks.status_index(name, shard, status))
+            if from_indexes:
+                for status in STATUSES:
+                    pipe.zcard(ks.status_index(name, shard, status))
     replies = iter(pipe.execute())
     out: dict[str, TypeCensus] = {}
     for name in names:
         census = out[name] = TypeCensus(name)
-        for _ in range(STAT_SHARDS):
+        for _ in shards[name]:
             fields = {text(k): text(v) for k, v in next(replies).items()}
             for status in STATUSES:
                 public = "backoff" if status == "crashed" else status
-                census.actors[public] += int(next(replies))
-            census.mailbox += int(fields.get("mbox", 0))
-            census.dead_letters += int(fields.get("dead", 0))
-            census.steps += int(fields.get("steps", 0))
-            for name_, value in fields.items():
-                if name_.startswith("crash:"):
-                    reason = name_.removeprefix("crash:")
-                    census.crashes[reason] = census.crashes.get(reason, 0) + int(value)
-            census.step_seconds.add(fields, "step")
+                held = next(replies) if from_indexes else fields.get(f"n:{status}", 0)
+                census.actors[public] += int(held)
+            _add_counters(census, fields)
     return out
+
+
+def census_shards(rt: Runtime, type_names: Sequence[str]) -> dict[str, list[int]]:
+    """The census shards to read for each type: all ``STAT_SHARDS`` on one server; on a
+    cluster, the slots where the type has actors (``Keyspace.stat_slots``, one round trip)."""
+    ks = rt.keyspace
+    if not ks.cluster:
+        return {name: list(range(ks.stat_shards)) for name in type_names}
+    pipe = rt.client.pipeline(transaction=False)
+    for name in type_names:
+        pipe.smembers(ks.stat_slots(name))
+    found = pipe.execute()
+    return {
+        name: sorted(int(s) for s in slots) for name, slots in zip(type_names, found, strict=True)
+    }
+
+
+def _add_counters(census: TypeCensus, fields: dict[str, str]) -> None:
+    census.mailbox += int(fields.get("mbox", 0))
+    census.dead_letters += int(fields.get("dead", 0))
+    census.steps += int(fields.get("steps", 0))
+    for name, value in fields.items():
+        if name.startswith("crash:"):
+            reason = name.removeprefix("crash:")
+            census.crashes[reason] = census.crashes.get(reason, 0) + int(value)
+    census.step_seconds.add(fields, "step")
 
 
 def observe_tick(rt: Runtime, pipe: Any, seconds: float) -> None:
@@ -169,40 +193,56 @@ def actors_by_status(
     stored = stored_statuses(status)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
         raise InvalidArgument(f"limit must be an integer from 1 to {MAX_PAGE}, not {limit!r}")
-    segments = [
-        rt.keyspace.status_index(type_name, shard, s)
-        for shard in range(STAT_SHARDS)
-        for s in stored
-    ]
     if isinstance(cursor, bool) or not isinstance(cursor, int) or cursor < 0:
         raise InvalidArgument(f"cursor must be a non-negative integer, not {cursor!r}")
     first, offset = divmod(cursor, CURSOR_SPAN)
-    if first >= len(segments):
+    if first >= rt.keyspace.stat_shards * len(stored):
         raise InvalidArgument(f"cursor {cursor} is not one this listing returned")
+    # A segment is one status index of one shard, numbered by shard (not by position), so
+    # a cursor stays valid when a cluster's type gains actors in more slots.
+    segments = [
+        (shard * len(stored) + i, rt.keyspace.status_index(type_name, shard, status))
+        for shard in census_shards(rt, [type_name])[type_name]
+        for i, status in enumerate(stored)
+        if shard * len(stored) + i >= first
+    ]
     pipe = rt.client.pipeline(transaction=False)
-    for key in segments[first:]:
+    for _, key in segments:
         pipe.zcard(key)
     sizes = [int(n) for n in pipe.execute()]
-    wanted: list[tuple[int, int, int]] = []  # (segment, start, stop) inclusive
-    need, seg, start = limit, first, offset
-    for size in sizes:
-        if need == 0:
-            break
-        if start < size:
-            take = min(need, size - start)
-            wanted.append((seg, start, start + take - 1))
-            need -= take
-            start += take
+    return _page(rt, segments, sizes, first, offset, limit)
+
+
+def _page(
+    rt: Runtime,
+    segments: list[tuple[int, str]],
+    sizes: list[int],
+    first: int,
+    offset: int,
+    limit: int,
+) -> tuple[list[str], int]:
+    wanted: list[tuple[str, int, int]] = []  # (key, start, stop) inclusive
+    need, cursor = limit, 0
+    for (seg, key), size in zip(segments, sizes, strict=True):
+        start = offset if seg == first else 0
         if start >= size:
-            seg, start = seg + 1, 0
+            continue
+        if need == 0:
+            cursor = seg * CURSOR_SPAN + start
+            break
+        take = min(need, size - start)
+        wanted.append((key, start, start + take - 1))
+        need -= take
+        if start + take < size:
+            cursor = seg * CURSOR_SPAN + start + take
+            break
     if not wanted:
         return [], 0
     pipe = rt.client.pipeline(transaction=False)
-    for seg_i, lo, hi in wanted:
-        pipe.zrange(segments[seg_i], lo, hi)
+    for key, lo, hi in wanted:
+        pipe.zrange(key, lo, hi)
     keys = [parse_actor_member(text(m))[1] for page in pipe.execute() for m in page]
-    rest = sum(sizes[seg - first :]) - start if seg < len(segments) else 0
-    return keys, seg * CURSOR_SPAN + start if rest > 0 else 0
+    return keys, cursor
 
 
 #: Members of a type's index read per round trip by ``reindex_type``.
@@ -223,5 +263,8 @@ def reindex_type(rt: Runtime, type_name: str) -> int:
             return found
         for member in members:
             keys = ks.actor(*parse_actor_member(member))
-            found += int(rt.scripts.census(keys=[keys.meta, *ks.metric_keys(keys)]))
+            counted = int(rt.scripts.census(keys=[keys.meta, *ks.metric_keys(keys)]))
+            if counted and ks.cluster:  # repairs a shard hint a dying sender left out
+                rt.client.sadd(ks.stat_slots(type_name), ks.stat_shard(keys.type_name, keys.key))
+            found += counted
         start += len(members)

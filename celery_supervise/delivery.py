@@ -105,10 +105,15 @@ class Delivery:
         # the index, which only ``supervise migrate`` reads (workers upgrade on load anyway).
         # The messages are durable already: a failure here must not fail the send.
         member = actor_member(type_name, key)
+        ks = self.rt.keyspace
+
+        def build(pipe: Any) -> None:
+            pipe.zadd(ks.type_index(type_name), {member: self.rt.clock_ms()}, nx=True)
+            if ks.cluster:  # the census shard this actor counts in (census.census_shards)
+                pipe.sadd(ks.stat_slots(type_name), ks.stat_shard(type_name, key))
+
         try:
-            self.rt.client.zadd(
-                self.rt.keyspace.type_index(type_name), {member: self.rt.clock_ms()}, nx=True
-            )
+            self.rt.pipeline(build)
         except Exception as exc:
             log.warning("celery_supervise type_index_failed actor=%s key=%s error=%r",
                         type_name, key, exc)  # fmt: skip

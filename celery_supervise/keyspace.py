@@ -11,6 +11,7 @@ from __future__ import annotations
 import binascii
 import zlib
 from dataclasses import dataclass
+from functools import cache
 
 from .status import STATUSES
 
@@ -22,6 +23,7 @@ __all__ = [
     "actor_member",
     "cluster_slot",
     "parse_actor_member",
+    "slot_tag",
 ]
 
 #: Number of shards of the due-time index; fixed, because members are hashed onto it.
@@ -56,6 +58,26 @@ def parse_actor_member(member: str) -> tuple[str, str]:
 def cluster_slot(tag: str) -> int:
     """The Redis Cluster slot of a key whose hash tag is ``tag`` (CRC16/XMODEM, as Redis)."""
     return binascii.crc_hqx(tag.encode(), 0) % CLUSTER_SLOTS
+
+
+@cache
+def _slot_tags() -> tuple[str, ...]:
+    # The smallest decimal number hashing to each slot; about 160,000 CRCs, done once.
+    tags: list[str | None] = [None] * CLUSTER_SLOTS
+    missing, n = CLUSTER_SLOTS, 0
+    while missing:
+        slot = cluster_slot(str(n))
+        if tags[slot] is None:
+            tags[slot] = str(n)
+            missing -= 1
+        n += 1
+    return tuple(t for t in tags if t is not None)
+
+
+def slot_tag(slot: int) -> str:
+    """A hash tag whose key lands in cluster ``slot``: the census of the actors of that
+    slot lives under it, so an actor's script never writes another slot."""
+    return _slot_tags()[slot]
 
 
 @dataclass(frozen=True)
@@ -105,6 +127,14 @@ class ActorKeys:
 @dataclass(frozen=True)
 class Keyspace:
     prefix: str = "supervise"
+    #: On Redis Cluster each type's census has one shard per slot, kept in that slot.
+    cluster: bool = False
+
+    @property
+    def stat_shards(self) -> int:
+        """How many shards each type's census has: ``STAT_SHARDS`` on one server, one per
+        slot (``CLUSTER_SLOTS``) on a cluster."""
+        return CLUSTER_SLOTS if self.cluster else STAT_SHARDS
 
     def actor(self, type_name: str, key: str) -> ActorKeys:
         base = f"{self.prefix}:a:{{{actor_member(type_name, key)}}}"
@@ -131,20 +161,29 @@ class Keyspace:
 
     def stat_shard(self, type_name: str, key: str) -> int:
         """The shard of a type's counters an actor counts in: its own cluster slot modulo
-        ``STAT_SHARDS`` (so a cluster's placement, ``docs/metrics.md``, keeps the same
-        function with ``STAT_SHARDS`` = the slot count)."""
-        return cluster_slot(actor_member(type_name, key)) % STAT_SHARDS
+        ``stat_shards`` (on a cluster: its own slot)."""
+        return cluster_slot(actor_member(type_name, key)) % self.stat_shards
 
     def stats(self, type_name: str, shard: int) -> str:
         """Hash of one shard of a type's counters: ``mbox`` and ``dead`` (messages held),
-        ``steps``, ``crash:<reason>``, ``step:<bucket>`` and ``step_sum`` (the step-time
-        histogram), written by the scripts that change them (``_account.lua``)."""
+        ``n:<status>`` (actors in each status), ``steps``, ``crash:<reason>``,
+        ``step:<bucket>`` and ``step_sum`` (the step-time histogram), written by the
+        scripts that change them (``_account.lua``). On a cluster its hash tag is one of
+        slot ``shard`` (``slot_tag``): the shard shares the slot of the actors it counts."""
+        if self.cluster:
+            return f"{self.prefix}:stats:{{{slot_tag(shard)}}}:{_escape(type_name)}"
         return f"{self.prefix}:stats:{{{_escape(type_name)}:{shard}}}"
+
+    def stat_slots(self, type_name: str) -> str:
+        """On a cluster, the set of slots (census shards) where ``type_name`` has actors: a
+        hint, added to when ``send`` creates an actor (beside ``type_index``) and by
+        ``supervise reindex``, so that a scrape reads the shards in use, not all 16384."""
+        return f"{self.prefix}:stats:slots:{{{_escape(type_name)}}}"
 
     def status_index(self, type_name: str, shard: int, status: str) -> str:
         """Sorted set of one shard of a type's actors in ``status`` (member "T:K", score:
         when it entered it, ms), kept exact by the scripts that change a status."""
-        return f"{self.prefix}:stats:{{{_escape(type_name)}:{shard}}}:{status}"
+        return f"{self.stats(type_name, shard)}:{status}"
 
     def metric_keys(self, keys: ActorKeys) -> list[str]:
         """The keys every accounting script takes last (``_account.lua``): the actor's

@@ -35,6 +35,13 @@ def _accepted(url: str) -> frozenset[str]:
     # only this check needs redis-py's classes.
     import redis
 
+    if url.startswith(("redis-cluster://", "rediss-cluster://")):
+        from redis.cluster import KWARGS_DISABLED_KEYS, REDIS_ALLOWED_KEYS, RedisCluster
+
+        own = set(inspect.signature(RedisCluster.__init__).parameters)
+        own -= {"host", "port", "startup_nodes", "url", "retry"}
+        return frozenset((own | set(REDIS_ALLOWED_KEYS)) - set(KWARGS_DISABLED_KEYS)
+                         - {"self", "args", "kwargs"})  # fmt: skip
     if url.startswith("rediss://"):
         classes: tuple[type, ...] = (redis.SSLConnection, redis.Connection)
     elif url.startswith("unix://"):

@@ -19,7 +19,7 @@ import re
 import ssl
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -236,7 +236,9 @@ class Runtime:
 
     def __init__(self, settings: Settings, tree: SupervisorTree, dispatch: Dispatch) -> None:
         self.settings = settings
-        self.keyspace = Keyspace(settings.key_prefix)
+        self.keyspace = Keyspace(
+            settings.key_prefix, cluster=topology.is_cluster(settings.redis_url)
+        )
         #: The supervision tree; replaced (never mutated) when a supervisor is declared.
         self.tree = tree
         self.dispatch = dispatch
@@ -256,6 +258,9 @@ class Runtime:
         """Replace the settings (a test points a configured Supervision at its own server):
         clients, scripts and the clock offset are made again from them. Same key prefix."""
         self.settings = settings
+        self.keyspace = Keyspace(
+            settings.key_prefix, cluster=topology.is_cluster(settings.redis_url)
+        )
         self._client = self._once = self._scripts = None
         self._clock_offset = None
 
@@ -301,18 +306,23 @@ class Runtime:
             "health_check_interval": 30,
             **self.settings.redis_options,
         }
-        return topology.connect(
-            self.settings.redis_url,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
-            redis_connect_func=self._on_connect,
-            **options,
+        # A cluster's client is typed as redis.Redis here: it answers the same commands.
+        return cast(
+            "redis.Redis",
+            topology.connect(
+                self.settings.redis_url,
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
+                redis_connect_func=self._on_connect,
+                **options,
+            ),
         )
 
     def _on_connect(self, connection: Any) -> None:
         """redis-py's hand-shake, then, on the first connection of this process, the
         server's version (``INFO server``, once per process: a fork checks again)."""
         try:
-            connection.on_connect()
+            if not self.keyspace.cluster:  # a cluster's client shook hands already
+                connection.on_connect()
             if self._version_checked_pid == os.getpid():
                 return
             connection.send_command("INFO", "server")

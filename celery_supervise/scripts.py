@@ -95,12 +95,21 @@ class LuaScript:
         self, keys: Sequence[Any] = (), args: Sequence[Any] = (), client: Any = None
     ) -> Any:
         if client is not None:  # a pipeline: NOSCRIPT surfaces at execute (run_pipeline)
-            return client.evalsha(self.sha, len(keys), *keys, *args)
+            # As a plain command: a cluster's pipeline blocks its ``evalsha`` method, but
+            # routes an EVALSHA by its keys' slot like any other command.
+            return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
         try:
             return self.owner.client.evalsha(self.sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
             self.owner.load_all()
             return self.owner.client.evalsha(self.sha, len(keys), *keys, *args)
+
+
+def primaries(client: Any) -> list[Any]:
+    """A client per primary: the cluster's nodes as it knows them now, or ``client``."""
+    if not hasattr(client, "get_primaries"):
+        return [client]
+    return [client.get_redis_connection(node) for node in client.get_primaries()]
 
 
 class Scripts:
@@ -138,8 +147,10 @@ class Scripts:
             setattr(self, script.name, script)
 
     def load_all(self) -> None:
-        """SCRIPT LOAD every script (one round trip); after a Redis restart or flush."""
-        pipe = self.client.pipeline(transaction=False)
-        for script in self.all:
-            pipe.script_load(script.source)
-        pipe.execute()
+        """SCRIPT LOAD every script (one round trip per primary); after a Redis restart or
+        flush, or a cluster node's restart or failover (each node has its own cache)."""
+        for node in primaries(self.client):
+            pipe = node.pipeline(transaction=False)
+            for script in self.all:
+                pipe.script_load(script.source)
+            pipe.execute()

@@ -19,6 +19,7 @@ from .codecs import Codec, load_codec
 from .errors import ConfigurationError
 from .redis_options import celery_tls_options, check_redis_options
 from .specs import SupervisorTree, build_tree
+from .topology import CLUSTER_SCHEMES, cluster_nodes
 from .validators import check_int, check_number, invalid
 
 __all__ = ["DEFAULTS", "NONE_ALLOWED", "Settings", "read_settings"]
@@ -125,10 +126,15 @@ class _Reader:
         url = self.get("supervise_redis_url")
         if url is None:
             url = self._derived_redis_url()
+        where = self.where("supervise_redis_url")
+        if isinstance(url, str) and url.startswith(CLUSTER_SCHEMES):
+            cluster_nodes(url, where)  # each node a host:port, or a clear error
+            return url
         if not isinstance(url, str) or not url.startswith(_REDIS_SCHEMES):
             raise invalid(
-                self.where("supervise_redis_url"),
-                "must start with redis://, rediss:// or unix://",
+                where,
+                "must start with redis://, rediss://, unix://, redis-cluster:// or "
+                "rediss-cluster://",
                 url,
             )
         return url

@@ -96,9 +96,8 @@ def operator_errors(fn: Callable[P, R]) -> Callable[P, R]:
 def supervision(ctx: click.Context) -> Supervision:
     """celery_supervise as installed on the app given by ``celery -A``."""
     # Imported here, not at the top: every `celery` command imports this package.
-    from kombu.utils.url import maybe_sanitize_url
-
     from ..supervision import Supervision
+    from ..topology import safe_url
 
     app = getattr(ctx.obj, "app", None)
     if app is None:
@@ -107,7 +106,7 @@ def supervision(ctx: click.Context) -> Supervision:
     # ``celery worker`` imports them the same way before it starts.
     app.loader.import_default_modules()
     sup = Supervision.for_app(app)
-    ctx.meta["supervise.redis_url"] = maybe_sanitize_url(sup.settings.redis_url)
+    ctx.meta["supervise.redis_url"] = safe_url(sup.settings.redis_url)
     # One round trip up front: an unreachable Redis is reported the same way by every
     # command (the tick, for one, would only log it and skip).
     sup.client.ping()

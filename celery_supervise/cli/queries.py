@@ -204,14 +204,15 @@ def _read_status(
         pipe.hget(ks.actor(*split_actor_child(child)).meta, "status")
     pipe.xrevrange(ks.events, count=EVENTS_SHOWN)
     pipe.exists(ks.tick_lock)
-    pipe.time()  # Redis' clock: the restart history is stamped on it
-    *results, (seconds, micros) = pipe.execute()
+    results = pipe.execute()
     return _StatusReads(
         supervisors=[results[4 * i : 4 * i + 4] for i in range(len(names))],
         child_statuses=results[4 * len(names) : -2],
         events=results[-2],
         tick_lock=results[-1],
-        now=int(seconds) + int(micros) / 1e6,
+        # Redis' clock (the restart history is stamped on it), estimated without a round
+        # trip: a cluster's pipeline cannot hold TIME.
+        now=sup.runtime.clock(),
     )
 
 

@@ -4,6 +4,8 @@
 -- keys, so the counts stay exact whatever path the script took. No script file changes.
 -- The last 9 KEYS of such a script: mailbox, dead letters, the shard's counters hash, then
 -- the shard's status indexes in STATUS_ORDER (Keyspace.metric_keys). KEYS[1] is the meta.
+-- The counters hash also counts the actors in each status ('n:<status>'), so that a
+-- cluster's scrape reads one hash per slot instead of every status index.
 -- What the actor contributes is recorded in its meta: 'n_status' (the index it is in),
 -- 'n_mbox', 'n_dead'; an actor written before the census has none and is counted from zero
 -- the first time one of these scripts touches it (or by `supervise reindex`).
@@ -45,6 +47,7 @@ local function account(meta, before)
       local slot = STATUS_SLOT[before[3] or '']
       if slot then
         redis.call('ZREM', KEYS[base + slot], escaped(before[1]) .. ':' .. escaped(before[2]))
+        redis.call('HINCRBY', stats, 'n:' .. before[3], -1)
       end
       local held = tonumber(before[4] or '0') or 0
       if held ~= 0 then redis.call('HINCRBY', stats, 'mbox', -held) end
@@ -57,9 +60,13 @@ local function account(meta, before)
   if status ~= counted then
     local member = escaped(m[1]) .. ':' .. escaped(m[2] or '')
     local old, new = STATUS_SLOT[counted or ''], STATUS_SLOT[status or '']
-    if old then redis.call('ZREM', KEYS[base + old], member) end
+    if old then
+      redis.call('ZREM', KEYS[base + old], member)
+      redis.call('HINCRBY', stats, 'n:' .. counted, -1)
+    end
     if new then
       redis.call('ZADD', KEYS[base + new], now_ms(), member)
+      redis.call('HINCRBY', stats, 'n:' .. status, 1)
       redis.call('HSET', meta, 'n_status', status)
     else
       redis.call('HDEL', meta, 'n_status')

@@ -14,6 +14,11 @@ Fixtures (available to any test once celery_supervise is installed):
 ``supervise_redis_url``
     Session-scoped URL of that server (``redis://127.0.0.1:PORT/0``) or of the one named by
     ``CELERY_SUPERVISE_TEST_REDIS_URL``; the server is checked to answer ``PING``.
+``supervise_redis_cluster``
+    Session-scoped :class:`~celery_supervise.testing.topologies.LocalCluster`: three
+    primaries of a real Redis Cluster on free ports (``.url`` is a ``redis-cluster://`` URL).
+    ``$CELERY_SUPERVISE_TEST_REDIS_URL`` may itself be a ``redis-cluster://`` URL: the
+    fixtures above then give that cluster, and ``supervise_runner`` runs against it.
 ``supervise_runner``
     Factory: ``supervise_runner(supervision)`` attaches a :class:`LocalRunner` that runs the
     actor steps and ticks celery_supervise would publish, in the test's own process. It fails
@@ -54,6 +59,7 @@ __all__ = [
     "find_redis_server_binary",
     "start_beat",
     "start_worker",
+    "supervise_redis_cluster",
     "supervise_redis_server",
     "supervise_redis_url",
     "supervise_runner",
@@ -81,6 +87,15 @@ def supervise_redis_server() -> Iterator[RedisServer | None]:
 
 
 @pytest.fixture(scope="session")
+def supervise_redis_cluster() -> Iterator[Any]:
+    """A Redis Cluster of three primaries for the whole test session (``LocalCluster``)."""
+    from .topologies import LocalCluster
+
+    with LocalCluster(primaries=3) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
 def supervise_redis_url(supervise_redis_server: RedisServer | None) -> str:
     """URL of the session's Redis server; fails (never skips) if that server does not answer."""
     if supervise_redis_server is not None:
@@ -89,13 +104,17 @@ def supervise_redis_url(supervise_redis_server: RedisServer | None) -> str:
     assert url is not None
     import redis  # here: pytest loads this plugin in every run, even without these fixtures
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0)
-    try:
+    from celery_supervise.topology import connect
+
+    client = None
+    try:  # a redis-cluster:// URL too: the suite then runs against that cluster
+        client = connect(url, socket_connect_timeout=2.0, socket_timeout=2.0)
         client.ping()
-    except redis.RedisError as exc:
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
         raise RuntimeError(f"${REDIS_URL_ENV}={url!r} does not answer PING: {exc}") from exc
     finally:
-        client.close()
+        if client is not None:
+            client.close()
     return url
 
 

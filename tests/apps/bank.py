@@ -1,7 +1,8 @@
 """A Celery app using celery_supervise, for integration tests with real workers.
 
 Configured from the environment so each test can point it at its own Redis server and key
-prefix: ``TEST_BROKER_URL``, ``TEST_KEY_PREFIX``, ``TEST_LEASE``, ``TEST_TICK`` and (to route the
+prefix: ``TEST_BROKER_URL``, ``TEST_STATE_URL`` (where actor state lives, default: the
+broker's server), ``TEST_KEY_PREFIX``, ``TEST_LEASE``, ``TEST_TICK`` and (to route the
 supervisor tick to a queue of its own) ``TEST_TICK_QUEUE``.
 """
 
@@ -28,6 +29,8 @@ app.conf.update(
     supervise_tick_interval=float(os.environ.get("TEST_TICK", "0.5")),
     supervise_max_dead_letters=int(os.environ.get("TEST_MAX_DEAD_LETTERS", "10000")),
 )
+if os.environ.get("TEST_STATE_URL"):  # actor state elsewhere than the broker (a cluster)
+    app.conf.supervise_redis_url = os.environ["TEST_STATE_URL"]
 if os.environ.get("TEST_CODEC"):  # encryption at rest (keys in $SUPERVISE_FERNET_KEYS)
     app.conf.supervise_codec = os.environ["TEST_CODEC"]
 if os.environ.get("TEST_TICK_QUEUE"):  # ticks on workers of their own (docs: routing)
