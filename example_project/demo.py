@@ -1,11 +1,14 @@
 """The celery_supervise demo: real workers, beat and Flower; failures injected; an account.
 
     python -m example_project.demo [--keep] [--seconds 25] [--wallets 12] [--no-flower]
+                                   [--cluster]
 
 It starts a Redis server of its own (persistence on: ``appendonly yes``, ``appendfsync
 always``) unless ``$DEMO_REDIS_URL`` names one, two Celery workers, beat (the supervisor
-tick) and Flower, all from the Flask example app. Then it drives the wallet domain --
-deposits, then payments through a flaky gateway run as isolated subtasks -- and injects:
+tick) and Flower, all from the Flask example app (``--cluster``: the actors' state on a
+local Redis Cluster of three primaries instead, the broker on the one server). Then it
+drives the wallet domain -- deposits, then payments through a flaky gateway run as
+isolated subtasks -- and injects:
 
 - a worker SIGKILLed while it works (a replacement starts),
 - the gateway failing about 30 % of calls, and one call hanging past its timeout,
@@ -39,6 +42,7 @@ from typing import Any
 
 from celery_supervise import Supervision
 from celery_supervise.testing import CeleryProcess, RedisServer, start_beat, start_worker
+from celery_supervise.testing.topologies import LocalCluster
 
 APP = "example_project.flask_app.make_celery"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +69,7 @@ class Run:
     args: argparse.Namespace
     workdir: Path
     redis: RedisServer | None = None
+    cluster: LocalCluster | None = None
     redis_url: str = ""
     env: dict[str, str] = field(default_factory=dict)
     workers: dict[str, CeleryProcess] = field(default_factory=dict)
@@ -84,6 +89,8 @@ class Run:
                 proc.kill()
         if self.redis is not None:
             self.redis.close()
+        if self.cluster is not None:
+            self.cluster.close()
 
 
 # -- starting the parts --
@@ -94,15 +101,23 @@ def start(run: Run) -> None:
             appendonly=True, appendfsync="always", data_dir=str(run.workdir / "redis")
         ).start()
         url = run.redis.url
+    broker = url
+    if run.args.cluster:  # the actors' state on a cluster; the broker stays on one server
+        run.cluster = LocalCluster(primaries=3, appendonly=True).start()
+        url = run.cluster.url
     run.redis_url = url
     run.env = {
         "EXAMPLE_REDIS_URL": url,
+        "EXAMPLE_BROKER_URL": broker,
         "EXAMPLE_KEY_PREFIX": f"demo-{int(time.time())}",
         "WALLETS_GATEWAY_FAILURE_RATE": GATEWAY_FAILURE_RATE,
         "WALLETS_GATEWAY_LATENCY": GATEWAY_LATENCY,
     }
     os.environ.update(run.env)
-    print(f"redis      {url}" + ("  (embedded, appendfsync always)" if run.redis else ""))
+    if run.cluster:
+        print(f"redis      {url}  (a local 3-primary cluster; broker on {broker})")
+    else:
+        print(f"redis      {url}" + ("  (embedded, appendfsync always)" if run.redis else ""))
     starters = [threading.Thread(target=_start_worker, args=(run, n)) for n in ("w1", "w2")]
     for t in starters:
         t.start()
@@ -457,6 +472,11 @@ def main(argv: list[str] | None = None) -> int:
         "--seconds", type=float, default=25.0, help="how long to send payments (default 25)"
     )
     parser.add_argument("--wallets", type=int, default=12, help="wallets (default 12)")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="keep the actors' state on a local 3-primary Redis Cluster (broker: one server)",
+    )
     parser.add_argument("--no-flower", action="store_true", help="do not start Flower")
     parser.add_argument("--flower-port", type=int, default=0, help="Flower's port (default: free)")
     args = parser.parse_args(argv)

@@ -145,3 +145,29 @@ def test_the_cli_reads_status_metrics_and_actors_from_the_cluster(
     assert 'celery_supervise_actors{status="idle",type="bank.account"} 6.0' in scrape, scrape
     assert 'celery_supervise_actors{status="quarantined",type="replay.ledger"} 1.0' in scrape
     assert cli("actors", "replay.ledger", "--status", "quarantined").split() == ["q"]
+
+
+def test_the_documented_cluster_settings_work(cluster: LocalCluster,
+                                              supervise_redis_url: str) -> None:  # fmt: skip
+    """docs/scaling.md's settings (docs/examples/cluster.py): a send and a step."""
+    from celery import Celery
+
+    from celery_supervise import actor
+    from docs.examples.cluster import cluster_settings
+
+    nodes = cluster.url.removeprefix("redis-cluster://")
+    app = Celery("documented", set_as_current=False)
+    app.conf.update(cluster_settings(nodes, supervise_redis_url), supervise_key_prefix="doc")
+    supervision = Supervision(app)
+
+    @actor(name="doc.counter", initial={"n": 0})
+    def counter(ctx: Any, state: dict[str, int], message: int) -> dict[str, int]:
+        return {"n": state["n"] + message}
+
+    local = LocalRunner(supervision)
+    try:
+        supervision.ref("doc.counter", "a").send(2)
+        local.run()
+        assert supervision.ref("doc.counter", "a").snapshot().state == {"n": 2}
+    finally:
+        local.close()

@@ -121,6 +121,25 @@ def test_demo_runs_and_accounts_for_every_message(supervise_redis_url: str) -> N
     assert [p for p in demo.children if _pid_alive(p)] == []
 
 
+def test_the_demo_runs_on_a_cluster(supervise_redis_url: str) -> None:
+    """``--cluster``: the actors' state on a local 3-primary Redis Cluster, the broker on the
+    one server; the same checks pass, and the cluster's nodes stop with the demo."""
+    demo = Demo(
+        "--cluster", "--seconds", "8", "--wallets", "4",
+        env=_env(DEMO_REDIS_URL=supervise_redis_url.rsplit("/", 1)[0] + "/10"),
+    )  # fmt: skip
+    try:
+        code = demo.wait()
+    finally:
+        demo.kill()
+    assert code == 0, demo.text[-6000:]
+    assert "redis-cluster://" in demo.text and "a local 3-primary cluster" in demo.text
+    _assert_all_checks_ok(demo.text)
+    kinds = _kinds(list(demo.children.values()))
+    assert kinds.count("redis") == 3 and kinds.count("worker") == 3, kinds
+    assert [p for p in demo.children if _pid_alive(p)] == []
+
+
 def test_demo_keep_leaves_redis_workers_beat_and_flower_running_until_ctrl_c() -> None:
     demo = Demo("--keep", "--seconds", "6", "--wallets", "4", env=_env())  # its own Redis
     try:
