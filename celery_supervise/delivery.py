@@ -89,15 +89,18 @@ class Delivery:
                 client=pipe,
             )
             self.store.add_hint(pipe, type_name, key, self.rt.repair_after)
+            self.rt.wait_replicas(pipe)
 
         with redis_errors(f"actor {type_name}:{key}"):
-            result = self.rt.pipeline(build, client=self.rt.client_once)[-2]
+            replies = self.rt.pipeline(build, client=self.rt.client_once)
+        result = replies[1]
         if text(result[0]) == "full":
             raise MailboxFull(f"{type_name}:{key}", limit, int(result[1]))
         if int(result[-1]) == 1:
             self._index_new(type_name, key)
         if int(result[0]) == 1:
             self._wake(type_name, key)
+        self.rt.check_replicas(replies, f"send to actor {type_name}:{key}")
         return [int(x) for x in result[1:-1]]
 
     def _index_new(self, type_name: str, key: str) -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "RedisTLSError",
     "RedisTooOld",
     "RedisUnavailable",
+    "ReplicaAckTimeout",
     "StateRejected",
     "SuperviseError",
     "UnknownDeadLetter",
@@ -124,6 +125,20 @@ class StateRejected(SuperviseError):
 
 class RedisUnavailable(SuperviseError, ConnectionError):
     """Redis did not answer (down, unreachable, or timed out); nothing was sent."""
+
+
+class ReplicaAckTimeout(RedisUnavailable):
+    """Fewer replicas than ``supervise_replica_acks`` acknowledged a write within the wait
+    (Redis ``WAIT``). The write exists on the primary and may survive or not a failover:
+    retry the ``send`` with the same ``message_id`` (applied once either way)."""
+
+    def __init__(self, what: str, acked: int, wanted: int, timeout_ms: int) -> None:
+        self.acked, self.wanted = acked, wanted
+        super().__init__(
+            f"{what}: {acked} of {wanted} replicas acknowledged the write within "
+            f"{timeout_ms} ms (supervise_replica_acks={wanted}); the write may exist: retry "
+            "with the same message_id"
+        )
 
 
 class RedisTLSError(RedisUnavailable):

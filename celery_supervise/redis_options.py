@@ -42,13 +42,17 @@ def _accepted(url: str) -> frozenset[str]:
         own -= {"host", "port", "startup_nodes", "url", "retry"}
         return frozenset((own | set(REDIS_ALLOWED_KEYS)) - set(KWARGS_DISABLED_KEYS)
                          - {"self", "args", "kwargs"})  # fmt: skip
-    if url.startswith("rediss://"):
+    if url.startswith("sentinel://"):  # the primary's connections, and the sentinels' own
         classes: tuple[type, ...] = (redis.SSLConnection, redis.Connection)
+    elif url.startswith("rediss://"):
+        classes = (redis.SSLConnection, redis.Connection)
     elif url.startswith("unix://"):
         classes = (redis.UnixDomainSocketConnection,)
     else:
         classes = (redis.Connection,)
     names = {"max_connections"}
+    if url.startswith("sentinel://"):
+        names |= {"master_name", "sentinel_kwargs", "min_other_sentinels"}
     for cls in (*classes, *redis.Connection.__mro__):
         init = cls.__dict__.get("__init__")
         if init is not None:
@@ -62,6 +66,11 @@ def check_redis_options(value: object, where: str, url: str) -> dict[str, Any]:
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise invalid(where, "must be a dict with str keys", value)
     accepted = _accepted(url)
+    if url.startswith("sentinel://") and not isinstance(value.get("master_name"), str):
+        raise invalid(
+            where, "needs 'master_name' (the name the sentinels monitor) for a sentinel:// URL",
+            dict(value),
+        )
     for key in value:
         if key in OWNED:
             raise invalid(where, f"{key!r} is set by celery_supervise itself", dict(value))

@@ -34,6 +34,7 @@ from .errors import (
     RedisTLSError,
     RedisTooOld,
     RedisUnavailable,
+    ReplicaAckTimeout,
 )
 from .keyspace import Keyspace
 from .scripts import Scripts
@@ -191,6 +192,10 @@ def _version_without_hello(connection: Any) -> str:
     except redis.RedisError:
         return "< 6.0 (no HELLO)"
 
+
+#: How long a ``WAIT`` for ``supervise_replica_acks`` replicas may block (ms): well under the
+#: client's 5 s socket timeout, so a missing replica is an error, not a hung connection.
+REPLICA_ACK_TIMEOUT_MS = 1000
 
 class EventLog:
     """One structured log line per decision, also kept in a capped Redis stream."""
@@ -363,6 +368,19 @@ class Runtime:
                     raise
                 self.scripts.load_all()
         raise AssertionError("unreachable")
+
+    def wait_replicas(self, pipe: Any) -> None:
+        """With ``supervise_replica_acks`` = N > 0, queue ``WAIT N`` as the last command of
+        ``pipe``: on the pipeline's own connection, it waits for the writes queued before it."""
+        if self.settings.replica_acks:
+            pipe.execute_command("WAIT", self.settings.replica_acks, REPLICA_ACK_TIMEOUT_MS)
+
+    def check_replicas(self, replies: list[Any], what: str) -> None:
+        """Raise ``ReplicaAckTimeout`` if the ``WAIT`` ending ``replies`` counted fewer
+        replicas than ``supervise_replica_acks``."""
+        wanted = self.settings.replica_acks
+        if wanted and int(replies[-1]) < wanted:
+            raise ReplicaAckTimeout(what, int(replies[-1]), wanted, REPLICA_ACK_TIMEOUT_MS)
 
     def now_ms(self) -> int:
         """Redis' clock, in ms: the one clock every process compares against (one round

@@ -19,7 +19,7 @@ from .codecs import Codec, load_codec
 from .errors import ConfigurationError
 from .redis_options import celery_tls_options, check_redis_options
 from .specs import SupervisorTree, build_tree
-from .topology import CLUSTER_SCHEMES, cluster_nodes
+from .topology import CLUSTER_SCHEMES, SENTINEL_SCHEME, cluster_nodes, sentinel_nodes
 from .validators import check_int, check_number, invalid
 
 __all__ = ["DEFAULTS", "NONE_ALLOWED", "Settings", "read_settings"]
@@ -37,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "supervise_max_dead_letters": 10_000,
     "supervise_codec": "json",
     "supervise_redis_options": {},
+    "supervise_replica_acks": 0,
 }
 #: Settings for which ``None`` is a documented value (the same as leaving them out).
 NONE_ALLOWED = frozenset({"supervise_redis_url"})
@@ -64,6 +65,8 @@ class Settings:
     #: Extra keyword arguments for the Redis client (``supervise_redis_options``, with
     #: Celery's own TLS options for the same ``rediss://`` URL beneath them).
     redis_options: Mapping[str, Any] = field(default_factory=dict)
+    #: Replicas that must hold a send and a commit before either counts (Redis ``WAIT``).
+    replica_acks: int = 0
     tree: SupervisorTree = field(default_factory=lambda: SupervisorTree({}))
 
 
@@ -130,11 +133,14 @@ class _Reader:
         if isinstance(url, str) and url.startswith(CLUSTER_SCHEMES):
             cluster_nodes(url, where)  # each node a host:port, or a clear error
             return url
+        if isinstance(url, str) and url.startswith(SENTINEL_SCHEME):
+            sentinel_nodes(url, where)
+            return url
         if not isinstance(url, str) or not url.startswith(_REDIS_SCHEMES):
             raise invalid(
                 where,
-                "must start with redis://, rediss://, unix://, redis-cluster:// or "
-                "rediss-cluster://",
+                "must start with redis://, rediss://, unix://, redis-cluster://, "
+                "rediss-cluster:// or sentinel://",
                 url,
             )
         return url
@@ -155,6 +161,16 @@ class _Reader:
             self.get("supervise_redis_options"), self.where("supervise_redis_options"), url
         )
         return {**celery_tls_options(self.conf, url), **given}
+
+    def replica_acks(self, url: str) -> int:
+        where = self.where("supervise_replica_acks")
+        acks = check_int(self.get("supervise_replica_acks"), where, minimum=0)
+        if acks and url.startswith(CLUSTER_SCHEMES):
+            raise ConfigurationError(
+                f"{where}: {acks} is not supported on a Redis Cluster yet (WAIT must follow "
+                "each write on its own node's connection); use 0"
+            )
+        return acks
 
     def key_prefix(self) -> str:
         prefix = self.get("supervise_key_prefix")
@@ -186,5 +202,6 @@ def read_settings(app: Any) -> Settings:
         dedup_window=reader.positive_int("supervise_dedup_window"),
         max_dead_letters=reader.positive_int("supervise_max_dead_letters"),
         codec=load_codec(reader.get("supervise_codec"), reader.where("supervise_codec")) or "json",
+        replica_acks=reader.replica_acks(redis_url),
         tree=tree,
     )

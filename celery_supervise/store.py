@@ -202,10 +202,15 @@ class ActorStore:
             for seconds in hints:
                 self.add_hint(pipe, keys.type_name, keys.key, seconds)
             self.rt.scripts.commit(keys=commit_keys, args=args, client=pipe)
+            self.rt.wait_replicas(pipe)
 
-        reply = self._run(_where(keys), build)[-1]
+        replies = self._run(_where(keys), build)
+        reply = replies[len(hints)]
         if text(reply[0]) != "ok":
             return CommitOutcome(False, refused=text(reply[0]))
+        # Not repeated by _run: a WAIT on another connection would not cover this write. The
+        # run stops as in an outage; the next run (or the tick) finds the step committed.
+        self.rt.check_replicas(replies, f"commit of actor {keys.type_name}:{keys.key}")
         return CommitOutcome(True, int(reply[1]))
 
     def crash(

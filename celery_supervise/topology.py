@@ -1,6 +1,10 @@
 """How ``supervise_redis_url`` becomes a Redis client: one place for every topology.
 
 - ``redis://``, ``rediss://``, ``unix://``: one server (``redis.Redis``).
+- ``sentinel://host:port[;sentinel://host:port...]`` with ``master_name`` (and optionally
+  ``sentinel_kwargs``) in ``supervise_redis_options``: the primary found through the
+  sentinels (``redis.sentinel.Sentinel.master_for``); after a failover each new connection
+  asks the sentinels again, so clients follow the promoted replica by themselves.
 - ``redis-cluster://host:port[,host:port...]`` (TLS: ``rediss-cluster://``): Redis or
   Valkey Cluster (``redis.cluster.RedisCluster``); the nodes given start the discovery of
   the others. Every actor's keys share one hash tag, so each script runs on one slot; the
@@ -13,23 +17,53 @@ from typing import Any
 
 from .validators import invalid
 
-__all__ = ["CLUSTER_SCHEMES", "cluster_nodes", "connect", "is_cluster", "safe_url"]
+__all__ = [
+    "CLUSTER_SCHEMES",
+    "SENTINEL_OPTIONS",
+    "SENTINEL_SCHEME",
+    "cluster_nodes",
+    "connect",
+    "is_cluster",
+    "is_sentinel",
+    "safe_url",
+    "sentinel_nodes",
+]
 
 CLUSTER_SCHEMES = ("redis-cluster://", "rediss-cluster://")
+SENTINEL_SCHEME = "sentinel://"
+#: ``supervise_redis_options`` keys for the sentinels themselves, not the primary's client.
+SENTINEL_OPTIONS = frozenset({"master_name", "sentinel_kwargs", "min_other_sentinels"})
+
+
+def is_sentinel(url: str) -> bool:
+    return url.startswith(SENTINEL_SCHEME)
+
+
+def sentinel_nodes(url: str, where: str = "supervise_redis_url") -> list[tuple[str, int]]:
+    """The ``(host, port)`` of each sentinel in ``sentinel://h:p[;sentinel://h:p...]``."""
+    nodes: list[tuple[str, int]] = []
+    for part in url.split(";"):
+        part = part.strip()
+        if not part.startswith(SENTINEL_SCHEME):
+            raise invalid(where, f"names {part!r}, not a sentinel://host:port", url)
+        nodes += cluster_nodes(part, where, "a sentinel")
+    return nodes
 
 
 def is_cluster(url: str) -> bool:
     return url.startswith(CLUSTER_SCHEMES)
 
 
-def cluster_nodes(url: str, where: str = "supervise_redis_url") -> list[tuple[str, int]]:
+def cluster_nodes(
+    url: str, where: str = "supervise_redis_url", what: str = "a cluster node"
+) -> list[tuple[str, int]]:
     """The ``(host, port)`` startup nodes of a cluster URL; a clear error naming a bad one."""
-    rest = url.partition("://")[2].split("/", 1)[0]
+    rest = url.partition("://")[2].split("/", 1)[0].rpartition("@")[2]
     nodes: list[tuple[str, int]] = []
     for part in rest.split(","):
         host, sep, port = part.strip().rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise invalid(where, f"names a cluster node {part!r} that is not host:port", url)
+            raise invalid(where, f"names {what} {part!r} that is not host:port", url)
         nodes.append((host.strip("[]"), int(port)))
     return nodes
 
@@ -42,7 +76,25 @@ def connect(url: str, **options: Any) -> Any:
 
     if is_cluster(url):
         return _cluster(url, options)
+    if is_sentinel(url):
+        return _sentinel(url, options)
     return redis.Redis.from_url(url, **options)
+
+
+def _sentinel(url: str, options: dict[str, Any]) -> Any:
+    from redis.sentinel import Sentinel
+
+    options = dict(options)
+    master_name = options.pop("master_name")
+    sentinel_kwargs = options.pop("sentinel_kwargs", None) or {}
+    # The sentinels are asked with short timeouts of their own unless told otherwise.
+    sentinel_kwargs = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0, **sentinel_kwargs}
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel_nodes(url),
+        min_other_sentinels=options.pop("min_other_sentinels", 0),
+        sentinel_kwargs=sentinel_kwargs,
+    )
+    return sentinel.master_for(master_name, **options)  # type: ignore[no-untyped-call]
 
 
 def _cluster(url: str, options: dict[str, Any]) -> Any:

@@ -8,6 +8,7 @@ supervisor tick to a queue of its own) ``TEST_TICK_QUEUE``.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -31,6 +32,10 @@ app.conf.update(
 )
 if os.environ.get("TEST_STATE_URL"):  # actor state elsewhere than the broker (a cluster)
     app.conf.supervise_redis_url = os.environ["TEST_STATE_URL"]
+if os.environ.get("TEST_STATE_OPTIONS"):  # e.g. a sentinel's master_name, as JSON
+    app.conf.supervise_redis_options = json.loads(os.environ["TEST_STATE_OPTIONS"])
+if os.environ.get("TEST_REPLICA_ACKS"):
+    app.conf.supervise_replica_acks = int(os.environ["TEST_REPLICA_ACKS"])
 if os.environ.get("TEST_CODEC"):  # encryption at rest (keys in $SUPERVISE_FERNET_KEYS)
     app.conf.supervise_codec = os.environ["TEST_CODEC"]
 if os.environ.get("TEST_TICK_QUEUE"):  # ticks on workers of their own (docs: routing)
