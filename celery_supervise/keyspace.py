@@ -233,6 +233,11 @@ class Keyspace:
     def tick_lock(self) -> str:
         return f"{self.prefix}:tick:lock"
 
+    def tick_group_lock(self, group: int) -> str:
+        """Held by whichever tick visits group ``group`` of the due buckets
+        (``tick.TICK_GROUPS``): the beat's tick, or a group tick it handed the group to."""
+        return f"{self.prefix}:tick:lock:{group}"
+
     @property
     def tick_senders(self) -> str:
         """Sorted set of the processes that sent the tick task (member: Celery's ``origin``

@@ -27,14 +27,13 @@ from .runtime import Dispatch, Runtime
 from .scripts import Scripts
 from .settings import Settings, read_settings
 from .specs import SupervisorTree, parse_supervisor_spec
-from .tick import run_tick
+from .tick import TICK_TASK, run_tick
 
 __all__ = ["TICK_LOGGERS", "TICK_TASK", "Supervision", "TickLogsAtDebug", "quiet_tick_logs"]
 
 log = logging.getLogger("celery_supervise")
 
 #: Name of the supervisor task run by beat.
-TICK_TASK = "celery_supervise.tick"
 #: Celery's loggers that log every tick at INFO: a worker's "received" and "succeeded"
 #: lines, beat's "Sending due task".
 TICK_LOGGERS = ("celery.worker.strategy", "celery.app.trace", "celery.beat")
@@ -183,8 +182,11 @@ class Supervision:
             # are its point, so let them through.
             resultrepr_maxsize=16384,
         )
-        def tick(task: Any) -> dict[str, Any]:
-            # Celery's ``origin`` header names the sending process (a beat: gen<pid>@host).
+        def tick(task: Any, group: int | None = None) -> dict[str, Any]:
+            # Celery's ``origin`` header names the sending process (a beat: gen<pid>@host);
+            # a group tick was sent by a worker's tick, which is not a beat.
+            if group is not None:
+                return run_tick(rt, group=group)
             return run_tick(rt, sender=getattr(task.request, "origin", None))
 
         register_isolation_task(self.app, rt)

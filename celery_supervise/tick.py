@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ from .errors import (
     StateRejected,
 )
 from .isolation import Isolation
-from .keyspace import ActorKeys, parse_actor_member
+from .keyspace import DUE_BUCKETS, ActorKeys, parse_actor_member
 from .mailbox import Entry, unparsed_entry
 from .registry import ActorSpec, registered
 from .relay import relay_outbox
@@ -43,6 +43,8 @@ __all__ = ["SENDERS_KEPT_MS", "TickReport", "note_sender", "run_tick", "visit", 
 
 log = logging.getLogger("celery_supervise")
 
+#: The tick's Celery task (``Supervision`` registers it; beat sends it).
+TICK_TASK = "celery_supervise.tick"
 #: Most due hints read from one bucket per tick; the rest wait for the next tick.
 DUE_PER_BUCKET = 500
 #: How long a tick waits before looking again at an actor whose visit raised (ms).
@@ -51,6 +53,13 @@ RETRY_FAILED_VISIT_MS = 30_000
 DECISIONS_IN_RESULT = 50
 #: Longest a repaired-but-still-unclaimed actor waits between re-publishes (seconds).
 REPAIR_CAP = 300.0
+
+#: The due buckets are visited in this many groups, each under its own lock, so that a
+#: tick with much due work shares it with other workers (``_tick``).
+TICK_GROUPS = 4
+#: A tick hands the other groups to group ticks (one Celery task each, for any worker)
+#: when at least this many hints are due; below it, it visits them all itself.
+FAN_OUT_AT = 100
 
 #: How long a sender of the tick is remembered in ``keyspace.tick_senders`` (ms).
 SENDERS_KEPT_MS = 3_600_000
@@ -67,25 +76,37 @@ class TickReport:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     ms: int = 0
     skipped: str | None = None
+    #: The bucket groups this tick visited, and those it handed to group ticks.
+    groups: list[int] = field(default_factory=list)
+    handed: list[int] = field(default_factory=list)
 
     def as_result(self) -> dict[str, Any]:
-        """The task result: ``{"skipped": why}`` or the counts, ``ms`` and decisions."""
+        """The task result: ``{"skipped": why}`` or the counts, ``ms``, the groups and the
+        decisions."""
         if self.skipped is not None:
             return {"skipped": self.skipped}
-        result: dict[str, Any] = {**self.counts, "ms": self.ms}
+        result: dict[str, Any] = {**self.counts, "ms": self.ms, "groups": self.groups}
+        if self.handed:
+            result["handed"] = self.handed
         if self.decisions:
             result["decisions"] = self.decisions[:DECISIONS_IN_RESULT]
         return result
 
 
-def run_tick(rt: Runtime, *, sender: str | None = None) -> dict[str, Any]:
+def run_tick(
+    rt: Runtime, *, sender: str | None = None, group: int | None = None
+) -> dict[str, Any]:
     """One supervisor tick. Returns a summary (shown as the task result in Flower).
     With Redis away it returns at once: the next tick, a beat interval later, resumes.
     ``sender`` names the process that sent the tick task (Celery's ``origin`` header: a
     beat's ``gen<pid>@<host>``); it is noted, with the time, before the tick runs, so
-    ``supervise doctor`` can tell whether beat runs and whether more than one does."""
+    ``supervise doctor`` can tell whether beat runs and whether more than one does.
+    ``group``: a group tick, handed one group of the due buckets by a tick with much due
+    work (its sender, a worker, is not noted)."""
     try:
         with redis_errors("tick"):
+            if group is not None:
+                return _group_tick(rt, group).as_result()
             return _tick(rt, sender).as_result()
     except RedisUnavailable as exc:
         log.warning("celery_supervise tick_skipped reason=redis_unavailable error=%s", exc)
@@ -105,10 +126,11 @@ def note_sender(rt: Runtime, pipe: Any, sender: str) -> None:
 
 
 def _tick(rt: Runtime, sender: str | None = None) -> TickReport:
+    """The beat's tick: under the tick lock, read what is due; with ``FAN_OUT_AT`` or more,
+    hand every other group that has due work to a group tick and visit the first group;
+    else visit every group. A group whose lock another tick holds is left to it."""
     holder = uuid.uuid4().hex
-    # Short enough that a tick killed with its worker delays the next by seconds only;
-    # overlapping ticks are safe anyway (every transition is compare-and-set).
-    lock_ms = int(max(rt.settings.tick_interval * 5, 3.0) * 1000)
+    lock_ms = _lock_ms(rt)
     pipe = rt.client.pipeline(transaction=False)
     pipe.set(rt.keyspace.tick_lock, holder, nx=True, px=lock_ms)
     if sender:  # noted even when another tick holds the lock: it was sent all the same
@@ -118,13 +140,17 @@ def _tick(rt: Runtime, sender: str | None = None) -> TickReport:
     started = time.monotonic()
     report = TickReport()
     try:
-        # A visit waits for Redis a third of the lock at most (not a worker's minutes): the
-        # actor stays due, and the next tick looks again.
-        with EventLog.collect() as report.decisions, waiting_at_most(lock_ms / 3000):
-            now = rt.now_ms()
-            for bucket, member, score in _due(rt, now):
-                outcome = visit_or_retry(rt, bucket, member, score, now)
-                report.counts[outcome] = report.counts.get(outcome, 0) + 1
+        now = rt.now_ms()
+        due = _due(rt, range(TICK_GROUPS), now)
+        mine = list(range(TICK_GROUPS))
+        if sum(len(items) for items in due.values()) >= FAN_OUT_AT:
+            report.handed = [g for g in mine[1:] if due[g]]
+            for group in report.handed:
+                rt.dispatch(TICK_TASK, (), {"group": group}, {})
+            mine = [0]
+        for group in mine:
+            if _visit_group(rt, group, due[group], now, lock_ms, report):
+                report.groups.append(group)
     finally:
         took = time.monotonic() - started
 
@@ -137,17 +163,72 @@ def _tick(rt: Runtime, sender: str | None = None) -> TickReport:
     return report
 
 
-def _due(rt: Runtime, now: int) -> list[tuple[str, str, float]]:
-    """(bucket, member, score) of every hint due at ``now``, in one round trip."""
+def _group_tick(rt: Runtime, group: int) -> TickReport:
+    """A group tick: the due hints of one group of buckets, read again (the handing tick's
+    reading is stale by now), visited under that group's lock."""
+    if isinstance(group, bool) or not isinstance(group, int) or not 0 <= group < TICK_GROUPS:
+        return TickReport(skipped=f"no bucket group {group!r}")
+    started = time.monotonic()
+    report = TickReport()
+    now = rt.now_ms()
+    if _visit_group(rt, group, _due(rt, [group], now)[group], now, _lock_ms(rt), report):
+        report.groups.append(group)
+    else:
+        report.skipped = f"another tick is visiting group {group}"
+    took = time.monotonic() - started
+    rt.pipeline(lambda pipe: observe_tick(rt, pipe, took))
+    report.ms = int(took * 1000)
+    return report
+
+
+def _lock_ms(rt: Runtime) -> int:
+    # Short enough that a tick killed with its worker delays the next by seconds only;
+    # overlapping ticks are safe anyway (every transition is compare-and-set).
+    return int(max(rt.settings.tick_interval * 5, 3.0) * 1000)
+
+
+def _visit_group(
+    rt: Runtime, group: int, due: list[tuple[str, str, float]], now: int, lock_ms: int,
+    report: TickReport,
+) -> bool:
+    """Visit ``due`` under ``group``'s lock; False if another tick holds it."""
+    holder = uuid.uuid4().hex
+    lock = rt.keyspace.tick_group_lock(group)
+    if not rt.client.set(lock, holder, nx=True, px=lock_ms):
+        return False
+    try:
+        # A visit waits for Redis a third of the lock at most (not a worker's minutes): the
+        # actor stays due, and the next tick looks again.
+        with EventLog.collect() as decisions, waiting_at_most(lock_ms / 3000):
+            for bucket, member, score in due:
+                outcome = visit_or_retry(rt, bucket, member, score, now)
+                report.counts[outcome] = report.counts.get(outcome, 0) + 1
+        report.decisions += decisions
+    finally:
+        rt.pipeline(lambda pipe: rt.scripts.tick_lock(keys=[lock], args=[holder], client=pipe))
+    return True
+
+
+def bucket_group(bucket: int) -> int:
+    """The group of due bucket ``bucket``: consecutive buckets, ``DUE_BUCKETS / TICK_GROUPS``
+    each."""
+    return bucket * TICK_GROUPS // DUE_BUCKETS
+
+
+def _due(
+    rt: Runtime, groups: Iterable[int], now: int
+) -> dict[int, list[tuple[str, str, float]]]:
+    """(bucket, member, score) of every hint due at ``now`` in the buckets of ``groups``, by
+    group, in one round trip (one command per bucket: on a cluster each is its own slot)."""
+    wanted = set(groups)
+    buckets = [(b, rt.keyspace.due(b)) for b in range(DUE_BUCKETS) if bucket_group(b) in wanted]
     pipe = rt.client.pipeline(transaction=False)
-    buckets = rt.keyspace.all_due()
-    for bucket in buckets:
-        pipe.zrangebyscore(bucket, "-inf", now, start=0, num=DUE_PER_BUCKET, withscores=True)
-    return [
-        (bucket, text(member), float(score))
-        for bucket, due in zip(buckets, pipe.execute(), strict=True)
-        for member, score in due
-    ]
+    for _, key in buckets:
+        pipe.zrangebyscore(key, "-inf", now, start=0, num=DUE_PER_BUCKET, withscores=True)
+    found: dict[int, list[tuple[str, str, float]]] = {g: [] for g in wanted}
+    for (b, key), due in zip(buckets, pipe.execute(), strict=True):
+        found[bucket_group(b)] += [(key, text(member), float(score)) for member, score in due]
+    return found
 
 
 def visit_or_retry(rt: Runtime, bucket: str, member: str, score: float, now: int) -> str:

@@ -286,6 +286,9 @@ def test_keyspace_page_draws_every_key() -> None:
     built |= {ks.due(0), ks.plan("x"), ks.dead_index, ks.tick_lock, ks.tick_senders, ks.events}
     built |= {ks.quarantined_index("T"), ks.type_index("T")}
     built |= {ks.stats("T", 0), ks.status_index("T", 0, "<status>"), ks.tick_stats}
+    built |= {ks.tick_group_lock("<g>"), ks.stat_slots("T")}  # type: ignore[arg-type]
+    on_cluster = Keyspace("P", cluster=True)
+    built |= {on_cluster.stats("T", 0), on_cluster.status_index("T", 0, "<status>")}
     built |= {ks.supervisor("S"), ks.supervisor_history("S"), ks.supervisor_members("S")}
     built = {_normal_key(k) for k in built}
 
