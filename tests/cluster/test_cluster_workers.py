@@ -31,7 +31,8 @@ def _send_all(cbank: ModuleType, sender: int, errors: list[BaseException],
             return
         sent[sender] = n + 1
         time.sleep(0.002)  # a steady load, not a flood the machine's two cores drown in
-        ref = cbank.supervision.ref("bank.account", f"w{(sender * 7 + n) % ACTORS}")  # a thread: no current app
+        # A thread has no current app: address the actor through its Supervision.
+        ref = cbank.supervision.ref("bank.account", f"w{(sender * 7 + n) % ACTORS}")
         mid = f"s{sender}-{n}"
         for _ in range(50):  # a send whose reply was lost is retried with the same id
             try:

@@ -94,7 +94,7 @@ def _sender(bank: ModuleType, who: int, stop: threading.Event, acked: list[list[
     for n in itertools.count():
         if stop.is_set() and n >= 30:
             return
-        ref = bank.supervision.ref("bank.account", f"f{(who + n) % 6}")  # a thread: no current app
+        ref = bank.supervision.ref("bank.account", f"f{(who + n) % 6}")  # a thread: no app
         for _ in range(200):  # retried with the same id until acknowledged
             try:
                 ref.send({"add": 1, "n": n, "sender": f"s{who}"}, message_id=f"s{who}-{n}")
