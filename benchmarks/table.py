@@ -112,6 +112,17 @@ def build_table(cfg: Config, r: dict[str, Any]) -> list[list[str]]:
             "-",
             None,
         )
+    if "settle" in r:
+        st = r["settle"]
+        one, two = st["seconds_1"], st["seconds_2"]
+        row(
+            f"settle {st['actors']:,} due actors (timers), s: 1 worker / 2 workers",
+            f"{one:.2f} / {two:.2f}",
+            "",
+            None,
+            "<= 5 s with 2 workers",
+            two <= 5.0,
+        )
     if "tick" in r:
         tk = r["tick"]
         big, small = tk["big"], tk["small"]
