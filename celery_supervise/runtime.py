@@ -17,7 +17,9 @@ import logging
 import os
 import re
 import ssl
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
@@ -236,6 +238,19 @@ class EventLog:
             _collector.reset(token)
 
 
+#: Every Runtime of this process: a fork gives each a fresh clients lock (a thread of the
+#: parent may have held it at the fork, and no thread of the child would ever release it).
+_RUNTIMES: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+
+def _locks_after_fork() -> None:
+    for rt in list(_RUNTIMES):
+        rt._clients_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_locks_after_fork)
+
+
 class Runtime:
     """What one process needs to act on actors: built once by ``Supervision``."""
 
@@ -248,9 +263,11 @@ class Runtime:
         self.tree = tree
         self.dispatch = dispatch
         self.events = EventLog(lambda: self.client, self.keyspace.events)
-        self._client: redis.Redis | None = None
-        self._once: redis.Redis | None = None
-        self._client_pid = 0
+        #: (retrying client, client_once, pid they were made in), replaced as one: threads
+        #: meeting the first use together never see one made and the other not yet.
+        self._clients: tuple[redis.Redis, redis.Redis, int] | None = None
+        self._clients_lock = threading.Lock()
+        _RUNTIMES.add(self)
         self._version_checked_pid = 0
         self._scripts: Scripts | None = None
         #: Redis' clock minus this process's monotonic clock (s); None until measured.
@@ -266,7 +283,9 @@ class Runtime:
         self.keyspace = Keyspace(
             settings.key_prefix, cluster=topology.is_cluster(settings.redis_url)
         )
-        self._client = self._once = self._scripts = None
+        with self._clients_lock:
+            self._clients = None
+            self._scripts = None
         self._clock_offset = None
 
     def publish(self, type_name: str, key: str) -> None:
@@ -287,21 +306,26 @@ class Runtime:
     # -- connections (per process) ---------------------------------------------------------
     @property
     def client(self) -> redis.Redis:
-        if self._client is None or self._client_pid != os.getpid():
-            self._client = self._connect(retries=2)
-            self._once = self._connect(retries=0)
-            self._client_pid = os.getpid()
-            self._scripts = None
-        return self._client
+        return self._both()[0]
+
+    def _both(self) -> tuple[redis.Redis, redis.Redis, int]:
+        clients = self._clients
+        if clients is not None and clients[2] == os.getpid():
+            return clients
+        with self._clients_lock:  # made once per process (a fork makes its own)
+            clients = self._clients
+            if clients is None or clients[2] != os.getpid():
+                clients = (self._connect(retries=2), self._connect(retries=0), os.getpid())
+                self._scripts = None
+                self._clients = clients
+            return clients
 
     @property
     def client_once(self) -> redis.Redis:
         """A client that never repeats a command by itself. ``send`` uses it: a send whose
         reply was lost may have been applied, and only the caller can decide to retry (safely,
         with a ``message_id``)."""
-        self.client  # noqa: B018  (connects both clients in this process)
-        assert self._once is not None
-        return self._once
+        return self._both()[1]
 
     def _connect(self, *, retries: int) -> redis.Redis:
         # supervise_redis_options may change the timeouts; never the retries (client_once).

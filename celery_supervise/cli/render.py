@@ -267,13 +267,16 @@ def tick_text(ctx: click.Context, summary: dict[str, Any]) -> None:
     counts = dict(summary)
     ms = counts.pop("ms", 0)
     decisions = counts.pop("decisions", [])
+    counts.pop("groups", None)  # which bucket groups it visited: all four unless handed
+    handed = counts.pop("handed", [])
     visited = sum(counts.values())
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     echo(
         ctx,
         f"tick: {visited} due actor(s) visited"
         + (f" ({outcomes})" if outcomes else "")
-        + f" in {ms} ms",
+        + f" in {ms} ms"
+        + (f"; groups {', '.join(map(str, handed))} handed to group ticks" if handed else ""),
     )
     for decision in decisions:
         echo(ctx, "  " + json.dumps(decision, sort_keys=True, default=str))

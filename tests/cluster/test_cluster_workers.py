@@ -61,14 +61,16 @@ def test_a_live_reshard_under_load_loses_reorders_and_repeats_nothing(
                for i in range(SENDERS)]  # fmt: skip
     for t in senders:
         t.start()
-    wait_until(lambda: min(sent) > 20, timeout=30, message="senders under way")
-    first, second, third = cluster.primaries()
-    moved = cluster.migrate_slots(slots_of(cluster.slot_map()[first])[:1500], first, second)
-    moved += cluster.migrate_slots(slots_of(cluster.slot_map()[third])[:1000], third, first)
-    during = list(sent)
-    stop.set()
-    for t in senders:
-        t.join(120)
+    try:
+        wait_until(lambda: min(sent) > 20, timeout=30, message="senders under way")
+        first, second, third = cluster.primaries()
+        moved = cluster.migrate_slots(slots_of(cluster.slot_map()[first])[:1500], first, second)
+        moved += cluster.migrate_slots(slots_of(cluster.slot_map()[third])[:1000], third, first)
+        during = list(sent)
+    finally:
+        stop.set()  # a failed test leaves no sender running into the next tests
+        for t in senders:
+            t.join(120)
     assert moved > 0 and not any(t.is_alive() for t in senders)
     assert all(n > 0 for n in during), during  # the reshard ran under load
     cluster.wait_ok()

@@ -516,13 +516,14 @@ class Model(RuleBasedStateMachine):
         assert not {"failed", "corrupt"} & set(result), result
         event("tick")
         for outcome in result:
-            if outcome not in ("ms", "decisions"):
+            if outcome not in ("ms", "decisions", "groups", "handed"):
                 event(f"tick: {outcome}")
 
     @rule(slot=st.sampled_from([0, 1]))
     def slow_tick_reads_due(self, slot: int) -> None:
         now = self.rt.now_ms()
-        self.ticks[slot] = SlowTick(now, tick_module._due(self.rt, now))
+        groups = tick_module._due(self.rt, range(tick_module.TICK_GROUPS), now)
+        self.ticks[slot] = SlowTick(now, [item for g in sorted(groups) for item in groups[g]])
 
     @rule(pick=PICK)
     def slow_tick_visits(self, pick: int) -> None:

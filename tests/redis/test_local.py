@@ -509,3 +509,42 @@ def test_ask_raises_redis_unavailable_when_redis_goes_away_while_it_waits(
         threading.Timer(0.5, server.kill).start()
         with pytest.raises(RedisUnavailable, match=r"bank\.account:nobody-answers"):
             ref.ask({"add": 1}, timeout=30)
+
+
+def test_threads_that_first_use_the_clients_together_all_get_both(
+    bank: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime's two clients (retrying, and ``client_once`` for ``send``) are made on
+    first use after a (re)configuration: threads racing there each see both, never one
+    made and the other not yet. Making a client can take a while (a cluster client asks
+    the nodes for the slots first): here each takes 20 ms."""
+    import threading
+
+    rt = bank.supervision.runtime
+    connect = rt._connect
+
+    def slow_connect(**kw: Any) -> Any:
+        time.sleep(0.02)
+        return connect(**kw)
+
+    monkeypatch.setattr(rt, "_connect", slow_connect)
+    for _ in range(5):
+        rt.use_settings(rt.settings)  # clients made again on next use
+        errors: list[BaseException] = []
+        go = threading.Barrier(8)
+
+        def first_use(i: int, go: threading.Barrier, errors: list[BaseException]) -> None:
+            go.wait()
+            time.sleep(0.005 * i)  # arriving one after another, while the first connects
+            try:
+                assert rt.client_once is not None and rt.client is not None
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=first_use, args=(i, go, errors)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors[:1]
+        assert rt.client_once is not rt.client

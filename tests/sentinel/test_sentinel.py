@@ -114,11 +114,12 @@ def test_a_primary_killed_under_load_loses_no_acknowledged_message(
            "TEST_STATE_OPTIONS": json.dumps(OPTIONS), "TEST_REPLICA_ACKS": "1"}  # fmt: skip
     before = _point(bank, sentinel, acks=1)
     procs: list[CeleryProcess] = []
+    stop, senders = threading.Event(), []
     try:
         procs.append(start_worker(BANK, concurrency=2, hostname="s1@%h", env=env,
                                   log_dir=tmp_path))  # fmt: skip
         procs.append(start_beat(BANK, env=env, schedule_dir=tmp_path / "beat"))
-        stop, acked = threading.Event(), [[], []]
+        acked: list[list[int]] = [[], []]
         senders = [threading.Thread(target=_sender, args=(bank, i, stop, acked))
                    for i in range(2)]  # fmt: skip
         for t in senders:
@@ -144,6 +145,9 @@ def test_a_primary_killed_under_load_loses_no_acknowledged_message(
                 expected = [n for n in acked[who] if (who + n) % 6 == i]
                 assert seen == expected, (i, who, seen[:10], expected[:10])
     finally:
+        stop.set()  # a failed test leaves no sender running into the next tests
+        for t in senders:
+            t.join(60)
         for proc in procs:
             proc.kill()
         bank.supervision.runtime.use_settings(before)
