@@ -192,12 +192,24 @@ class LocalRunner:
         self.run()
         return summary
 
-    def settle(self, seconds: float = 5.0, interval: float = 0.05) -> None:
-        """Run and tick for ``seconds`` (backoffs and timers come due in real time)."""
+    def settle(
+        self, seconds: float = 5.0, interval: float = 0.05,
+        until: Callable[[], bool] | None = None,
+    ) -> bool:
+        """Run and tick for ``seconds`` (backoffs and timers come due in real time).
+
+        With ``until``, stop as soon as ``until()`` holds after a round of runs and a tick,
+        and treat ``seconds`` as the most to wait: return whether it held. A test that waits
+        for an outcome this way does not fail on a loaded machine, where a fixed time holds
+        fewer ticks. Without it, run and tick for the whole time and return True."""
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        while True:
             self.run()
             self.tick()
+            if until is not None and until():
+                return True
+            if time.monotonic() >= deadline:
+                return until is None
             time.sleep(interval)
 
     def close(self) -> None:

@@ -1,7 +1,7 @@
 """Scenarios the documentation shows, step by step, with what they print as assertions.
 
 Each function takes a ``celery_supervise.testing.LocalRunner``: it runs the actor tasks
-(``runner.run()``) and supervisor ticks (``runner.tick()``, ``runner.settle(seconds)``) in
+(``runner.run()``) and supervisor ticks (``runner.tick()``, ``runner.settle(seconds, until=...)``) in
 this process against a real Redis, exactly as workers and beat would. ``tests/docs/test_docs.py``
 calls every one of them.
 """
@@ -33,7 +33,9 @@ def invalid_state(runner: Any) -> None:
     ref.send({"deposit": 10})
     ref.send({"withdraw": 50})  # would commit balance -40: fails validate, so it crashes
     ref.send({"deposit": 1})
-    runner.settle(2.0)  # ticks restart it (with backoff) and retry; it crashes each time
+    # Ticks restart it (with backoff) and retry; it crashes each time. Wait for the outcome
+    # (at most 30 s), not a fixed time: on a loaded machine the same time holds fewer ticks.
+    runner.settle(30.0, until=lambda: ref.snapshot().pending == 0)
 
     snap = ref.snapshot()
     assert snap.state["balance"] == 11  # the last good state, then the next message
@@ -69,7 +71,7 @@ def slow_crash_loop(runner: Any) -> None:
     ref.send({"set_currency": "XXX"})  # commits: the naive invariant lets it through
     ref.send_many([{"amount": 10}, {"amount": 20}, {"amount": 30}])
     sibling.send({"amount": 5})
-    runner.settle(2.0)
+    runner.settle(30.0, until=lambda: ref.snapshot().status == "quarantined")
 
     snap = ref.snapshot()
     assert snap.status == "quarantined"  # 4 crashes in a row > max_consecutive_crashes=3
@@ -91,7 +93,7 @@ def validated_importer(runner: Any) -> None:
     ref = importer.ref("bank-feed")
     ref.send({"set_currency": "XXX"})  # fails validate: crashes, dead-lettered at attempt 2
     ref.send_many([{"amount": 10}, {"amount": 20}])
-    runner.settle(1.0)
+    runner.settle(30.0, until=lambda: ref.snapshot().pending == 0)
 
     snap = ref.snapshot()
     assert (snap.status, snap.state) == ("idle", {"currency": "EUR", "total": 30})
