@@ -148,7 +148,13 @@ class Scripts:
 
     def load_all(self) -> None:
         """SCRIPT LOAD every script (one round trip per primary); after a Redis restart or
-        flush, or a cluster node's restart or failover (each node has its own cache)."""
+        flush, or a cluster node's restart or failover (each node has its own cache).
+
+        On a cluster, NOSCRIPT mostly means a replica was promoted: the slot map is read
+        again first, so the scripts go to the primaries there are now, not to a dead one
+        this client still remembered (which refused every load, for ever)."""
+        if hasattr(self.client, "nodes_manager"):
+            self.client.nodes_manager.initialize()
         for node in primaries(self.client):
             pipe = node.pipeline(transaction=False)
             for script in self.all:

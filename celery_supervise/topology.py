@@ -105,7 +105,45 @@ def _cluster(url: str, options: dict[str, Any]) -> Any:
     if url.startswith("rediss-cluster://"):
         options.setdefault("ssl", True)
     nodes = [ClusterNode(host, port) for host, port in cluster_nodes(url)]  # type: ignore[no-untyped-call]
-    return RedisCluster(startup_nodes=nodes, **options)
+    resolver = _script_routing()
+    if resolver is None:
+        return RedisCluster(startup_nodes=nodes, **options)
+    options.setdefault("policy_resolver", resolver)
+
+    class Cluster(RedisCluster):
+        """redis-py's cluster client whose pipelines keep its command policies (redis-py
+        8.1's ``pipeline()`` does not pass them on: its pipelines use the defaults)."""
+
+        def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+            pipe = super().pipeline(*args, **kwargs)  # type: ignore[no-untyped-call]
+            pipe._policy_resolver = self._policy_resolver
+            return pipe
+
+    return Cluster(startup_nodes=nodes, **options)
+
+
+def _script_routing() -> Any:
+    """Route EVAL / EVALSHA by the keys they name, as the cluster client does for a single
+    command. Without it, redis-py 8's cluster pipeline asks its "default node" for each
+    script's keys (``COMMAND GETKEYS``): a round trip more per script, and once that node is
+    dead every pipeline fails, though the script's own node is alive. None on a redis-py
+    without command policies (< 7.x), whose pipeline reads the keys from the call."""
+    try:
+        from redis._parsers.commands import CommandPolicies, RequestPolicy, ResponsePolicy
+        from redis.commands.policies import BasePolicyResolver, StaticPolicyResolver
+    except ImportError:
+        return None
+
+    keyed = CommandPolicies(
+        request_policy=RequestPolicy.DEFAULT_KEYED, response_policy=ResponsePolicy.DEFAULT_KEYED
+    )
+
+    class ScriptRouting(BasePolicyResolver):
+        def with_fallback(self, fallback: Any) -> Any:
+            return ScriptRouting(self._policies, fallback)
+
+    policies = {"core": {"eval": keyed, "evalsha": keyed}}
+    return ScriptRouting(policies, StaticPolicyResolver())
 
 
 def safe_url(url: str) -> str:

@@ -11,6 +11,7 @@ while clients keep working, the way ``redis-cli --cluster reshard`` does it (``I
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import time
@@ -76,6 +77,8 @@ class LocalCluster:
             "--cluster-node-timeout", str(node_timeout_ms),
             # A test kills nodes: the survivors must keep serving their own slots.
             "--cluster-require-full-coverage", "no",
+            # A replica's first full sync starts at once (the default waits 5 s for others).
+            "--repl-diskless-sync-delay", "0",
         ]  # fmt: skip
         self.servers = [
             RedisServer(
@@ -144,6 +147,9 @@ class LocalCluster:
             primary = primaries[i % len(primaries)]
             _command(replica, "CLUSTER", "REPLICATE", self.node_id(primary))
         self.wait_ok(timeout)
+        # A replica that has not finished its first sync cannot take over: wait for it.
+        self._wait(lambda: all(self._synced(r) for r in self.servers[self.n_primaries :]),
+                   timeout, "every replica to finish its first sync")  # fmt: skip
         return self
 
     def wait_ok(self, timeout: float = 30.0) -> None:
@@ -193,6 +199,38 @@ class LocalCluster:
                 client.close()
         return moved
 
+    def replicas_of(self, primary: RedisServer) -> list[RedisServer]:
+        """The live replicas replicating ``primary`` now."""
+        pid = self.node_id(primary)
+        found = []
+        for server in self.servers:
+            if server is primary or server.pid is None:
+                continue
+            with contextlib.suppress(Exception):
+                nodes = _text(_command(server, "CLUSTER", "NODES")).splitlines()
+                me = next(n.split() for n in nodes if "myself" in n.split()[2])
+                if len(me) > 3 and me[3] == pid:
+                    found.append(server)
+        return found
+
+    def kill_primary(self, primary: RedisServer, timeout: float = 30.0) -> RedisServer:
+        """SIGKILL ``primary`` and wait until one of its replicas serves its slots and every
+        live node says ``cluster_state:ok``; returns the promoted replica. A replica's own
+        failover starts once the others mark the primary failed (``cluster-node-timeout``)."""
+        replicas = self.replicas_of(primary)
+        if not replicas:
+            raise RuntimeError(f"{primary!r} has no replica to take over its slots")
+        primary.kill()
+        return self.wait_promoted(replicas, timeout)
+
+    def wait_promoted(self, replicas: Sequence[RedisServer], timeout: float = 30.0) -> RedisServer:
+        """Until one of ``replicas`` (of a dead primary) is a primary and every live node
+        says ``cluster_state:ok``; returns it."""
+        self._wait(lambda: any(self._role(r) == "master" for r in replicas), timeout,
+                   f"one of {list(replicas)} to be promoted")  # fmt: skip
+        self.wait_ok(timeout)
+        return next(r for r in replicas if self._role(r) == "master")
+
     # -- reading the nodes -------------------------------------------------------------------
 
     def _live(self) -> RedisServer:
@@ -208,6 +246,11 @@ class LocalCluster:
 
     def _known(self, server: RedisServer) -> int:
         return int(self._info(server)["cluster_known_nodes"])
+
+    @staticmethod
+    def _synced(replica: RedisServer) -> bool:
+        info = _command(replica, "INFO", "replication")  # redis-py parses it into a dict
+        return _text(info.get("master_link_status", "")) == "up"
 
     def _role(self, server: RedisServer) -> str:
         return _text(_command(server, "ROLE")[0])

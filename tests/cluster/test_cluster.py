@@ -171,3 +171,29 @@ def test_the_documented_cluster_settings_work(cluster: LocalCluster,
         assert supervision.ref("doc.counter", "a").snapshot().state == {"n": 2}
     finally:
         local.close()
+
+
+def _getkeys_calls(cluster: LocalCluster) -> int:
+    total = 0
+    for node in cluster.primaries():
+        with node.client() as client:
+            stats = client.info("commandstats")
+        total += int(stats.get("cmdstat_command|getkeys", {}).get("calls", 0))
+    return total
+
+
+def test_a_pipelined_script_asks_no_node_for_its_keys(cbank: ModuleType, cluster: LocalCluster,
+                                                      local: LocalRunner) -> None:  # fmt: skip
+    """redis-py 8's cluster pipeline resolves an EVALSHA's keys with ``COMMAND GETKEYS`` on
+    its "default node" unless told how to route it: a round trip more per script, and, once
+    that node is dead, every pipeline fails though the script's own node is alive
+    (test_cluster_failover.py). The keys are in the call: nothing is asked."""
+    refs = [cbank.account.ref(f"g{i}") for i in range(10)]
+    refs[0].send({"add": 1})
+    local.run()
+    before = _getkeys_calls(cluster)
+    for ref in refs:
+        ref.send({"add": 1})
+    local.run()
+    assert [r.snapshot().state["balance"] for r in refs] == [2] + [1] * 9
+    assert _getkeys_calls(cluster) == before
