@@ -16,8 +16,9 @@ What is measured, one module each (its docstring says how; ``docs/performance.md
 results and the discussion): ``throughput`` (sections ``throughput20``, ``throughput100``,
 ``throughput1000``), ``latency`` (send latency), ``memory`` (Redis bytes per idle actor),
 ``recovery`` (after SIGKILL: ``recovery`` with the defaults, ``recovery-fast`` with lease 2 s
-and tick 0.5 s), ``tick_cost`` (``tick``) and ``settle`` (a burst of due actors settled by 1
-and by 2 workers); ``table`` prints the one table of ratios against
+and tick 0.5 s), ``tick_cost`` (``tick``), ``settle`` (a burst of due actors settled by 1
+and by 2 workers) and ``replica_acks`` (``replica-acks``: what ``supervise_replica_acks=1``
+adds to a send); ``table`` prints the one table of ratios against
 plain Celery measured in the same run, then the details behind it. ``harness`` holds what
 they share.
 """
@@ -47,6 +48,7 @@ from benchmarks.harness import KEY_PREFIX, Config, Processes  # noqa: E402
 from benchmarks.latency import bench_latency  # noqa: E402
 from benchmarks.memory import bench_memory  # noqa: E402
 from benchmarks.recovery import bench_recovery, bench_recovery_fast  # noqa: E402
+from benchmarks.replica_acks import bench_replica_acks  # noqa: E402
 from benchmarks.settle import bench_settle  # noqa: E402
 from benchmarks.table import build_table, details, machine_info, render  # noqa: E402
 from benchmarks.throughput import bench_throughput  # noqa: E402
@@ -64,6 +66,7 @@ SECTIONS = (
     "recovery-fast",
     "tick",
     "settle",
+    "replica-acks",
 )
 ALIASES = {
     "throughput": ("throughput20", "throughput100", "throughput1000"),
@@ -176,6 +179,7 @@ def main() -> int:
             ("recovery-fast", lambda: bench_recovery_fast(cfg, procs, env, client, actor_app)),
             ("tick", lambda: bench_tick(cfg, client, actor_app, new_server)),
             ("settle", lambda: bench_settle(cfg, procs, env, client, actor_app)),
+            ("replica-acks", lambda: bench_replica_acks(cfg, actor_app, new_server)),
         ]
         for name, step in steps:
             if name == "throughput" and not shapes:

@@ -123,6 +123,18 @@ def build_table(cfg: Config, r: dict[str, Any]) -> list[list[str]]:
             "<= 5 s with 2 workers",
             two <= 5.0,
         )
+    if "replica-acks" in r:
+        ra = r["replica-acks"]
+        for pct in ("p50", "p99"):
+            ratio = ra["acks1"][pct] / ra["acks0"][pct]
+            row(
+                f"send {pct}, ms, supervise_replica_acks=1 vs 0 (1 replica)",
+                fmt(ra["acks1"][pct], 3),
+                fmt(ra["acks0"][pct], 3) + f" (acks 0; SET {fmt(ra['set'][pct], 3)})",
+                ratio,
+                "-",
+                None,
+            )
     if "tick" in r:
         tk = r["tick"]
         big, small = tk["big"], tk["small"]
