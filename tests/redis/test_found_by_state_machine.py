@@ -38,7 +38,9 @@ def test_requeue_interrupted_after_its_send_leaves_the_message_in_one_place(
     ref = sup.ref("bank.poison", "requeue-dies")
     ref.send("poison", message_id="p")
     local.run()
-    local.settle(2.0)
+    # Until its attempts are spent (backoffs in real time: a loaded machine fits fewer ticks
+    # into a fixed time).
+    local.settle(30.0, until=lambda: bool(ref.dead_letters()))
     assert [d.message_id for d in ref.dead_letters()] == ["p"]
 
     # Fixed: the requeue is one script (requeue.lua), so the process can die only after it.
