@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -146,6 +148,35 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+def sample_interleaved(
+    ops: dict[str, Callable[[int], None]], samples: int, warmup: int = 200
+) -> dict[str, dict[str, float]]:
+    """Time each of ``ops`` ``samples`` times (ms), after ``warmup`` untimed calls each,
+    in rounds of 100 taking every op in turn, so background load hits all alike; p50, p99,
+    mean and n of each."""
+    for op in ops.values():  # warm-up: connections, script loading
+        for i in range(warmup):
+            op(i)
+    clock = time.perf_counter_ns
+    timed: dict[str, list[float]] = {name: [] for name in ops}
+    for _ in range(samples // 100):
+        for name, op in ops.items():
+            bucket = timed[name]
+            for i in range(100):
+                t0 = clock()
+                op(i)
+                bucket.append((clock() - t0) / 1e6)
+    return {
+        name: {
+            "p50": percentile(v, 50),
+            "p99": percentile(v, 99),
+            "mean": statistics.fmean(v),
+            "n": len(v),
+        }
+        for name, v in timed.items()
+    }
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")

@@ -8,14 +8,12 @@ under load) and to an idle actor (the send publishes the actor's Celery task).
 
 from __future__ import annotations
 
-import statistics
-import time
 from types import ModuleType
 from typing import Any
 
 import redis
 
-from benchmarks.harness import KEY_PREFIX, Config, percentile
+from benchmarks.harness import KEY_PREFIX, Config, sample_interleaved
 
 
 def bench_latency(
@@ -26,8 +24,6 @@ def bench_latency(
     raw = redis.Redis.from_url(url)
     scheduled = [actors.counter.ref(f"lat{i}") for i in range(20)]
     fresh = iter(range(10**9))
-    clock = time.perf_counter_ns
-    samples: dict[str, list[float]] = {"set": [], "send": [], "wake": [], "apply_async": []}
 
     def one_set(i: int) -> None:
         raw.set(f"{KEY_PREFIX}:lat:{i % 20}", b"1")
@@ -42,25 +38,7 @@ def bench_latency(
         plain.add.apply_async(("lat", 1))
 
     ops = {"set": one_set, "send": one_send, "wake": one_wake, "apply_async": one_apply}
-    for op in ops.values():  # warm-up: connections, script loading
-        for i in range(200):
-            op(i)
-    rounds, per_round = cfg.latency_samples // 100, 100
-    for _ in range(rounds):  # interleaved, so background load hits all alike
-        for name, op in ops.items():
-            bucket = samples[name]
-            for i in range(per_round):
-                t0 = clock()
-                op(i)
-                bucket.append((clock() - t0) / 1e6)
+    result = sample_interleaved(ops, cfg.latency_samples)
     raw.close()
     client.flushdb()
-    return {
-        name: {
-            "p50": percentile(v, 50),
-            "p99": percentile(v, 99),
-            "mean": statistics.fmean(v),
-            "n": len(v),
-        }
-        for name, v in samples.items()
-    }
+    return result

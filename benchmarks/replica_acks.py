@@ -10,7 +10,6 @@ same once per step, not measured here (``docs/scaling.md``).
 from __future__ import annotations
 
 import dataclasses
-import statistics
 import time
 from collections.abc import Callable
 from types import ModuleType
@@ -18,7 +17,7 @@ from typing import Any
 
 import redis
 
-from benchmarks.harness import KEY_PREFIX, Config, percentile
+from benchmarks.harness import KEY_PREFIX, Config, sample_interleaved
 from celery_supervise.testing.redis_server import RedisServer
 
 
@@ -49,8 +48,6 @@ def _measure(cfg: Config, actors: ModuleType, primary: RedisServer) -> dict[str,
     rt = actors.supervision.runtime
     before = rt.settings
     raw = redis.Redis.from_url(primary.url)
-    clock = time.perf_counter_ns
-    samples: dict[str, list[float]] = {"set": [], "acks0": [], "acks1": []}
     refs = [actors.counter.ref(f"ack{i}") for i in range(20)]
     rt.use_settings(dataclasses.replace(before, redis_url=primary.url))  # new clients, once
     on_primary = rt.settings
@@ -71,32 +68,13 @@ def _measure(cfg: Config, actors: ModuleType, primary: RedisServer) -> dict[str,
 
     ops = {"set": one_set, "acks0": with_acks(0), "acks1": with_acks(1)}
     try:
-        for op in ops.values():  # warm-up: connections, scripts, the first (waking) sends
-            for i in range(200):
-                op(i)
-        rounds, per_round = cfg.latency_samples // 100, 100
-        for _ in range(rounds):  # interleaved: background load hits all alike
-            for name, op in ops.items():
-                bucket = samples[name]
-                for i in range(per_round):
-                    t0 = clock()
-                    op(i)
-                    bucket.append((clock() - t0) / 1e6)
+        result: dict[str, Any] = sample_interleaved(ops, cfg.latency_samples)
         waits = int(raw.info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
     finally:
         rt.use_settings(before)
         raw.close()
-    sent_with_acks = len(samples["acks1"]) + 200
+    sent_with_acks = result["acks1"]["n"] + 200  # and the warm-up's
     if waits < sent_with_acks:  # the row would measure nothing
         raise RuntimeError(f"{waits} WAIT calls for {sent_with_acks} sends with acks = 1")
-    result: dict[str, Any] = {
-        name: {
-            "p50": percentile(v, 50),
-            "p99": percentile(v, 99),
-            "mean": statistics.fmean(v),
-            "n": len(v),
-        }
-        for name, v in samples.items()
-    }
     result["wait_calls"] = waits
     return result

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from .validators import invalid
@@ -105,29 +106,25 @@ def _cluster(url: str, options: dict[str, Any]) -> Any:
     if url.startswith("rediss-cluster://"):
         options.setdefault("ssl", True)
     nodes = [ClusterNode(host, port) for host, port in cluster_nodes(url)]  # type: ignore[no-untyped-call]
-    resolver = _script_routing()
-    if resolver is None:
+    routed = _routed_cluster()
+    if routed is None:
         return RedisCluster(startup_nodes=nodes, **options)
+    cluster_class, resolver = routed
     options.setdefault("policy_resolver", resolver)
-
-    class Cluster(RedisCluster):
-        """redis-py's cluster client whose pipelines keep its command policies (redis-py
-        8.1's ``pipeline()`` does not pass them on: its pipelines use the defaults)."""
-
-        def pipeline(self, *args: Any, **kwargs: Any) -> Any:
-            pipe = super().pipeline(*args, **kwargs)  # type: ignore[no-untyped-call]
-            pipe._policy_resolver = self._policy_resolver
-            return pipe
-
-    return Cluster(startup_nodes=nodes, **options)
+    return cluster_class(startup_nodes=nodes, **options)
 
 
-def _script_routing() -> Any:
-    """Route EVAL / EVALSHA by the keys they name, as the cluster client does for a single
-    command. Without it, redis-py 8's cluster pipeline asks its "default node" for each
-    script's keys (``COMMAND GETKEYS``): a round trip more per script, and once that node is
-    dead every pipeline fails, though the script's own node is alive. None on a redis-py
-    without command policies (< 7.x), whose pipeline reads the keys from the call."""
+@functools.cache
+def _routed_cluster() -> tuple[type, Any] | None:
+    """A ``RedisCluster`` whose pipelines keep its command policies, and a policy resolver
+    routing EVAL / EVALSHA by the keys they name, as the client does for a single command
+    (made once). Without them, redis-py 8's cluster pipeline asks its "default node" for
+    each script's keys (``COMMAND GETKEYS``; its ``pipeline()`` does not pass the client's
+    policies on): a round trip more per script, and once that node is dead every pipeline
+    fails, though the script's own node is alive. None on a redis-py without command
+    policies (< 7.x), whose pipeline reads the keys from the call."""
+    from redis.cluster import RedisCluster
+
     try:
         from redis._parsers.commands import CommandPolicies, RequestPolicy, ResponsePolicy
         from redis.commands.policies import BasePolicyResolver, StaticPolicyResolver
@@ -142,8 +139,14 @@ def _script_routing() -> Any:
         def with_fallback(self, fallback: Any) -> Any:
             return ScriptRouting(self._policies, fallback)
 
-    policies = {"core": {"eval": keyed, "evalsha": keyed}}
-    return ScriptRouting(policies, StaticPolicyResolver())
+    class Cluster(RedisCluster):
+        def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+            pipe = super().pipeline(*args, **kwargs)  # type: ignore[no-untyped-call]
+            pipe._policy_resolver = self._policy_resolver
+            return pipe
+
+    resolver = ScriptRouting({"core": {"eval": keyed, "evalsha": keyed}}, StaticPolicyResolver())
+    return Cluster, resolver
 
 
 def safe_url(url: str) -> str:

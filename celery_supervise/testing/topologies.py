@@ -11,7 +11,6 @@ while clients keep working, the way ``redis-cli --cluster reshard`` does it (``I
 
 from __future__ import annotations
 
-import contextlib
 import random
 import socket
 import time
@@ -201,17 +200,8 @@ class LocalCluster:
 
     def replicas_of(self, primary: RedisServer) -> list[RedisServer]:
         """The live replicas replicating ``primary`` now."""
-        pid = self.node_id(primary)
-        found = []
-        for server in self.servers:
-            if server is primary or server.pid is None:
-                continue
-            with contextlib.suppress(Exception):
-                nodes = _text(_command(server, "CLUSTER", "NODES")).splitlines()
-                me = next(n.split() for n in nodes if "myself" in n.split()[2])
-                if len(me) > 3 and me[3] == pid:
-                    found.append(server)
-        return found
+        live = [s for s in self.servers if s is not primary and s.pid is not None]
+        return [s for s in live if self._primary_port(s) == primary.port]
 
     def kill_primary(self, primary: RedisServer, timeout: float = 30.0) -> RedisServer:
         """SIGKILL ``primary`` and wait until one of its replicas serves its slots and every
@@ -248,9 +238,14 @@ class LocalCluster:
         return int(self._info(server)["cluster_known_nodes"])
 
     @staticmethod
+    def _primary_port(server: RedisServer) -> int | None:
+        """The port of the primary ``server`` replicates (``ROLE``), None for a primary."""
+        role = _command(server, "ROLE")
+        return int(role[2]) if _text(role[0]) == "slave" else None
+
+    @staticmethod
     def _synced(replica: RedisServer) -> bool:
-        info = _command(replica, "INFO", "replication")  # redis-py parses it into a dict
-        return _text(info.get("master_link_status", "")) == "up"
+        return _text(_command(replica, "ROLE")[3]) == "connected"  # its first sync is done
 
     def _role(self, server: RedisServer) -> str:
         return _text(_command(server, "ROLE")[0])
