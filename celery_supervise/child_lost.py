@@ -16,6 +16,7 @@ never at import time.
 
 from __future__ import annotations
 
+import json
 import logging
 import weakref
 from typing import Any
@@ -23,13 +24,14 @@ from typing import Any
 from celery import signals
 from celery.exceptions import WorkerLostError
 
+from .codec import text
 from .keyspace import actor_member
 from .registry import all_types
-from .runtime import Runtime, waiting_at_most
+from .runtime import Runtime, new_run_id, waiting_at_most
 from .store import ActorStore
 from .tick import visit_or_retry
 
-__all__ = ["PATIENCE", "PoolWatch", "end_lost_lease"]
+__all__ = ["PATIENCE", "PoolWatch", "end_lost_lease", "end_lost_run"]
 
 log = logging.getLogger("celery_supervise")
 
@@ -39,11 +41,41 @@ log = logging.getLogger("celery_supervise")
 PATIENCE = 1.0
 
 
-def end_lost_lease(rt: Runtime, type_name: str, key: str, worker: str) -> str:
+def end_lost_run(rt: Runtime, type_name: str, key: str, task_id: str, worker: str) -> str:
+    """The pool process ``worker`` died in the task run ``task_id``, published for actor
+    ``type_name:key``: end the leases that process may hold -- on that actor, or on one it
+    took from the type's ready set (``runner.serve_ready``) -- then give the ready set
+    back what the run held. Returns what was done for ``key`` (see ``end_lost_lease``)."""
+    with waiting_at_most(PATIENCE):
+        raw = rt.client.hget(rt.keyspace.ready_taken(type_name), task_id)
+    taken = [k for k in _keys(raw) if k != key]
+    outcome = end_lost_lease(rt, type_name, key, worker)
+    for other in taken:
+        end_lost_lease(rt, type_name, other, worker, quiet=True)
+    with waiting_at_most(PATIENCE):
+        spawn_id = new_run_id()
+        (handed,) = (text(x) for x in rt.ready(type_name, "lost", task_id, spawn_id=spawn_id))
+    if handed:
+        rt.dispatch(type_name, (handed,), {}, {"task_id": spawn_id})
+    return outcome
+
+
+def _keys(raw: bytes | str | None) -> list[str]:
+    try:
+        keys = json.loads(raw) if raw else []
+    except ValueError:
+        return []  # garbage: ready.lua refuses it, naming the key
+    return [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else []
+
+
+def end_lost_lease(
+    rt: Runtime, type_name: str, key: str, worker: str, *, quiet: bool = False
+) -> str:
     """The pool process ``worker`` ("hostname:pid") died running a task of actor
     ``type_name:key``: end the lease it may still hold and visit the actor at once. Returns
     what the visit did (``worker_lost``, ``released_more``, ...) or, when the lease was not
-    that process's, ``not_held``. Recorded as a ``child_lost`` event either way."""
+    that process's, ``not_held``. Recorded as a ``child_lost`` event either way (when
+    ``quiet``, only if the lease was that process's)."""
     keys = rt.keyspace.actor(type_name, key)
     member = actor_member(type_name, key)
     with waiting_at_most(PATIENCE):
@@ -54,9 +86,10 @@ def end_lost_lease(rt: Runtime, type_name: str, key: str, worker: str) -> str:
             # worker_lost (or the release of a batch that had ended), then the decision.
             bucket = rt.keyspace.due_bucket(member)
             outcome = visit_or_retry(rt, bucket, member, score, rt.now_ms())
-    rt.events.record(
-        "child_lost", actor=type_name, key=key, worker=worker, lease=lease, outcome=outcome
-    )
+    if not quiet or lease != "not_held":
+        rt.events.record(
+            "child_lost", actor=type_name, key=key, worker=worker, lease=lease, outcome=outcome
+        )
     return outcome
 
 
@@ -97,7 +130,7 @@ class PoolWatch:
         name, key = run
         worker = f"{request.hostname}:{pid}"
         try:
-            end_lost_lease(self.rt, name, key, worker)
+            end_lost_run(self.rt, name, key, task_id, worker)
         except Exception as exc:  # never into Celery's failure handling
             log.warning(
                 "celery_supervise child_lost_unhandled actor=%s key=%s worker=%s error=%r "

@@ -229,6 +229,24 @@ class Keyspace:
         check each member against its own meta and prune a member whose meta is gone."""
         return f"{self.prefix}:type:{{{_escape(type_name)}}}"
 
+    def ready(self, type_name: str) -> str:
+        """Sorted set of one type's actors woken while a run of the type was live (member:
+        the actor's key; score: ms it was added): a live run takes them (``ready_pop.lua``),
+        so a burst of wakes costs a few Celery tasks. A hint, as the due index is: the claim
+        decides whether there is anything to run."""
+        return f"{self.prefix}:ready:{{{_escape(type_name)}}}"
+
+    def ready_runs(self, type_name: str) -> str:
+        """Sorted set of one type's live task runs (member: Celery task id; score: ms until
+        which it counts as live), in the ready set's slot."""
+        return f"{self.prefix}:runs:{{{_escape(type_name)}}}"
+
+    def ready_taken(self, type_name: str) -> str:
+        """Hash of what each live run of the type took from the ready set and has not
+        served yet (Celery task id -> JSON list of actor keys), in the same slot: a run
+        that dies gives them back (``ready.lua``)."""
+        return f"{self.prefix}:taken:{{{_escape(type_name)}}}"
+
     @property
     def tick_lock(self) -> str:
         return f"{self.prefix}:tick:lock"

@@ -30,7 +30,7 @@ from .keyspace import ActorKeys, actor_member
 from .mailbox import Entry, unparsed_entry
 from .registry import ActorSpec
 from .relay import relay_outbox
-from .runtime import Runtime
+from .runtime import Runtime, new_run_id
 from .store import ActorStore, Claim, CrashOutcome, CrashRecord
 from .tracing import Carrier, StepSpan, step_span
 from .tree_shell import supervisor_chain
@@ -120,8 +120,14 @@ class _Run:
     """One task run: claim, (halted by a supervisor?), load the state, handle entries one
     by one, release."""
 
-    def __init__(self, rt: Runtime, atype: ActorSpec[Any], key: str, task: Any) -> None:
+    def __init__(
+        self, rt: Runtime, atype: ActorSpec[Any], key: str, task: Any,
+        deadline: float | None = None,
+    ) -> None:
         self.rt, self.atype, self.key = rt, atype, key
+        #: When (``time.monotonic()``) the batch stops going on: BATCH_SECONDS from the
+        #: first step unless the task run it serves in ends sooner.
+        self.deadline = deadline
         self.store = ActorStore(rt)
         self.keys = rt.keyspace.actor(atype.name, key)
         self.where = f"actor {atype.name}:{key}"
@@ -264,6 +270,8 @@ class _Run:
         """Handle the claimed entries in order, for at most ``BATCH_SECONDS``; False if the
         lease was lost."""
         deadline = time.monotonic() + BATCH_SECONDS
+        if self.deadline is not None:
+            deadline = min(deadline, self.deadline)
         for i, raw in enumerate(claim.entries):
             has_next = i + 1 < len(claim.entries)
 
@@ -535,5 +543,101 @@ def check_state(rt: Runtime, atype: ActorSpec[Any], new_state: Any) -> bytes:
 
 
 def run_actor(rt: Runtime, atype: ActorSpec[Any], key: str, task: Any) -> dict[str, Any]:
-    """The body of an actor type's Celery task."""
-    return _Run(rt, atype, key, task).run()
+    """The body of an actor type's Celery task: a run of the actor ``key``, then of the
+    actors of its type woken meanwhile (``serve_ready``) until ``BATCH_SECONDS`` are up.
+
+    The result names the actor and what it committed, and ``served``: each other actor
+    served, with its committed steps. A crash (or an actor's unusable data) is recorded on
+    its actor and the run goes on with the next one; the run then raises the first
+    (``StepCrashed`` for a crash; a note names the others), so Flower shows the run as
+    failed, with the handler's exception chained."""
+    deadline = time.monotonic() + BATCH_SECONDS
+    failed: list[tuple[str, Exception]] = []
+    summary: dict[str, Any] = {"actor": atype.name, "key": key}
+    try:
+        summary = _Run(rt, atype, key, task).run()
+    except Exception as exc:
+        failed.append((key, exc))
+    run_id = getattr(getattr(task, "request", None), "id", None)
+    if run_id:
+        served = serve_ready(rt, atype, task, run_id, deadline, failed)
+        if key in served:  # woken again while this run went on: its steps count as its own
+            summary["committed"] = summary.get("committed", 0) + served.pop(key)
+        summary["served"] = served
+    if failed:
+        _raise_first(atype.name, failed)
+    return summary
+
+
+#: Most actors a run takes from its type's ready set at once.
+READY_TAKE = 8
+#: Most runs of one actor type live at once that serve its ready set; a run that finds more
+#: waiting than it takes publishes another, up to this many.
+READY_RUNS = 8
+
+
+def serve_ready(
+    rt: Runtime,
+    atype: ActorSpec[Any],
+    task: Any,
+    run_id: str,
+    deadline: float,
+    failed: list[tuple[str, Exception]],
+) -> dict[str, int]:
+    """Serve the actors of ``atype`` waiting in its ready set, a few at a time, until
+    ``deadline``; give back the ones taken and not reached (also when Redis fails here).
+    Returns actor key -> steps committed; what failed is appended to ``failed``."""
+    served: dict[str, int] = {}
+    taken: list[str] = []
+    ended = False
+    try:
+        while time.monotonic() < deadline:
+            spawn_id = new_run_id()
+            reply = rt.ready(atype.name, "take", run_id, spawn_id=spawn_id, take=READY_TAKE,
+                             max_runs=READY_RUNS)  # fmt: skip
+            spawned, *taken = (text(x) for x in reply)
+            if spawned:
+                rt.dispatch(atype.name, (spawned,), {}, {"task_id": spawn_id})
+            if not taken:
+                ended = True
+                break
+            while taken and time.monotonic() < deadline:
+                key = taken[0]
+                try:
+                    result = _Run(rt, atype, key, task, deadline=deadline).run()
+                    served[key] = served.get(key, 0) + int(result.get("committed", 0))
+                except Exception as exc:
+                    failed.append((key, exc))
+                    served.setdefault(key, 0)
+                del taken[0]
+    finally:
+        if not ended:
+            _end_run(rt, atype.name, run_id, taken)
+    return served
+
+
+def _end_run(rt: Runtime, type_name: str, run_id: str, unserved: list[str]) -> None:
+    """This run is no longer live: give back what it did not serve, and hand the ready set
+    to a new run if actors still wait and no other run is live. Redis refusing leaves the
+    run to stop counting as live after a lease, its actors going back then."""
+    spawn_id = new_run_id()
+    try:
+        (handed,) = (text(x) for x in rt.ready(type_name, "end", run_id, spawn_id=spawn_id,
+                                               keys=tuple(unserved)))  # fmt: skip
+    except redis.RedisError as exc:
+        log.warning("celery_supervise ready_failed actor=%s run=%s error=%r "
+                    "(its actors go back to the ready set when it stops counting as live)",
+                    type_name, run_id, exc)  # fmt: skip
+        return
+    if handed:
+        rt.dispatch(type_name, (handed,), {}, {"task_id": spawn_id})
+
+
+def _raise_first(type_name: str, failed: list[tuple[str, Exception]]) -> None:
+    """Raise the run's first failure; a note names the others (each is recorded on its own
+    actor already)."""
+    first = failed[0][1]
+    if len(failed) > 1:
+        others = ", ".join(f"{type_name}:{key}" for key, _ in failed[1:])
+        first.add_note(f"and {len(failed) - 1} more failed in this run: {others}")
+    raise first

@@ -19,6 +19,7 @@ import re
 import ssl
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
@@ -251,6 +252,11 @@ def _locks_after_fork() -> None:
 os.register_at_fork(after_in_child=_locks_after_fork)
 
 
+def new_run_id() -> str:
+    """A Celery task id for a run published from here (the ready set names runs by it)."""
+    return str(uuid.uuid4())
+
+
 class Runtime:
     """What one process needs to act on actors: built once by ``Supervision``."""
 
@@ -288,9 +294,47 @@ class Runtime:
             self._scripts = None
         self._clock_offset = None
 
-    def publish(self, type_name: str, key: str) -> None:
-        """Schedule one task run of the actor (its Celery task carries only the key)."""
-        self.dispatch(type_name, (key,), {}, {})
+    def publish(self, type_name: str, key: str, *, direct: bool = False) -> None:
+        """Wake the actor: a task run of its type that is live takes it from the type's
+        ready set (``runner.serve_ready``); when none is, one is published for it (its
+        Celery task carries only the key, its task id names the run). Redis refusing the
+        ready set is no reason to lose the wake: the run is then published anyway.
+
+        ``direct``: publish a run for it whatever is live -- the tick's repair of a run
+        that was lost, where a live run may be that lost one."""
+        if direct:
+            self.dispatch(type_name, (key,), {}, {})
+            return
+        run_id = new_run_id()
+        try:
+            pushed = self.ready(type_name, "push", run_id, keys=(key,))
+        except redis.RedisError as exc:
+            log.warning("celery_supervise ready_failed actor=%s key=%s error=%r "
+                        "(publishing its run directly)", type_name, key, exc)  # fmt: skip
+            self.dispatch(type_name, (key,), {}, {})
+            return
+        if int(pushed) == 1:
+            self.dispatch(type_name, (key,), {}, {"task_id": run_id})
+
+    def ready(
+        self,
+        type_name: str,
+        mode: str,
+        run_id: str,
+        *,
+        spawn_id: str = "",
+        take: int = 0,
+        max_runs: int = 0,
+        keys: tuple[str, ...] = (),
+    ) -> Any:
+        """``ready.lua`` on the type's ready set, its live runs and what they took; a run
+        counts as live for a lease's length without coming back."""
+        ks = self.keyspace
+        live_ms = int(self.settings.lease_seconds * 1000)
+        return self.scripts.ready(
+            keys=[ks.ready(type_name), ks.ready_runs(type_name), ks.ready_taken(type_name)],
+            args=[mode, run_id, live_ms, spawn_id, take, max_runs, *keys],
+        )
 
     @property
     def payloads(self) -> Payloads:

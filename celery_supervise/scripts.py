@@ -24,6 +24,7 @@ __all__ = ["ACCOUNTED", "SCRIPT_NAMES", "LuaScript", "Scripts", "source"]
 
 SCRIPT_NAMES = (
     "send",
+    "ready",
     "claim",
     "commit",
     "crash",
@@ -116,6 +117,7 @@ class Scripts:
     """The scripts of one Redis client, as attributes named like the files."""
 
     send: LuaScript
+    ready: LuaScript
     claim: LuaScript
     commit: LuaScript
     crash: LuaScript

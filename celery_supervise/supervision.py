@@ -289,8 +289,9 @@ class Supervision:
         return ActorRef(self.runtime, type_name, validate_key(key))
 
     def publish(self, type_name: str, key: str) -> None:
-        """Schedule one task run of the actor (its Celery task carries only the key)."""
-        self.runtime.publish(type_name, key)
+        """Publish one task run of the actor (its Celery task carries only the key), whatever
+        runs of its type are live; sends wake actors through ``Runtime.publish`` instead."""
+        self.runtime.publish(type_name, key, direct=True)
 
     def dispatch(
         self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]

@@ -33,9 +33,9 @@ from .errors import (
 from .isolation import Isolation
 from .keyspace import DUE_BUCKETS, ActorKeys, parse_actor_member
 from .mailbox import Entry, unparsed_entry
-from .registry import ActorSpec, registered
+from .registry import ActorSpec, all_types, registered
 from .relay import relay_outbox
-from .runtime import EventLog, Runtime, redis_errors, waiting_at_most
+from .runtime import EventLog, Runtime, new_run_id, redis_errors, waiting_at_most
 from .store import ActorStore, CrashRecord, Look
 from .tree_shell import decide_exit
 
@@ -151,6 +151,7 @@ def _tick(rt: Runtime, sender: str | None = None) -> TickReport:
         for group in mine:
             if _visit_group(rt, group, due[group], now, lock_ms, report):
                 report.groups.append(group)
+        kick_ready(rt, report)
     finally:
         took = time.monotonic() - started
 
@@ -161,6 +162,29 @@ def _tick(rt: Runtime, sender: str | None = None) -> TickReport:
         rt.pipeline(give_back)
     report.ms = int(took * 1000)
     return report
+
+
+def kick_ready(rt: Runtime, report: TickReport) -> None:
+    """Start a run for each actor type whose ready set holds actors while no run of it is
+    live any more (its runs died, or their tasks were lost): one round trip for all the
+    types, one script for each such type. So a woken actor waits for a dead run at most
+    a lease and a tick."""
+    names = sorted(all_types())
+    ks = rt.keyspace
+
+    def build(pipe: Any) -> None:
+        for name in names:
+            pipe.zcard(ks.ready(name))
+
+    waiting = rt.pipeline(build) if names else []
+    for name, count in zip(names, waiting, strict=True):
+        if not count:
+            continue
+        spawn_id = new_run_id()
+        (handed,) = (text(x) for x in rt.ready(name, "end", "", spawn_id=spawn_id))
+        if handed:
+            rt.dispatch(name, (handed,), {}, {"task_id": spawn_id})
+            report.counts["ready_kicked"] = report.counts.get("ready_kicked", 0) + 1
 
 
 def _group_tick(rt: Runtime, group: int) -> TickReport:
@@ -441,7 +465,7 @@ def rewake(v: Visit, look: Look) -> str | None:
     base = int(v.rt.repair_after * 1000)
     if not v.store.rewake(v.keys, base_ms=base, cap_ms=int(REPAIR_CAP * 1000)):
         return None
-    v.rt.publish(v.keys.type_name, v.keys.key)
+    v.rt.publish(v.keys.type_name, v.keys.key, direct=True)  # the live run may be the lost one
     v.rt.events.record("rewoken", actor=v.keys.type_name, key=v.keys.key, pending=look.pending)
     return "rewoken"
 

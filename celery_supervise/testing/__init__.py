@@ -124,6 +124,19 @@ def supervise_redis_url(supervise_redis_server: RedisServer | None) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+class _Queued(tuple):  # type: ignore[type-arg]
+    """A queued task: (name, args, kwargs), with the task id it was published with."""
+
+    task_id: str | None
+
+    def __new__(
+        cls, name: str, args: Any, kwargs: Any, task_id: str | None = None
+    ) -> _Queued:
+        item = super().__new__(cls, (name, tuple(args), dict(kwargs)))
+        item.task_id = task_id
+        return item
+
+
 class LocalRunner:
     """Drive actors and the supervisor tick in this process, with no worker and no beat.
 
@@ -160,11 +173,11 @@ class LocalRunner:
         if countdown > 0:
             self.later.append((time.monotonic() + countdown, name, tuple(args), dict(kwargs)))
         else:
-            self.queue.append((name, tuple(args), dict(kwargs)))
+            self.queue.append(_Queued(name, args, kwargs, options.get("task_id")))
 
     def _take_due(self) -> None:
         now = time.monotonic()
-        self.queue.extend((name, args, kwargs) for due, name, args, kwargs in self.later
+        self.queue.extend(_Queued(name, args, kwargs) for due, name, args, kwargs in self.later
                           if due <= now)  # fmt: skip
         self.later = [item for item in self.later if item[0] > now]
 
@@ -176,8 +189,10 @@ class LocalRunner:
         tasks = self.supervision.app.tasks
         self._take_due()
         while self.queue and ran < max_runs:
-            name, args, kwargs = self.queue.popleft()
-            result = tasks[name].apply(args=args, kwargs=kwargs)
+            queued = self.queue.popleft()
+            name, args, kwargs = queued
+            task_id = getattr(queued, "task_id", None)  # a run the ready set names by its id
+            result = tasks[name].apply(args=args, kwargs=kwargs, task_id=task_id)
             if result.failed():
                 self.failures.append((name, args, result.result))
             ran += 1

@@ -16,6 +16,10 @@ FAST = {"initial": 0.05, "factor": 1.0, "max": 0.05, "reset_after": 300}
 # A crash-looping actor among healthy siblings: quarantine, budget per child.
 supervision.supervisor("quarantining", intensity=3, period=5, max_consecutive_crashes=5,
                        backoff=FAST)
+# The same budget over a window no load can outlast: among busy siblings the crash loop is
+# caught by intensity, never by its consecutive crashes (tests/workers/test_supervision.py).
+supervision.supervisor("crowded", intensity=3, period=60, max_consecutive_crashes=10,
+                       backoff=FAST)
 supervision.supervisor("holder", on_limit="quarantine", intensity=1, period=60, backoff=FAST)
 # OTP escalation: a group restarted together, whose limit fails the group to its parent.
 supervision.supervisor("escalating", parent="holder", strategy="one_for_all",
@@ -50,6 +54,11 @@ def _apply(state: dict[str, Any], message: Any) -> dict[str, Any]:
 
 @actor(name="tree.worker", supervisor="quarantining", initial={"n": 0}, max_attempts=100)
 def worker(ctx: Any, state: dict[str, Any], message: Any) -> dict[str, Any]:
+    return _apply(state, message)
+
+
+@actor(name="tree.sibling", supervisor="crowded", initial={"n": 0}, max_attempts=100)
+def sibling(ctx: Any, state: dict[str, Any], message: Any) -> dict[str, Any]:
     return _apply(state, message)
 
 

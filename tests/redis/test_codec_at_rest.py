@@ -164,7 +164,7 @@ def test_a_worker_with_a_wrong_key_costs_no_message_an_attempt(
     before, crashes = ref.snapshot(), redis_client.llen(ref.keys.crashes)
     keys(WRONG)
     for _ in range(3):  # the worker refuses (and publishes it again later); it refuses again
-        bank.supervision.runtime.publish("vault.safe", "s1")
+        bank.supervision.publish("vault.safe", "s1")
         local.run()
         local.tick()
     # Each refusal published the run again one tick interval later, for a free worker (from

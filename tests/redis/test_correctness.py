@@ -95,9 +95,13 @@ def test_asks_reusing_one_business_id_with_two_actors_get_their_own_answers(
     time.sleep(0.2)  # x's asker is blocked on its reply now
     asking_y = threading.Thread(target=ask, args=("y",))
     asking_y.start()
-    _wait(lambda: sup.ref("shop.echo", "y").snapshot().pending == 1 and len(local.queue) == 2)
+    # x's run is live (queued): y waits in the type's ready set for it to serve.
+    _wait(lambda: sup.ref("shop.echo", "y").snapshot().pending == 1)
     time.sleep(0.2)
-    local.queue.rotate(-1)  # y's run first: its answer lands while x's asker waits
+    held = local.queue.popleft()  # x's run waits; y's own run goes first
+    sup.publish("shop.echo", "y")
+    local.run()  # y's answer lands while x's asker waits
+    local.queue.append(held)
     local.run()
     asking_x.join(15)
     asking_y.join(15)

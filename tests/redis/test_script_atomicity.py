@@ -213,6 +213,20 @@ _REENCRYPT_TYPED = [("meta", "hash"), ("history", "list"), ("mailbox", "list"),
                     ("dead", "list"), ("timers", "zset"), ("outbox", "list"),
                     ("timer_specs", "hash")]  # fmt: skip
 CASES.append(Case("reencrypt", base, _REENCRYPT_KEYS, _reencrypt_args, [], _REENCRYPT_TYPED))
+
+
+def _ready_setup(w: World) -> None:
+    """A run that died holding "a" (no longer live), and "b" waiting."""
+    w.extra.update(ready=f"{w.prefix}:ready:{{t}}", runs=f"{w.prefix}:runs:{{t}}",
+                   taken=f"{w.prefix}:taken:{{t}}")  # fmt: skip
+    w.client.zadd(w.extra["runs"], {"dead": 1})
+    w.client.hset(w.extra["taken"], "dead", '["a"]')
+    w.client.zadd(w.extra["ready"], {"b": 1})
+
+
+CASES.append(Case("ready", _ready_setup, actor_keys("ready", "runs", "taken"),
+                  lambda w: ["take", "run1", 5000, "run2", 8, 8], [],
+                  [("ready", "zset"), ("runs", "zset"), ("taken", "hash")]))
 CASES.append(Case("census", uncounted, actor_keys("meta"), lambda w: [], [], [("meta", "hash")]))
 BY_NAME = {c.script: c for c in CASES}
 
