@@ -151,20 +151,29 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def sample_interleaved(
-    ops: dict[str, Callable[[int], None]], samples: int, warmup: int = 200
+    ops: dict[str, Callable[[int], None]],
+    samples: int,
+    warmup: int = 200,
+    prepare: dict[str, Callable[[int], None]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Time each of ``ops`` ``samples`` times (ms), after ``warmup`` untimed calls each,
     in rounds of 100 taking every op in turn, so background load hits all alike; p50, p99,
-    mean and n of each."""
-    for op in ops.values():  # warm-up: connections, script loading
+    mean and n of each. ``prepare[name](i)``, if given, runs before each call, untimed."""
+    prepare = prepare or {}
+    for name, op in ops.items():  # warm-up: connections, script loading
         for i in range(warmup):
+            if name in prepare:
+                prepare[name](i)
             op(i)
     clock = time.perf_counter_ns
     timed: dict[str, list[float]] = {name: [] for name in ops}
     for _ in range(samples // 100):
         for name, op in ops.items():
             bucket = timed[name]
+            before = prepare.get(name)
             for i in range(100):
+                if before is not None:
+                    before(i)
                 t0 = clock()
                 op(i)
                 bucket.append((clock() - t0) / 1e6)

@@ -19,7 +19,7 @@ from .errors import AskTimeout, MailboxFull, MessageDeadLettered
 from .keyspace import ActorKeys, actor_member, parse_actor_member
 from .mailbox import header_json
 from .registry import mailbox_limit
-from .runtime import Runtime, redis_errors
+from .runtime import Runtime, new_run_id, redis_errors
 from .store import ActorStore
 from .tracing import Carrier, carrier
 
@@ -77,28 +77,47 @@ class Delivery:
             args += [header, body, "1" if given else "0"]
             dedup_keys.append(given if isinstance(given, str) else keys.dedup(mid))
 
+        ks = self.rt.keyspace
+        # One server: the due hint and the type's ready set are written by the script too
+        # (send.lua), one round trip. A cluster keeps them in other slots: the hints around
+        # the script, and the wake (Runtime.publish) after it.
+        one_server = not ks.cluster
+        run_id = new_run_id() if one_server else ""
+        extra_keys: list[str] = []
+        if one_server:
+            member = actor_member(type_name, key)
+            extra_keys = [ks.due_bucket(member), ks.ready(type_name), ks.ready_runs(type_name),
+                          ks.ready_taken(type_name)]  # fmt: skip
+            args += [member, int(self.rt.repair_after * 1000), run_id,
+                     int(self.rt.settings.lease_seconds * 1000)]  # fmt: skip
+
         def build(pipe: Any) -> None:
             # The hint before the append covers a client dying mid-pipeline; the one after
             # covers a tick that, having read the actor empty, drops the hint in between
             # (the tick re-checks after dropping; see tick.drop_if_unchanged).
-            self.store.add_hint(pipe, type_name, key, self.rt.repair_after)
+            if not one_server:
+                self.store.add_hint(pipe, type_name, key, self.rt.repair_after)
             self.rt.scripts.send(
-                keys=[keys.meta, keys.mailbox, *dedup_keys, keys.tombstone,
-                      *self.rt.keyspace.metric_keys(keys)],
+                keys=[keys.meta, keys.mailbox, *dedup_keys, keys.tombstone, *extra_keys,
+                      *ks.metric_keys(keys)],
                 args=args,
                 client=pipe,
             )
-            self.store.add_hint(pipe, type_name, key, self.rt.repair_after)
+            if not one_server:
+                self.store.add_hint(pipe, type_name, key, self.rt.repair_after)
             self.rt.wait_replicas(pipe)
 
         with redis_errors(f"actor {type_name}:{key}"):
             replies = self.rt.pipeline(build, client=self.rt.client_once)
-        result = replies[1]
+        result = replies[0 if one_server else 1]
         if text(result[0]) == "full":
             raise MailboxFull(f"{type_name}:{key}", limit, int(result[1]))
         if int(result[-1]) == 1:
             self._index_new(type_name, key)
-        if int(result[0]) == 1:
+        woke = int(result[0])
+        if woke == 1 and one_server:  # no run was live: the script made this one live
+            self._publish(type_name, key, run_id)
+        elif woke in (1, 3):  # a cluster, or garbage in the ready set (reported there)
             self._wake(type_name, key)
         self.rt.check_replicas(replies, f"send to actor {type_name}:{key}")
         return [int(x) for x in result[1:-1]]
@@ -120,6 +139,19 @@ class Delivery:
         except Exception as exc:
             log.warning("celery_supervise type_index_failed actor=%s key=%s error=%r",
                         type_name, key, exc)  # fmt: skip
+
+    def _publish(self, type_name: str, key: str, run_id: str) -> None:
+        """Publish the run ``run_id`` the send script made live for this actor; a failure
+        is logged, as in ``_wake`` (the tick starts a run once this one stops counting as
+        live)."""
+        try:
+            self.rt.dispatch(type_name, (key,), {}, {"task_id": run_id})
+        except Exception as exc:
+            log.warning(
+                "celery_supervise publish_failed actor=%s key=%s error=%r "
+                "(messages are stored; the tick will wake the actor)",
+                type_name, key, exc,
+            )  # fmt: skip
 
     def _wake(self, type_name: str, key: str) -> None:
         # The messages are durable now; a failed publish must not make the caller think

@@ -58,6 +58,9 @@ ACCOUNTED = frozenset({
     "fire_timers", "settle", "iso_outcome", "requeue", "delete", "census",
 })  # fmt: skip
 
+#: Scripts that include ``_ready.lua`` (a type's ready set and live runs).
+READY_USERS = frozenset({"ready", "send"})
+
 _WRAPPED = """
 local census_err = check_census()
 if census_err then return census_err end
@@ -76,6 +79,8 @@ return reply
 def source(name: str) -> str:
     folder = resources.files("celery_supervise") / "scripts"
     prelude = (folder / "_prelude.lua").read_text()
+    if name in READY_USERS:
+        prelude += "\n" + (folder / "_ready.lua").read_text()
     body = (folder / f"{name}.lua").read_text()
     if name in ACCOUNTED:
         census = (folder / "_account.lua").read_text()

@@ -34,37 +34,16 @@ if mode == 'lost' then
   end
 end
 local now = now_ms()
-local gone = {}
-for _, dead in ipairs(redis.call('ZRANGEBYSCORE', runs, '-inf', now)) do
-  local raw = redis.call('HGET', taken, dead)
-  local ok, keys = pcall(cjson.decode, raw or '[]')
-  if not ok or type(keys) ~= 'table' then return corrupt(taken .. ' ' .. dead .. ' holds ' .. shown(raw)) end
-  gone[dead] = keys
-end
-for dead, keys in pairs(gone) do
-  for _, key in ipairs(keys) do redis.call('ZADD', ready, 'NX', now, key) end
-  redis.call('HDEL', taken, dead)
-end
-redis.call('ZREMRANGEBYSCORE', runs, '-inf', now)
-local function start(id, key)
-  redis.call('ZADD', runs, now + live, id)
-  redis.call('HSET', taken, id, cjson.encode({key}))
-end
+local gone
+gone, err = ready_dead(runs, taken, now)
+if err then return err end
+ready_bury(ready, runs, taken, gone, now)
 local function spawn()
   local head = redis.call('ZPOPMIN', ready, 1)
-  start(ARGV[4], head[1])
+  ready_start(runs, taken, ARGV[4], head[1], now, live)
   return head[1]
 end
-if mode == 'push' then
-  local key = ARGV[7]
-  if redis.call('ZCARD', runs) == 0 then
-    redis.call('ZREM', ready, key)
-    start(run, key)
-    return 1
-  end
-  redis.call('ZADD', ready, 'NX', now, key)
-  return 0
-end
+if mode == 'push' then return ready_push(ready, runs, taken, ARGV[7], run, now, live) end
 -- take / end / lost: this run holds nothing any more (it served what it took, or gives it
 -- back)
 if mode == 'end' then

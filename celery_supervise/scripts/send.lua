@@ -56,7 +56,25 @@ if gone then
   seq0, version0, token0 = string.match(gone, '^(%d+) (%d+) (%d+)$')
   if not seq0 or #gone > 60 then return corrupt(tombstone .. ' holds ' .. shown(gone)) end
 end
+-- On one server (not a cluster, where these live in other slots) the caller passes the due
+-- hint and the type's ready set too, so that a send is one round trip: KEYS[4 + n] the due
+-- bucket, KEYS[5 + n .. 7 + n] the type's ready set, live runs and what they took
+-- (_ready.lua); ARGV[6 + 3n] the actor's member in the due index, ARGV[7 + 3n] how soon the
+-- tick looks (ms), ARGV[8 + 3n] a task id for a new run, ARGV[9 + 3n] how long a run counts
+-- as live (ms). The woke flag is then 1: publish that run; 2: a live run takes the actor;
+-- 3: the ready set holds garbage, so it was not touched (the caller wakes the actor as on a
+-- cluster, which reports the garbage): garbage there must not stop a send.
 local now = now_ms()
+local fast = #ARGV > 5 + 3 * n
+local ready, runs, taken, gone, unusable
+if fast then
+  ready, runs, taken = KEYS[5 + n], KEYS[6 + n], KEYS[7 + n]
+  err = check_type(KEYS[4 + n], 'zset')
+  if err then return err end
+  unusable = check_types(ready, 'zset', runs, 'zset', taken, 'hash')
+  if not unusable then gone, unusable = ready_dead(runs, taken, now) end
+  redis.call('ZADD', KEYS[4 + n], 'LT', now + tonumber(ARGV[7 + 3 * n]), ARGV[6 + 3 * n])
+end
 local created = 0
 if redis.call('HSETNX', meta, 'type', ARGV[1]) == 1 then
   created = 1
@@ -91,6 +109,13 @@ if (status == 'idle' or status == 'active') and redis.call('HGET', meta, 'sched'
    and redis.call('LLEN', mbox) > 0 then
   redis.call('HSET', meta, 'sched', 1, 'sched_at', now, 'status', 'active')
   out[1] = 1
+  if fast and unusable then
+    out[1] = 3
+  elseif fast then
+    ready_bury(ready, runs, taken, gone, now)
+    local live = tonumber(ARGV[9 + 3 * n])
+    if ready_push(ready, runs, taken, ARGV[2], ARGV[8 + 3 * n], now, live) == 0 then out[1] = 2 end
+  end
 end
 bump_rev(meta)
 out[#out + 1] = created

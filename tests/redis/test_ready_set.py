@@ -8,6 +8,7 @@ it took, garbage in the bookkeeping."""
 from __future__ import annotations
 
 import json
+import re
 from types import ModuleType
 from typing import Any
 
@@ -136,3 +137,40 @@ def test_garbage_in_what_a_run_took_is_refused_and_no_wake_is_lost(
     ref.send({"add": 4})  # the ready set refuses: the run is published directly
     local.run()
     assert ref.snapshot().state["balance"] == 4
+
+
+def test_one_server_send_checks_the_due_bucket_before_any_write(
+    bank: ModuleType, local: LocalRunner, redis_client: redis.Redis
+) -> None:
+    """On one server the send script writes the due hint itself: a due bucket of the wrong
+    type refuses the send before any write, naming the key."""
+    from celery_supervise import CorruptActorData
+    from celery_supervise.keyspace import actor_member
+    from tests.redis.test_script_atomicity import image
+
+    rt = bank.supervision.runtime
+    assert not rt.keyspace.cluster
+    ref = bank.account.ref("hinted")
+    bucket = rt.keyspace.due_bucket(actor_member("bank.account", "hinted"))
+    redis_client.set(bucket, "garbage")
+    prefix = rt.settings.key_prefix
+    before = image(redis_client, prefix)
+    with pytest.raises(CorruptActorData, match=re.escape(bucket) + ".*WRONGTYPE"):
+        ref.send({"add": 1})
+    assert image(redis_client, prefix) == before
+    assert not local.queue
+
+
+@pytest.mark.parametrize("which", ["ready", "ready_runs", "ready_taken"])
+def test_a_ready_set_key_of_the_wrong_type_does_not_stop_a_send(
+    bank: ModuleType, local: LocalRunner, redis_client: redis.Redis, which: str
+) -> None:
+    rt = bank.supervision.runtime
+    wrong = getattr(rt.keyspace, which)("bank.account")
+    redis_client.set(wrong, "garbage")
+    ref = bank.account.ref("w")
+    ref.send({"add": 6})  # the ready set is not touched; the run is published directly
+    assert redis_client.get(wrong) == b"garbage"  # kept, for an operator to look at
+    assert len(local.queue) == 1 and local.queue[0].task_id is None
+    local.run()
+    assert ref.snapshot().state["balance"] == 6
