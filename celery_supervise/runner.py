@@ -63,38 +63,88 @@ class TimeLimitExceeded(SuperviseError):
     """A step ran past its actor type's ``time_limit``."""
 
 
-class _LeaseRenewer(threading.Thread):
-    """Renews the lease every third of its length until stopped, lost, or past the step's
-    time limit (counted from the start of each step: ``step_started``)."""
+class _Lease:
+    """One step's lease, renewed by this process's renewal thread (``_Renewals``) every
+    third of its length until stopped, lost, or past the step's time limit (counted from
+    the start of each step: ``step_started``)."""
 
     def __init__(self, rt: Runtime, keys: ActorKeys, token: int, limit: float | None) -> None:
-        super().__init__(name="celery_supervise-lease", daemon=True)
         self.rt, self.keys, self.token = rt, keys, token
         self.limit = limit
         self.deadline = time.monotonic() + limit if limit else None
-        self.stopped = threading.Event()
+        self.interval = rt.settings.lease_seconds / 3
+        self.lease_ms = int(rt.settings.lease_seconds * 1000)
+        self.next_at = time.monotonic() + self.interval
         self.lost = False
 
     def step_started(self) -> None:
         if self.limit:
             self.deadline = time.monotonic() + self.limit
 
-    def run(self) -> None:
-        interval = self.rt.settings.lease_seconds / 3
-        lease_ms = int(self.rt.settings.lease_seconds * 1000)
-        store = ActorStore(self.rt)
-        while not self.stopped.wait(interval):
-            if self.deadline is not None and time.monotonic() > self.deadline:
-                return  # past time_limit: let the lease lapse so the tick can act
-            try:
-                if not store.renew(self.keys, self.token, lease_ms):
-                    self.lost = True
-                    return
-            except redis.RedisError:
-                continue  # Redis away: keep trying; the commit's fencing decides anyway
+    def start(self) -> None:
+        _RENEWALS.watch(self)
 
     def stop(self) -> None:
-        self.stopped.set()
+        _RENEWALS.unwatch(self)
+
+    def renew(self) -> bool:
+        """Renew once; False when it is no longer to be renewed."""
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            return False  # past time_limit: let the lease lapse so the tick can act
+        try:
+            if not ActorStore(self.rt).renew(self.keys, self.token, self.lease_ms):
+                self.lost = True
+                return False
+        except redis.RedisError:
+            pass  # Redis away: keep trying; the commit's fencing decides anyway
+        return True
+
+
+class _Renewals:
+    """One thread per process renews the leases of the steps it runs: a run serves many
+    actors, and a thread started for each would cost more than the step."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Made anew in a forked child (the parent's thread and lock do not come along)."""
+        self.cond = threading.Condition()
+        self.leases: set[_Lease] = set()
+        self.thread: threading.Thread | None = None
+
+    def watch(self, lease: _Lease) -> None:
+        with self.cond:
+            if self.thread is None:
+                self.thread = threading.Thread(
+                    target=self._loop, name="celery_supervise-lease", daemon=True
+                )
+                self.thread.start()
+            self.leases.add(lease)
+            self.cond.notify()
+
+    def unwatch(self, lease: _Lease) -> None:
+        with self.cond:
+            self.leases.discard(lease)
+
+    def _loop(self) -> None:
+        while True:
+            with self.cond:
+                now = time.monotonic()
+                due = [lease for lease in self.leases if lease.next_at <= now]
+                if not due:
+                    soonest = min((lease.next_at for lease in self.leases), default=now + 60)
+                    self.cond.wait(max(soonest - now, 0.001))
+                    continue
+                for lease in due:
+                    lease.next_at = now + lease.interval
+            for lease in due:  # outside the lock: a slow Redis holds up no step's start
+                if not lease.renew():
+                    self.unwatch(lease)
+
+
+_RENEWALS = _Renewals()
+os.register_at_fork(after_in_child=_RENEWALS.reset)
 
 
 @contextmanager
@@ -137,7 +187,7 @@ class _Run:
         self.token = 0
         self.version = 0
         self.committed = 0
-        self.renewer: _LeaseRenewer | None = None
+        self.renewer: _Lease | None = None
 
     def run(self) -> dict[str, Any]:
         summary: dict[str, Any] = {"actor": self.atype.name, "key": self.key}
@@ -149,7 +199,7 @@ class _Run:
         if claim.halted_by is not None:
             return {**summary, "outcome": self.stop_for_supervisor(claim.halted_by)}
         self.token, self.version = claim.token, claim.version
-        renewer = self.renewer = _LeaseRenewer(
+        renewer = self.renewer = _Lease(
             self.rt, self.keys, self.token, self.atype.time_limit
         )
         renewer.start()

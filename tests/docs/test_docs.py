@@ -285,6 +285,7 @@ def test_keyspace_page_draws_every_key() -> None:
     built |= {reply_marker(actor.reply("<id>"))}
     built |= {ks.due(0), ks.plan("x"), ks.dead_index, ks.tick_lock, ks.tick_senders, ks.events}
     built |= {ks.quarantined_index("T"), ks.type_index("T")}
+    built |= {ks.ready("T"), ks.ready_runs("T"), ks.ready_taken("T")}
     built |= {ks.stats("T", 0), ks.status_index("T", 0, "<status>"), ks.tick_stats}
     built |= {ks.tick_group_lock("<g>"), ks.stat_slots("T")}  # type: ignore[arg-type]
     on_cluster = Keyspace("P", cluster=True)
