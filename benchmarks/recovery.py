@@ -13,6 +13,7 @@ visibility_timeout and restore sweep, stated.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from types import ModuleType
@@ -77,6 +78,30 @@ def _actor_recovery(
     ``step``-second step."""
     out: dict[str, Any] = {"step_seconds": step, "lease_seconds": lease, "tick_interval": tick}
     client.flushdb()
+    sup = actors.supervision
+    # This process sends as the workers run: with their lease and tick (a send that starts
+    # a run makes it count as live for a lease).
+    rt = sup.runtime
+    own = rt.settings
+    rt.use_settings(dataclasses.replace(own, lease_seconds=lease, tick_interval=tick))
+    try:
+        return _trials(cfg, procs, env, client, actors, lease, tick, step, prefix, out)
+    finally:
+        rt.use_settings(own)
+
+
+def _trials(
+    cfg: Config,
+    procs: Processes,
+    env: dict[str, str],
+    client: redis.Redis,
+    actors: ModuleType,
+    lease: float,
+    tick: float,
+    step: float,
+    prefix: str,
+    out: dict[str, Any],
+) -> dict[str, Any]:
     sup = actors.supervision
     wenv = dict(env, BENCH_LEASE=f"{lease:g}", BENCH_TICK=f"{tick:g}")
     workers = [procs.worker(ACTOR_APP, f"{prefix}-{i}", wenv, cfg.concurrency) for i in range(2)]

@@ -377,7 +377,9 @@ class ActorStore:
             reply = self.rt.pipeline(build)[-1]
         outcome = text(reply[0])
         if outcome == "woke":
-            self.rt.publish(keys.type_name, keys.key)
+            # Directly: after a crash the run that counts as live may be the dead worker's,
+            # and a restart must not wait a lease for it to stop counting.
+            self.rt.publish(keys.type_name, keys.key, direct=True)
         return RestartOutcome(outcome, int(reply[1]) if outcome != "skip" else 0)
 
     def upgrade(

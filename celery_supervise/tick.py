@@ -551,8 +551,8 @@ def worker_lost(v: Visit, look: Look) -> str:
         # would follow (its batch ended) and it died before releasing. That is no crash of
         # any message; just free the lease (and publish the next run if more are queued).
         released = v.store.release(keys, meta["token"])
-        if released == "more":
-            v.rt.publish(keys.type_name, keys.key)
+        if released == "more":  # directly: the run counting as live may be the dead one
+            v.rt.publish(keys.type_name, keys.key, direct=True)
         return f"released_{released}"
     try:
         entry = Entry.parse(head, where=f"actor {keys.type_name}:{keys.key}")

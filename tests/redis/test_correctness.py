@@ -391,8 +391,8 @@ def test_rollback_and_restart_report_the_version_they_made_though_a_step_follows
     assert ref.snapshot().version == 2
     real_publish = sup.runtime.publish
 
-    def a_worker_steps_at_once(type_name: str, key: str) -> None:
-        real_publish(type_name, key)
+    def a_worker_steps_at_once(type_name: str, key: str, **how: Any) -> None:
+        real_publish(type_name, key, **how)
         local.run()
 
     ref.send({"add": 4})  # queued: its run waits in the local queue
