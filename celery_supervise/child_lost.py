@@ -46,17 +46,22 @@ def end_lost_run(rt: Runtime, type_name: str, key: str, task_id: str, worker: st
     ``type_name:key``: end the leases that process may hold -- on that actor, or on one it
     took from the type's ready set (``runner.serve_ready``) -- then give the ready set
     back what the run held. Returns what was done for ``key`` (see ``end_lost_lease``)."""
-    with waiting_at_most(PATIENCE):
-        raw = rt.client.hget(rt.keyspace.ready_taken(type_name), task_id)
-    taken = [k for k in _keys(raw) if k != key]
-    outcome = end_lost_lease(rt, type_name, key, worker)
-    for other in taken:
-        end_lost_lease(rt, type_name, other, worker, quiet=True)
-    with waiting_at_most(PATIENCE):
-        spawn_id = new_run_id()
-        (handed,) = (text(x) for x in rt.ready(type_name, "lost", task_id, spawn_id=spawn_id))
-    if handed:
-        rt.dispatch(type_name, (handed,), {}, {"task_id": spawn_id})
+    outcome = end_lost_lease(rt, type_name, key, worker)  # first: the likeliest one
+    try:
+        with waiting_at_most(PATIENCE):
+            raw = rt.client.hget(rt.keyspace.ready_taken(type_name), task_id)
+        for other in (k for k in _keys(raw) if k != key):
+            end_lost_lease(rt, type_name, other, worker, quiet=True)
+        with waiting_at_most(PATIENCE):
+            spawn_id = new_run_id()
+            reply = rt.ready(type_name, "lost", task_id, spawn_id=spawn_id)
+            (handed,) = (text(x) for x in reply)
+            if handed:
+                rt.dispatch_run(type_name, handed, spawn_id)
+    except Exception as exc:  # the actor's own lease is ended; the rest waits a lease
+        log.warning("celery_supervise child_lost_ready_failed actor=%s run=%s error=%r "
+                    "(what the run held goes back when it stops counting as live)",
+                    type_name, task_id, exc)  # fmt: skip
     return outcome
 
 

@@ -19,7 +19,7 @@ from .errors import AskTimeout, MailboxFull, MessageDeadLettered
 from .keyspace import ActorKeys, actor_member, parse_actor_member
 from .mailbox import header_json
 from .registry import mailbox_limit
-from .runtime import Runtime, new_run_id, redis_errors
+from .runtime import READY_RUNS, READY_TAKE, Runtime, new_run_id, redis_errors
 from .store import ActorStore
 from .tracing import Carrier, carrier
 
@@ -88,8 +88,9 @@ class Delivery:
             member = actor_member(type_name, key)
             extra_keys = [ks.due_bucket(member), ks.ready(type_name), ks.ready_runs(type_name),
                           ks.ready_taken(type_name)]  # fmt: skip
-            args += [member, int(self.rt.repair_after * 1000), run_id,
-                     int(self.rt.settings.lease_seconds * 1000)]  # fmt: skip
+            live_ms = int(self.rt.settings.lease_seconds * 1000)
+            args += [member, int(self.rt.repair_after * 1000), run_id, live_ms, READY_TAKE,
+                     READY_RUNS]  # fmt: skip
 
         def build(pipe: Any) -> None:
             # The hint before the append covers a client dying mid-pipeline; the one after
@@ -145,7 +146,7 @@ class Delivery:
         is logged, as in ``_wake`` (the tick starts a run once this one stops counting as
         live)."""
         try:
-            self.rt.dispatch(type_name, (key,), {}, {"task_id": run_id})
+            self.rt.dispatch_run(type_name, key, run_id)
         except Exception as exc:
             log.warning(
                 "celery_supervise publish_failed actor=%s key=%s error=%r "

@@ -115,7 +115,7 @@ class _Renewals:
 
     def watch(self, lease: _Lease) -> None:
         with self.cond:
-            if self.thread is None:
+            if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(
                     target=self._loop, name="celery_supervise-lease", daemon=True
                 )
@@ -139,7 +139,13 @@ class _Renewals:
                 for lease in due:
                     lease.next_at = now + lease.interval
             for lease in due:  # outside the lock: a slow Redis holds up no step's start
-                if not lease.renew():
+                try:
+                    renewing = lease.renew()
+                except Exception as exc:  # never the end of this thread: every lease needs it
+                    log.warning("celery_supervise lease_renew_failed actor=%s key=%s error=%r",
+                                lease.keys.type_name, lease.keys.key, exc)  # fmt: skip
+                    renewing = True
+                if not renewing:
                     self.unwatch(lease)
 
 
@@ -609,21 +615,18 @@ def run_actor(rt: Runtime, atype: ActorSpec[Any], key: str, task: Any) -> dict[s
     except Exception as exc:
         failed.append((key, exc))
     run_id = getattr(getattr(task, "request", None), "id", None)
+    served: dict[str, int] = {}
     if run_id:
-        served = serve_ready(rt, atype, task, run_id, deadline, failed)
+        try:
+            serve_ready(rt, atype, task, run_id, deadline, failed, served)
+        except Exception as exc:  # the ready set failed (Redis, the broker): after the rest
+            failed.append(("(ready set)", exc))
         if key in served:  # woken again while this run went on: its steps count as its own
             summary["committed"] = summary.get("committed", 0) + served.pop(key)
-        summary["served"] = served
+    summary["served"] = served
     if failed:
         _raise_first(atype.name, failed)
     return summary
-
-
-#: Most actors a run takes from its type's ready set at once.
-READY_TAKE = 8
-#: Most runs of one actor type live at once that serve its ready set; a run that finds more
-#: waiting than it takes publishes another, up to this many.
-READY_RUNS = 8
 
 
 def serve_ready(
@@ -633,21 +636,22 @@ def serve_ready(
     run_id: str,
     deadline: float,
     failed: list[tuple[str, Exception]],
-) -> dict[str, int]:
+    served: dict[str, int],
+) -> None:
     """Serve the actors of ``atype`` waiting in its ready set, a few at a time, until
-    ``deadline``; give back the ones taken and not reached (also when Redis fails here).
-    Returns actor key -> steps committed; what failed is appended to ``failed``."""
-    served: dict[str, int] = {}
+    ``deadline``; give back the ones taken and not reached -- when something fails here,
+    all it holds. Counts actor key -> steps committed in ``served``; an actor's failure is
+    appended to ``failed``, one of the ready set's own raised."""
     taken: list[str] = []
     ended = False
+    clean = False
     try:
         while time.monotonic() < deadline:
             spawn_id = new_run_id()
-            reply = rt.ready(atype.name, "take", run_id, spawn_id=spawn_id, take=READY_TAKE,
-                             max_runs=READY_RUNS)  # fmt: skip
+            reply = rt.ready(atype.name, "take", run_id, spawn_id=spawn_id)
             spawned, *taken = (text(x) for x in reply)
             if spawned:
-                rt.dispatch(atype.name, (spawned,), {}, {"task_id": spawn_id})
+                rt.dispatch_run(atype.name, spawned, spawn_id)
             if not taken:
                 ended = True
                 break
@@ -660,27 +664,31 @@ def serve_ready(
                     failed.append((key, exc))
                     served.setdefault(key, 0)
                 del taken[0]
+        clean = True
     finally:
         if not ended:
-            _end_run(rt, atype.name, run_id, taken)
-    return served
+            _end_run(rt, atype.name, run_id, taken, given_up=not clean)
 
 
-def _end_run(rt: Runtime, type_name: str, run_id: str, unserved: list[str]) -> None:
-    """This run is no longer live: give back what it did not serve, and hand the ready set
-    to a new run if actors still wait and no other run is live. Redis refusing leaves the
-    run to stop counting as live after a lease, its actors going back then."""
+def _end_run(
+    rt: Runtime, type_name: str, run_id: str, unserved: list[str], *, given_up: bool
+) -> None:
+    """This run is no longer live: give back what it did not serve (``given_up``: all it
+    holds, the local list may be behind), and hand the ready set to a new run if actors
+    still wait. Redis refusing leaves the run to stop counting as live after a lease, its
+    actors going back then."""
     spawn_id = new_run_id()
     try:
-        (handed,) = (text(x) for x in rt.ready(type_name, "end", run_id, spawn_id=spawn_id,
-                                               keys=tuple(unserved)))  # fmt: skip
+        mode = "lost" if given_up else "end"
+        reply = rt.ready(type_name, mode, run_id, spawn_id=spawn_id, keys=tuple(unserved))
+        (handed,) = (text(x) for x in reply)
     except redis.RedisError as exc:
         log.warning("celery_supervise ready_failed actor=%s run=%s error=%r "
                     "(its actors go back to the ready set when it stops counting as live)",
                     type_name, run_id, exc)  # fmt: skip
         return
     if handed:
-        rt.dispatch(type_name, (handed,), {}, {"task_id": spawn_id})
+        rt.dispatch_run(type_name, handed, spawn_id)
 
 
 def _raise_first(type_name: str, failed: list[tuple[str, Exception]]) -> None:

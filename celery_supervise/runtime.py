@@ -252,6 +252,13 @@ def _locks_after_fork() -> None:
 os.register_at_fork(after_in_child=_locks_after_fork)
 
 
+#: Most actors a run takes from its type's ready set at once.
+READY_TAKE = 8
+#: Most runs of one actor type live at once that serve its ready set: another run is
+#: published when more actors wait than the live ones take at once, up to this many.
+READY_RUNS = 8
+
+
 def new_run_id() -> str:
     """A Celery task id for a run published from here (the ready set names runs by it)."""
     return str(uuid.uuid4())
@@ -314,7 +321,18 @@ class Runtime:
             self.dispatch(type_name, (key,), {}, {})
             return
         if int(pushed) == 1:
+            self.dispatch_run(type_name, key, run_id)
+
+    def dispatch_run(self, type_name: str, key: str, run_id: str) -> None:
+        """Publish the run ``run_id`` the ready set made live for ``key``. If publishing
+        fails, the run is given up at once (best effort), so wakes of the type do not wait
+        a lease for a run that never comes; the error is raised."""
+        try:
             self.dispatch(type_name, (key,), {}, {"task_id": run_id})
+        except Exception:
+            with contextlib.suppress(redis.RedisError):
+                self.ready(type_name, "lost", run_id)
+            raise
 
     def ready(
         self,
@@ -323,8 +341,8 @@ class Runtime:
         run_id: str,
         *,
         spawn_id: str = "",
-        take: int = 0,
-        max_runs: int = 0,
+        take: int = READY_TAKE,
+        max_runs: int = READY_RUNS,
         keys: tuple[str, ...] = (),
     ) -> Any:
         """``ready.lua`` on the type's ready set, its live runs and what they took; a run

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
+
 from .census import observe_tick
 from .codec import text
 from .crashes import record_crash
@@ -171,20 +173,30 @@ def kick_ready(rt: Runtime, report: TickReport) -> None:
     a lease and a tick."""
     names = sorted(all_types())
     ks = rt.keyspace
+    now = rt.now_ms()
 
     def build(pipe: Any) -> None:
         for name in names:
-            pipe.zcard(ks.ready(name))
+            pipe.exists(ks.ready(name))
+            pipe.zrangebyscore(ks.ready_runs(name), "-inf", now, start=0, num=1)
 
-    waiting = rt.pipeline(build) if names else []
-    for name, count in zip(names, waiting, strict=True):
-        if not count:
-            continue
-        spawn_id = new_run_id()
-        (handed,) = (text(x) for x in rt.ready(name, "end", "", spawn_id=spawn_id))
-        if handed:
-            rt.dispatch(name, (handed,), {}, {"task_id": spawn_id})
-            report.counts["ready_kicked"] = report.counts.get("ready_kicked", 0) + 1
+    try:
+        replies = rt.pipeline(build) if names else []
+    except redis.RedisError as exc:
+        log.warning("celery_supervise ready_kick_failed error=%r", exc)
+        return
+    for i, name in enumerate(names):
+        waiting, dead = replies[2 * i], replies[2 * i + 1]
+        if not waiting and not dead:
+            continue  # nothing waits, and no run died holding actors
+        try:
+            spawn_id = new_run_id()
+            (handed,) = (text(x) for x in rt.ready(name, "end", "", spawn_id=spawn_id))
+            if handed:
+                rt.dispatch_run(name, handed, spawn_id)
+                report.counts["ready_kicked"] = report.counts.get("ready_kicked", 0) + 1
+        except Exception as exc:  # garbage in one type's set stops no other type's kick
+            log.warning("celery_supervise ready_kick_failed actor=%s error=%r", name, exc)
 
 
 def _group_tick(rt: Runtime, group: int) -> TickReport:

@@ -7,16 +7,17 @@
 -- ARGV[1] mode: 'push' | 'take' | 'end' | 'lost'
 -- ARGV[2] push: the task id for a new run; else this run's task id
 -- ARGV[3] how long a run counts as live without coming back (ms)
--- ARGV[4] take / end / lost: a task id for a new run, if one is wanted
--- ARGV[5] take: how many to take   ARGV[6] take: most live runs of the type
+-- ARGV[4] take / end / lost: a task id for a new run ('' for none)
+-- ARGV[5] how many a run takes at once   ARGV[6] most live runs of the type
 -- ARGV[7..] push: the actor key; end: the actors it took and gives back unserved
--- push: 1 when no run was live: ARGV[2] is live now, holding the actor, and the caller
---   publishes it for that actor; else 0: the actor waits in the set.
+-- push: 1 when no run was live, or more wait than the live runs take at once (below
+--   ARGV[6] runs): ARGV[2] is live now, holding the actor, and the caller publishes it for
+--   that actor; else 0: the actor waits in the set.
 -- take: {new run's actor or '', actor_1, ...}: no actor means the run is no longer live.
 --   When more wait and fewer than ARGV[6] runs are live, one more actor is taken for the new
 --   run ARGV[4], which the caller publishes for it.
--- end: the run is no longer live; when actors wait and no run is live, one is handed to a
---   new run ARGV[4]: {actor}, else {''}. lost: the same for a run whose process died (its
+-- end: the run is no longer live; when actors wait and fewer than ARGV[6] runs are live,
+--   one is handed to a new run ARGV[4]: {actor}, else {''}. lost: the same for a run whose process died (its
 --   worker's main process says so), every actor it held going back to the set.
 -- A run that stops coming back (its worker died) is no longer live; the actors it held go
 -- back to the set, for the next run (their claim decides whether anything is to be done).
@@ -26,12 +27,8 @@ if err then return err end
 local mode, run, live = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local held = {}
 if mode == 'lost' then
-  local raw = redis.call('HGET', taken, run)
-  if raw then
-    local ok, keys = pcall(cjson.decode, raw)
-    if not ok or type(keys) ~= 'table' then return corrupt(taken .. ' ' .. run .. ' holds ' .. shown(raw)) end
-    held = keys
-  end
+  held, err = ready_held(taken, run)
+  if err then return err end
 end
 local now = now_ms()
 local gone
@@ -43,7 +40,8 @@ local function spawn()
   ready_start(runs, taken, ARGV[4], head[1], now, live)
   return head[1]
 end
-if mode == 'push' then return ready_push(ready, runs, taken, ARGV[7], run, now, live) end
+local take, most = tonumber(ARGV[5]), tonumber(ARGV[6])
+if mode == 'push' then return ready_push(ready, runs, taken, ARGV[7], run, now, live, take, most) end
 -- take / end / lost: this run holds nothing any more (it served what it took, or gives it
 -- back)
 if mode == 'end' then
@@ -53,17 +51,19 @@ for _, key in ipairs(held) do redis.call('ZADD', ready, 'NX', now, key) end
 redis.call('HDEL', taken, run)
 redis.call('ZREM', runs, run)
 if mode ~= 'take' then
-  if redis.call('ZCARD', runs) == 0 and redis.call('ZCARD', ready) > 0 then return {spawn()} end
+  if ARGV[4] ~= '' and redis.call('ZCARD', ready) > 0 and redis.call('ZCARD', runs) < most then
+    return {spawn()}
+  end
   return {''}
 end
-local got = redis.call('ZPOPMIN', ready, tonumber(ARGV[5]))
+local got = redis.call('ZPOPMIN', ready, take)
 if #got == 0 then return {''} end
 local keys = {}
 for i = 1, #got, 2 do keys[#keys + 1] = got[i] end
 redis.call('ZADD', runs, now + live, run)
 redis.call('HSET', taken, run, cjson.encode(keys))
 local out = {''}
-if redis.call('ZCARD', ready) > 0 and redis.call('ZCARD', runs) < tonumber(ARGV[6]) then
+if ARGV[4] ~= '' and redis.call('ZCARD', ready) > 0 and redis.call('ZCARD', runs) < most then
   out[1] = spawn()
 end
 for _, key in ipairs(keys) do out[#out + 1] = key end

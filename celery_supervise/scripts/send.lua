@@ -61,18 +61,19 @@ end
 -- bucket, KEYS[5 + n .. 7 + n] the type's ready set, live runs and what they took
 -- (_ready.lua); ARGV[6 + 3n] the actor's member in the due index, ARGV[7 + 3n] how soon the
 -- tick looks (ms), ARGV[8 + 3n] a task id for a new run, ARGV[9 + 3n] how long a run counts
--- as live (ms). The woke flag is then 1: publish that run; 2: a live run takes the actor;
+-- as live (ms), ARGV[10 + 3n] how many a run takes at once, ARGV[11 + 3n] most live runs.
+-- The woke flag is then 1: publish that run; 2: a live run takes the actor;
 -- 3: the ready set holds garbage, so it was not touched (the caller wakes the actor as on a
 -- cluster, which reports the garbage): garbage there must not stop a send.
 local now = now_ms()
 local fast = #ARGV > 5 + 3 * n
-local ready, runs, taken, gone, unusable
+local ready, runs, taken, dead_runs, unusable
 if fast then
   ready, runs, taken = KEYS[5 + n], KEYS[6 + n], KEYS[7 + n]
   err = check_type(KEYS[4 + n], 'zset')
   if err then return err end
   unusable = check_types(ready, 'zset', runs, 'zset', taken, 'hash')
-  if not unusable then gone, unusable = ready_dead(runs, taken, now) end
+  if not unusable then dead_runs, unusable = ready_dead(runs, taken, now) end
   redis.call('ZADD', KEYS[4 + n], 'LT', now + tonumber(ARGV[7 + 3 * n]), ARGV[6 + 3 * n])
 end
 local created = 0
@@ -112,9 +113,12 @@ if (status == 'idle' or status == 'active') and redis.call('HGET', meta, 'sched'
   if fast and unusable then
     out[1] = 3
   elseif fast then
-    ready_bury(ready, runs, taken, gone, now)
-    local live = tonumber(ARGV[9 + 3 * n])
-    if ready_push(ready, runs, taken, ARGV[2], ARGV[8 + 3 * n], now, live) == 0 then out[1] = 2 end
+    ready_bury(ready, runs, taken, dead_runs, now)
+    local live, take, most = tonumber(ARGV[9 + 3 * n]), tonumber(ARGV[10 + 3 * n]),
+                             tonumber(ARGV[11 + 3 * n])
+    if ready_push(ready, runs, taken, ARGV[2], ARGV[8 + 3 * n], now, live, take, most) == 0 then
+      out[1] = 2
+    end
   end
 end
 bump_rev(meta)

@@ -33,20 +33,20 @@ def _balances(bank: ModuleType, keys: list[str]) -> list[int]:
     return [bank.account.ref(k).snapshot().state["balance"] for k in keys]
 
 
-def test_a_burst_of_wakes_costs_one_run_which_serves_them_all(
+def test_a_burst_of_wakes_costs_a_few_runs_which_serve_them_all(
     bank: ModuleType, local: LocalRunner
 ) -> None:
     keys = [f"b{i}" for i in range(30)]
     for n, key in enumerate(keys):
         bank.account.ref(key).send({"add": n + 1})
-    assert len(local.queue) == 1  # the first wake's run; 29 wait in the ready set
+    # the first wake's run, and one more each time 8 more wait than the live runs take
+    assert len(local.queue) == 4  # 26 wait in the ready set
     queued = local.queue.popleft()
     (name, args, _), task_id = queued, queued.task_id
     assert (name, args) == ("bank.account", ("b0",)) and task_id
     summary = bank.supervision.app.tasks[name].apply(args=args, task_id=task_id).get()
     assert (summary["key"], summary["committed"]) == ("b0", 1)
     served = dict(summary["served"])
-    # more waited than one take: the run started a second one (published for one of them)
     assert local.queue and all(item.task_id for item in local.queue)
     local.run()
     assert _balances(bank, keys) == [n + 1 for n in range(30)]
@@ -123,16 +123,17 @@ def test_a_pool_process_lost_in_an_actor_it_took_ends_that_lease_at_once(
     assert own.snapshot().state["balance"] == 1
 
 
+@pytest.mark.parametrize("garbage", ["not json", "[true]", '[["x"]]', '"x"'])
 def test_garbage_in_what_a_run_took_is_refused_and_no_wake_is_lost(
-    bank: ModuleType, local: LocalRunner, redis_client: redis.Redis
+    bank: ModuleType, local: LocalRunner, redis_client: redis.Redis, garbage: str
 ) -> None:
     rt = bank.supervision.runtime
     ks = rt.keyspace
     redis_client.zadd(ks.ready_runs("bank.account"), {"dead": 1})
-    redis_client.hset(ks.ready_taken("bank.account"), "dead", "not json")
-    with pytest.raises(redis.ResponseError, match=r"CORRUPT .*taken.* dead holds not json"):
+    redis_client.hset(ks.ready_taken("bank.account"), "dead", garbage)
+    with pytest.raises(redis.ResponseError, match=r"CORRUPT .*taken.* dead holds "):
         rt.ready("bank.account", "push", "r1", keys=("x",))
-    assert redis_client.hget(ks.ready_taken("bank.account"), "dead") == b"not json"  # kept
+    assert redis_client.hget(ks.ready_taken("bank.account"), "dead") == garbage.encode()
     ref = bank.account.ref("x")
     ref.send({"add": 4})  # the ready set refuses: the run is published directly
     local.run()
@@ -174,3 +175,73 @@ def test_a_ready_set_key_of_the_wrong_type_does_not_stop_a_send(
     assert len(local.queue) == 1 and local.queue[0].task_id is None
     local.run()
     assert ref.snapshot().state["balance"] == 6
+
+
+def test_a_send_that_skips_the_ready_set_still_clears_a_deleted_actors_tombstone(
+    bank: ModuleType, local: LocalRunner, redis_client: redis.Redis
+) -> None:
+    """send.lua's ready-set locals once shadowed the tombstone it had read: a fresh actor
+    made where the ready set was not used (a cluster, or garbage there) kept the tombstone."""
+    ref = bank.account.ref("again")
+    ref.send({"add": 5})
+    local.run()
+    assert ref.delete() == "deleted" and redis_client.exists(ref.keys.tombstone)
+    redis_client.set(bank.supervision.runtime.keyspace.ready("bank.account"), "garbage")
+    ref.send({"add": 1})
+    local.run()
+    assert ref.snapshot().state["balance"] == 1
+    assert not redis_client.exists(ref.keys.tombstone)
+
+
+def test_more_runs_are_published_when_more_wait_than_the_live_ones_take(
+    bank: ModuleType, local: LocalRunner
+) -> None:
+    """A run whose own actor takes its whole time (a slow step) never takes from the set:
+    a backlog of more than a take per live run publishes another run, up to READY_RUNS."""
+    from celery_supervise.runtime import READY_RUNS, READY_TAKE
+
+    for i in range(READY_TAKE * 2 + 3):
+        bank.account.ref(f"s{i}").send({"add": 1})
+    assert len(local.queue) == 3  # at 0 waiting, at 8 (one run live), at 16 (two live)
+    for i in range(READY_TAKE * READY_RUNS * 2):
+        bank.account.ref(f"t{i}").send({"add": 1})
+    assert len(local.queue) == READY_RUNS  # never more than READY_RUNS live
+    local.run()
+    assert all(b == 1 for b in _balances(bank, [f"t{i}" for i in range(READY_TAKE * 4)]))
+
+
+def test_the_renewal_thread_survives_an_unexpected_error(
+    bank: ModuleType, local: LocalRunner, redis_client: redis.Redis, monkeypatch: Any
+) -> None:
+    """One thread renews every lease of the process: an error it does not expect (a cluster
+    client's own exception type) must not end it, or every later step would lose its lease."""
+    import time
+
+    rt = bank.supervision.runtime
+    ref = bank.account.ref("renewed")
+    ref.send({"add": 1})
+    local.queue.clear()
+    claim = ActorStore(rt).claim(ref.keys, worker=DEAD, lease_ms=int(rt.settings.lease_seconds
+                                 * 1000), batch=1, nonce="n", supervisors=[],
+                                 hint_in=60.0)  # fmt: skip
+    real = ActorStore.renew
+    calls: list[int] = []
+
+    def flaky(self: Any, keys: Any, token: int, lease_ms: int) -> bool:
+        calls.append(token)
+        if len(calls) == 1:
+            raise RuntimeError("not a RedisError")
+        return real(self, keys, token, lease_ms)
+
+    monkeypatch.setattr(ActorStore, "renew", flaky)
+    lease = runner._Lease(rt, ref.keys, claim.token, None)
+    lease.start()
+    try:
+        first = int(redis_client.hget(ref.keys.meta, "lease_until") or 0)
+        deadline = time.monotonic() + rt.settings.lease_seconds * 2
+        while len(calls) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(calls) >= 3, calls  # it went on after the error
+        assert int(redis_client.hget(ref.keys.meta, "lease_until") or 0) > first
+    finally:
+        lease.stop()
