@@ -168,9 +168,9 @@ def _tick(rt: Runtime, sender: str | None = None) -> TickReport:
 
 def kick_ready(rt: Runtime, report: TickReport) -> None:
     """Start a run for each actor type whose ready set holds actors while no run of it is
-    live any more (its runs died, or their tasks were lost): one round trip for all the
-    types, one script for each such type. So a woken actor waits for a dead run at most
-    a lease and a tick."""
+    live any more (its runs died, or their tasks were lost), or with a run that died
+    holding actors: one round trip for all the types, one script for each such type. So a
+    woken actor waits for a dead run at most a lease and a tick."""
     names = sorted(all_types())
     ks = rt.keyspace
     now = rt.now_ms()
@@ -178,7 +178,8 @@ def kick_ready(rt: Runtime, report: TickReport) -> None:
     def build(pipe: Any) -> None:
         for name in names:
             pipe.exists(ks.ready(name))
-            pipe.zrangebyscore(ks.ready_runs(name), "-inf", now, start=0, num=1)
+            pipe.zcount(ks.ready_runs(name), "-inf", now)  # runs no longer live
+            pipe.zcount(ks.ready_runs(name), f"({now}", "+inf")  # live ones
 
     try:
         replies = rt.pipeline(build) if names else []
@@ -186,9 +187,9 @@ def kick_ready(rt: Runtime, report: TickReport) -> None:
         log.warning("celery_supervise ready_kick_failed error=%r", exc)
         return
     for i, name in enumerate(names):
-        waiting, dead = replies[2 * i], replies[2 * i + 1]
-        if not waiting and not dead:
-            continue  # nothing waits, and no run died holding actors
+        waiting, dead, live = replies[3 * i : 3 * i + 3]
+        if not dead and not (waiting and not live):
+            continue  # no run died holding actors, and none waits without a live run
         try:
             spawn_id = new_run_id()
             (handed,) = (text(x) for x in rt.ready(name, "end", "", spawn_id=spawn_id))
