@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
@@ -79,77 +81,67 @@ def _actor_recovery(
     out: dict[str, Any] = {"step_seconds": step, "lease_seconds": lease, "tick_interval": tick}
     client.flushdb()
     sup = actors.supervision
-    # This process sends as the workers run: with their lease and tick (a send that starts
-    # a run makes it count as live for a lease).
-    rt = sup.runtime
+    with _sending_as_workers(sup.runtime, lease, tick):
+        wenv = dict(env, BENCH_LEASE=f"{lease:g}", BENCH_TICK=f"{tick:g}")
+        workers = [procs.worker(ACTOR_APP, f"{prefix}-{i}", wenv, cfg.concurrency)
+                   for i in range(2)]  # fmt: skip
+        procs.beat(ACTOR_APP, wenv)
+        trials: list[float] = []
+        detections: list[float] = []
+        phases: list[dict[str, float]] = []
+        # Where in the step the worker dies matters: its lease is renewed every lease/3, so a
+        # kill just after a renewal leaves the longest lease to run out (the worst case).
+        just_renewed = lease / 3 + 0.1
+        offsets = [step / 2]
+        if just_renewed < step - 0.1:
+            offsets.append(just_renewed)
+        out["kill_offsets"] = []
+        for trial in range(cfg.recovery_trials):
+            offset = offsets[trial % len(offsets)] if cfg.recovery_trials > 1 else offsets[-1]
+            out["kill_offsets"].append(offset)
+            ref = actors.slow.ref(f"{prefix}{trial}")
+            started_key = f"{KEY_PREFIX}:started:{ref.key}"
+            ref.send({"sleep": step})
+            pid = int(wait_for(lambda k=started_key: client.get(k), 30, "slow step started"))
+            time.sleep(offset)
+            victim = _owner(workers, pid)
+            killed_at = redis_ms(client)
+            procs.kill(victim)
+            workers.remove(victim)
+            meta = ref.keys.meta
+            lease_until = int(client.hget(meta, "lease_until") or 0)  # nobody renews it now
+            wait_for(lambda m=meta: client.hget(m, "version") == b"1", 120,
+                     "message committed elsewhere")  # fmt: skip
+            committed_at = int(client.hget(meta, "committed_at") or 0)
+            state = json.loads(client.hget(meta, "state") or b"null")
+            if state != {"done": 1}:
+                raise AssertionError(f"recovered actor state is {state!r}, expected done=1")
+            trials.append((committed_at - killed_at) / 1000)
+            detections.append(_detection_delay(client, meta, lease_until))
+            phases.append(
+                _recovery_phases(client, sup.keyspace.events, ref.key, killed_at, committed_at)
+            )
+            if trial + 1 < cfg.recovery_trials:
+                workers.append(procs.worker(ACTOR_APP, f"{prefix}-r{trial}", wenv,
+                                            cfg.concurrency))  # fmt: skip
+        out["actor_trials"] = trials
+        out["actor_phases"] = phases
+        out["detection_delays"] = detections
+        procs.kill_all()
+        client.flushdb()
+        return out
+
+
+@contextmanager
+def _sending_as_workers(rt: Any, lease: float, tick: float) -> Iterator[None]:
+    """This process sends as the workers run: with their lease and tick (a send that starts
+    a run makes it count as live for a lease)."""
     own = rt.settings
     rt.use_settings(dataclasses.replace(own, lease_seconds=lease, tick_interval=tick))
     try:
-        return _trials(cfg, procs, env, client, actors, lease, tick, step, prefix, out)
+        yield
     finally:
         rt.use_settings(own)
-
-
-def _trials(
-    cfg: Config,
-    procs: Processes,
-    env: dict[str, str],
-    client: redis.Redis,
-    actors: ModuleType,
-    lease: float,
-    tick: float,
-    step: float,
-    prefix: str,
-    out: dict[str, Any],
-) -> dict[str, Any]:
-    sup = actors.supervision
-    wenv = dict(env, BENCH_LEASE=f"{lease:g}", BENCH_TICK=f"{tick:g}")
-    workers = [procs.worker(ACTOR_APP, f"{prefix}-{i}", wenv, cfg.concurrency) for i in range(2)]
-    procs.beat(ACTOR_APP, wenv)
-    trials: list[float] = []
-    detections: list[float] = []
-    phases: list[dict[str, float]] = []
-    # Where in the step the worker dies matters: its lease is renewed every lease/3, so a
-    # kill just after a renewal leaves the longest lease to run out (the worst case).
-    just_renewed = lease / 3 + 0.1
-    offsets = [step / 2]
-    if just_renewed < step - 0.1:
-        offsets.append(just_renewed)
-    out["kill_offsets"] = []
-    for trial in range(cfg.recovery_trials):
-        offset = offsets[trial % len(offsets)] if cfg.recovery_trials > 1 else offsets[-1]
-        out["kill_offsets"].append(offset)
-        ref = actors.slow.ref(f"{prefix}{trial}")
-        started_key = f"{KEY_PREFIX}:started:{ref.key}"
-        ref.send({"sleep": step})
-        pid = int(wait_for(lambda k=started_key: client.get(k), 30, "slow step started"))
-        time.sleep(offset)
-        victim = _owner(workers, pid)
-        killed_at = redis_ms(client)
-        procs.kill(victim)
-        workers.remove(victim)
-        meta = ref.keys.meta
-        lease_until = int(client.hget(meta, "lease_until") or 0)  # nobody renews it now
-        wait_for(
-            lambda m=meta: client.hget(m, "version") == b"1", 120, "message committed elsewhere"
-        )
-        committed_at = int(client.hget(meta, "committed_at") or 0)
-        state = json.loads(client.hget(meta, "state") or b"null")
-        if state != {"done": 1}:
-            raise AssertionError(f"recovered actor state is {state!r}, expected done=1")
-        trials.append((committed_at - killed_at) / 1000)
-        detections.append(_detection_delay(client, meta, lease_until))
-        phases.append(
-            _recovery_phases(client, sup.keyspace.events, ref.key, killed_at, committed_at)
-        )
-        if trial + 1 < cfg.recovery_trials:
-            workers.append(procs.worker(ACTOR_APP, f"{prefix}-r{trial}", wenv, cfg.concurrency))
-    out["actor_trials"] = trials
-    out["actor_phases"] = phases
-    out["detection_delays"] = detections
-    procs.kill_all()
-    client.flushdb()
-    return out
 
 
 def bench_recovery_fast(

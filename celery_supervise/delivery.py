@@ -82,15 +82,11 @@ class Delivery:
         # (send.lua), one round trip. A cluster keeps them in other slots: the hints around
         # the script, and the wake (Runtime.publish) after it.
         one_server = not ks.cluster
-        run_id = new_run_id() if one_server else ""
+        run_id = new_run_id()
         extra_keys: list[str] = []
         if one_server:
-            member = actor_member(type_name, key)
-            extra_keys = [ks.due_bucket(member), ks.ready(type_name), ks.ready_runs(type_name),
-                          ks.ready_taken(type_name)]  # fmt: skip
-            live_ms = int(self.rt.settings.lease_seconds * 1000)
-            args += [member, int(self.rt.repair_after * 1000), run_id, live_ms, READY_TAKE,
-                     READY_RUNS]  # fmt: skip
+            extra_keys, extra_args = self._in_script(type_name, key, run_id)
+            args += extra_args
 
         def build(pipe: Any) -> None:
             # The hint before the append covers a client dying mid-pipeline; the one after
@@ -117,11 +113,23 @@ class Delivery:
             self._index_new(type_name, key)
         woke = int(result[0])
         if woke == 1 and one_server:  # no run was live: the script made this one live
-            self._publish(type_name, key, run_id)
+            self._wake(type_name, key, run_id)
         elif woke in (1, 3):  # a cluster, or garbage in the ready set (reported there)
             self._wake(type_name, key)
         self.rt.check_replicas(replies, f"send to actor {type_name}:{key}")
         return [int(x) for x in result[1:-1]]
+
+    def _in_script(self, type_name: str, key: str, run_id: str) -> tuple[list[str], list[Any]]:
+        """The keys and arguments send.lua takes on one server to write the due hint and
+        wake the actor through its type's ready set itself."""
+        ks = self.rt.keyspace
+        member = actor_member(type_name, key)
+        keys = [ks.due_bucket(member), ks.ready(type_name), ks.ready_runs(type_name),
+                ks.ready_taken(type_name)]  # fmt: skip
+        live_ms = int(self.rt.settings.lease_seconds * 1000)
+        args = [member, int(self.rt.repair_after * 1000), run_id, live_ms, READY_TAKE,
+                READY_RUNS]  # fmt: skip
+        return keys, args
 
     def _index_new(self, type_name: str, key: str) -> None:
         # After the script (another slot): a client dying in between leaves the actor out of
@@ -141,33 +149,23 @@ class Delivery:
             log.warning("celery_supervise type_index_failed actor=%s key=%s error=%r",
                         type_name, key, exc)  # fmt: skip
 
-    def _publish(self, type_name: str, key: str, run_id: str) -> None:
-        """Publish the run ``run_id`` the send script made live for this actor; a failure
-        is logged, as in ``_wake`` (the tick starts a run once this one stops counting as
-        live)."""
+    def _wake(self, type_name: str, key: str, run_id: str | None = None) -> None:
+        """Publish the run ``run_id`` the send script made live, or (None) wake the actor
+        through ``Runtime.publish``. The messages are durable now; a failed publish must
+        not make the caller think they were not sent (a retry without caller ids would
+        duplicate them): logged, and the hint written with them, or the tick's look at the
+        ready set, brings the run."""
         try:
-            self.rt.dispatch_run(type_name, key, run_id)
+            if run_id is None:
+                self.rt.publish(type_name, key)
+            else:
+                self.rt.dispatch_run(type_name, key, run_id)
         except Exception as exc:
             log.warning(
                 "celery_supervise publish_failed actor=%s key=%s error=%r "
                 "(messages are stored; the tick will wake the actor)",
                 type_name, key, exc,
             )  # fmt: skip
-
-    def _wake(self, type_name: str, key: str) -> None:
-        # The messages are durable now; a failed publish must not make the caller think
-        # they were not sent (a retry without caller ids would duplicate them). The hint
-        # written with them makes the tick re-publish the run after ``repair_after``.
-        try:
-            self.rt.publish(type_name, key)
-        except Exception as exc:
-            log.warning(
-                "celery_supervise publish_failed actor=%s key=%s error=%r "
-                "(messages are stored; the tick will wake the actor)",
-                type_name,
-                key,
-                exc,
-            )
 
     def ask(self, keys: ActorKeys, body: bytes, *, timeout: float, message_id: str | None) -> Any:
         """Send ``body`` and wait for the handler's reply (or the dead-letter notice)."""
